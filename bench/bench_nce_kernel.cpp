@@ -1,0 +1,248 @@
+// bench_nce_kernel -- the fused NCE forward+backward (and the step with its
+// bank update) against the device's own copy bandwidth, measured in the same
+// binary. D = 128; B in {128, 256}; K in {4096, 16384}; N in {50,000 (fits in
+// L2), 1,281,167 (ImageNet)}. GPU cases are timed with CUDA events (manual
+// time), inputs allocated and initialized outside the timed loop.
+//
+// Counters:
+//   gather_GBps      bytes of gathered bank rows, B*(K+1)*D*4, per second
+//   frac_copy_bw     gather_GBps / copy_GBps (copy counts bytes read + written)
+//   copy_GBps        device-to-device cudaMemcpy of 1 GiB, read + written
+// Without a device the GPU cases report "skipped: no CUDA device" and only the
+// CPU reference case runs.
+#include <benchmark/benchmark.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "core/check.h"
+#include "npid/npid.h"
+
+using namespace npid;
+
+namespace {
+
+constexpr std::int64_t kDim = 128;
+
+class CudaEvents {
+ public:
+  CudaEvents() {
+    NPID_CUDA_CHECK(cudaEventCreate(&start_));
+    NPID_CUDA_CHECK(cudaEventCreate(&stop_));
+  }
+  ~CudaEvents() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  void start(StreamHandle s) { NPID_CUDA_CHECK(cudaEventRecord(start_, s)); }
+  double stop_seconds(StreamHandle s) {
+    NPID_CUDA_CHECK(cudaEventRecord(stop_, s));
+    NPID_CUDA_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0;
+    NPID_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    return ms * 1e-3;
+  }
+
+ private:
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
+
+struct Gpu {
+  Context ctx = Context::cuda();
+  double copy_bytes_per_s = 0;
+};
+
+Gpu* gpu() {
+  static std::unique_ptr<Gpu> g = cuda_available() ? std::make_unique<Gpu>() : nullptr;
+  return g.get();
+}
+
+// Median of 20 timed 1 GiB device-to-device copies, bytes read + written.
+double measure_copy_bandwidth(Context& ctx) {
+  const std::size_t bytes = std::size_t(1) << 30;
+  Tensor a({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
+  Tensor b({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
+  fill_zero(ctx, a);
+  CudaEvents ev;
+  std::vector<double> t;
+  for (int rep = 0; rep < 23; ++rep) {
+    ev.start(ctx.stream());
+    NPID_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
+    const double s = ev.stop_seconds(ctx.stream());
+    if (rep >= 3) t.push_back(s);
+  }
+  std::sort(t.begin(), t.end());
+  return 2.0 * bytes / t[t.size() / 2];
+}
+
+// Problem data, cached per (B, K, N) so benchmark re-runs do not re-allocate.
+struct Problem {
+  std::int64_t B, K, N;
+  Tensor features, targets, bank, z, loss, grad;
+};
+
+Problem& problem(std::int64_t B, std::int64_t K, std::int64_t N) {
+  static std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t>, std::unique_ptr<Problem>> cache;
+  auto& slot = cache[{B, K, N}];
+  if (slot) return *slot;
+  Context& ctx = gpu()->ctx;
+  cache.clear();  // keep one bank resident at a time
+  auto p = std::make_unique<Problem>();
+  p->B = B;
+  p->K = K;
+  p->N = N;
+  p->bank = Tensor({N, kDim}, DType::kFloat32, ctx.device());
+  bank_initialize(ctx, p->bank, BankInit::kUnit, 1);
+  // Features: unit rows taken from the bank's init at another seed.
+  p->features = Tensor({B, kDim}, DType::kFloat32, ctx.device());
+  bank_initialize(ctx, p->features, BankInit::kUnit, 2);
+  std::vector<std::int64_t> y(B);
+  for (std::int64_t i = 0; i < B; ++i) y[i] = (i * 7919) % N;
+  p->targets = Tensor({B}, DType::kInt64, ctx.device());
+  copy(ctx, p->targets, view(y.data(), {B}));
+  p->z = Tensor({1}, DType::kFloat32, ctx.device());
+  const float z0 = static_cast<float>(N) * 1.2f;
+  copy(ctx, p->z, view(&z0, {1}));
+  p->loss = Tensor({1}, DType::kFloat32, ctx.device());
+  p->grad = Tensor({B, kDim}, DType::kFloat32, ctx.device());
+  ctx.synchronize();
+  cache[{B, K, N}] = std::move(p);
+  return *cache[{B, K, N}];
+}
+
+void set_counters(benchmark::State& state, double gathered_bytes, double seconds) {
+  const double rate = gathered_bytes * static_cast<double>(state.iterations()) / seconds;
+  state.counters["gather_GBps"] = rate / 1e9;
+  state.counters["copy_GBps"] = gpu()->copy_bytes_per_s / 1e9;
+  state.counters["frac_copy_bw"] = rate / gpu()->copy_bytes_per_s;
+}
+
+// with_update = false: NCE forward+backward only; true: plus the bank update.
+void BM_Nce(benchmark::State& state, bool with_update) {
+  if (gpu() == nullptr) {
+    state.SkipWithError("skipped: no CUDA device");
+    for (auto _ : state) {
+    }
+    return;
+  }
+  const std::int64_t B = state.range(0), K = state.range(1), N = state.range(2);
+  Context& ctx = gpu()->ctx;
+  Problem& p = problem(B, K, N);
+  NceConfig cfg;
+  cfg.num_negatives = K;
+  cfg.validate_inputs = false;  // steady-state training step: no host sync
+  const NceInputs in{p.features, p.targets, p.bank, {}};
+  const NceOutputs out{p.loss, p.grad, {}, {}};
+  ctx.workspace().reserve(nce_workspace_bytes(ctx, B, kDim, K), ctx.stream());
+  CudaEvents ev;
+  double total = 0;
+  std::uint64_t step = 0;
+  for (auto _ : state) {
+    ev.start(ctx.stream());
+    nce_forward_backward(ctx, cfg, in, step++, ZUpdate::kKeep, p.z, out);
+    if (with_update) bank_update(ctx, p.bank, p.features, p.targets, 0.5f, false);
+    const double s = ev.stop_seconds(ctx.stream());
+    state.SetIterationTime(s);
+    total += s;
+  }
+  set_counters(state, static_cast<double>(B) * (K + 1) * kDim * sizeof(float), total);
+}
+
+void BM_DeviceCopy(benchmark::State& state) {
+  if (gpu() == nullptr) {
+    state.SkipWithError("skipped: no CUDA device");
+    for (auto _ : state) {
+    }
+    return;
+  }
+  Context& ctx = gpu()->ctx;
+  const std::size_t bytes = std::size_t(1) << 30;
+  Tensor a({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
+  Tensor b({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
+  fill_zero(ctx, a);
+  CudaEvents ev;
+  double total = 0;
+  for (auto _ : state) {
+    ev.start(ctx.stream());
+    NPID_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
+    const double s = ev.stop_seconds(ctx.stream());
+    state.SetIterationTime(s);
+    total += s;
+  }
+  state.counters["copy_GBps"] = 2.0 * bytes * static_cast<double>(state.iterations()) / total / 1e9;
+}
+
+// The CPU reference on a small case (the oracle's cost, not a GPU figure).
+void BM_NceCpuReference(benchmark::State& state) {
+  Context ctx = Context::cpu();
+  const std::int64_t B = 16, K = 512, N = 10000;
+  std::vector<float> bank(N * kDim), features(B * kDim), grad(B * kDim);
+  bank_initialize(ctx, view(bank.data(), {N, kDim}), BankInit::kUnit, 1);
+  bank_initialize(ctx, view(features.data(), {B, kDim}), BankInit::kUnit, 2);
+  std::vector<std::int64_t> y(B);
+  for (std::int64_t i = 0; i < B; ++i) y[i] = i * 31;
+  float z = 1.2f * N, loss = 0;
+  NceConfig cfg;
+  cfg.num_negatives = K;
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    nce_forward_backward(ctx, cfg,
+                         {view(features.data(), {B, kDim}), view(y.data(), {B}), view(bank.data(), {N, kDim}), {}},
+                         0, ZUpdate::kKeep, view(&z, {1}),
+                         {view(&loss, {1}), view(grad.data(), {B, kDim}), {}, {}});
+    benchmark::DoNotOptimize(loss);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.SetIterationTime(s);
+    total += s;
+  }
+  // Wall-clock rate (the reference runs on several threads).
+  state.counters["gather_GBps"] =
+      static_cast<double>(B) * (K + 1) * kDim * 4 * static_cast<double>(state.iterations()) / total / 1e9;
+  state.counters["threads"] = ctx.cpu_threads();
+}
+
+void gpu_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "K", "N"});
+  for (std::int64_t B : {128, 256})
+    for (std::int64_t K : {4096, 16384})
+      for (std::int64_t N : {50000, 1281167}) b->Args({B, K, N});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("npid_version", version());
+  benchmark::AddCustomContext("cuda", cuda_status());
+  if (gpu() != nullptr) {
+    gpu()->copy_bytes_per_s = measure_copy_bandwidth(gpu()->ctx);
+    const DeviceInfo& d = gpu()->ctx.device_info();
+    benchmark::AddCustomContext("device", d.name);
+    benchmark::AddCustomContext("copy_GBps", std::to_string(gpu()->copy_bytes_per_s / 1e9));
+    std::fprintf(stderr, "device: %s, measured copy bandwidth %.0f GB/s (read + write)\n",
+                 d.name.c_str(), gpu()->copy_bytes_per_s / 1e9);
+  } else {
+    benchmark::AddCustomContext("device", "none");
+    std::fprintf(stderr, "%s: the GPU cases were NOT run (reported as skipped); only the CPU "
+                         "reference case is timed.\n",
+                 cuda_status().c_str());
+  }
+  benchmark::RegisterBenchmark("BM_DeviceCopy/1GiB", BM_DeviceCopy)
+      ->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward", BM_Nce, false));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate", BM_Nce, true));
+  benchmark::RegisterBenchmark("BM_NceCpuReference/B:16/K:512/N:10000", BM_NceCpuReference)
+      ->UseManualTime()->Unit(benchmark::kMillisecond);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

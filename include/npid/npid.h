@@ -1,0 +1,11 @@
+// npid/npid.h -- umbrella header for libnpid_cuda's public API.
+#pragma once
+
+#include "npid/context.h"
+#include "npid/device.h"
+#include "npid/error.h"
+#include "npid/memory_bank.h"
+#include "npid/nce.h"
+#include "npid/sampler.h"
+#include "npid/tensor.h"
+#include "npid/version.h"

@@ -1,0 +1,69 @@
+// common/cuda_utils.cuh -- device helpers shared by the kernels: warp
+// reductions and the per-lane row layout used to read bank rows.
+//
+// Row layout: a warp reads one D-wide row per instruction group. Lane l owns
+// elements (c*32 + l)*kVec + v for chunk c < kChunks and v < kVec; kVec = 4
+// uses 16-byte loads (needs D % 4 == 0 and 16-byte aligned rows), kVec = 1
+// works for any D. Elements at or beyond D read as 0.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace npid {
+namespace cuda {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__device__ __forceinline__ float warp_allreduce_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+
+// Storage-type conversion: fp32 today; a bf16 specialization is all a bf16
+// bank needs from this file.
+template <typename T>
+struct Storage;
+
+template <>
+struct Storage<float> {
+  __device__ __forceinline__ static void load4(const float* p, float out[4]) {
+    const float4 v = __ldg(reinterpret_cast<const float4*>(p));
+    out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+  }
+  __device__ __forceinline__ static float load1(const float* p) { return __ldg(p); }
+  __device__ __forceinline__ static void store1(float* p, float v) { *p = v; }
+};
+
+template <typename T, int kVec, int kChunks>
+__device__ __forceinline__ void load_row_lanes(const T* __restrict__ row, int dim, int lane,
+                                               float out[kVec * kChunks]) {
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int e = (c * 32 + lane) * kVec;
+    if constexpr (kVec == 4) {
+      if (e < dim) {
+        Storage<T>::load4(row + e, out + c * 4);
+      } else {
+        out[c * 4 + 0] = out[c * 4 + 1] = out[c * 4 + 2] = out[c * 4 + 3] = 0.f;
+      }
+    } else {
+      out[c] = e < dim ? Storage<T>::load1(row + e) : 0.f;
+    }
+  }
+}
+
+// Element index of slot k of this lane (slot k = c*kVec + v).
+template <int kVec>
+__device__ __forceinline__ int lane_element(int k, int lane) {
+  return ((k / kVec) * 32 + lane) * kVec + (k % kVec);
+}
+
+inline unsigned ceil_div(std::int64_t a, std::int64_t b) {
+  return static_cast<unsigned>((a + b - 1) / b);
+}
+
+}  // namespace cuda
+}  // namespace npid

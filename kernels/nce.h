@@ -1,0 +1,71 @@
+// kernels/nce.h -- the NCE op family's internal interface: the problem as raw
+// pointers, the CUDA launcher (nce.cu) and the CPU reference (nce_cpu.cpp).
+// Both implement the contract documented in include/npid/nce.h; the checked
+// entry point (src/nce.cpp) validates arguments and picks one.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/limits.h"
+#include "npid/context.h"
+#include "npid/nce.h"
+
+namespace npid {
+
+// eps in a = K * Pn + eps (npid-reference s.3).
+constexpr double kNceEps = 1e-7;
+
+struct NceProblem {
+  const float* features = nullptr;     // (B, D)
+  const std::int64_t* targets = nullptr;  // (B)
+  const float* bank = nullptr;         // (N, D)
+  const std::int64_t* negatives = nullptr;  // (B, K) or null: draw in-kernel
+  std::int64_t batch = 0, dim = 0, bank_size = 0, num_negatives = 0;
+  float temperature = 0.07f;
+  float lambda = 0.f;
+  float z_decay = 0.99f;
+  bool exclude_positive = false;
+  std::uint64_t seed = 0, step = 0;
+  float* z = nullptr;             // (1) in/out
+  float* loss = nullptr;          // (1)
+  float* grad = nullptr;          // (B, D)
+  float* probs = nullptr;         // (B, K+1) or null
+  std::int64_t* indices = nullptr;  // (B, K+1) or null
+};
+
+// ---- CUDA (kernels/nce.cu) --------------------------------------------------
+std::size_t nce_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim);
+void launch_nce_forward_backward(Context& ctx, const NceProblem& p, ZUpdate z_update);
+
+// ---- CPU reference (kernels/nce_cpu.cpp) ------------------------------------
+void nce_forward_backward_cpu(const NceProblem& p, ZUpdate z_update, int threads);
+
+// The math itself, templated on the real type so tests can run it in double
+// (finite differences). Accumulates in double whatever Real is. Z is given.
+template <typename Real>
+struct NceReferenceArgs {
+  const Real* features = nullptr;
+  const std::int64_t* targets = nullptr;
+  const Real* bank = nullptr;
+  const std::int64_t* negatives = nullptr;
+  std::int64_t batch = 0, dim = 0, bank_size = 0, num_negatives = 0;
+  Real temperature = Real(0.07), lambda = Real(0), z = Real(1);
+  bool exclude_positive = false;
+  std::uint64_t seed = 0, step = 0;
+  Real* grad = nullptr;           // optional
+  Real* probs = nullptr;          // optional
+  std::int64_t* indices = nullptr;  // optional
+};
+
+template <typename Real>
+struct NceReferenceResult {
+  Real loss = 0;
+  // sum over all B*(K+1) entries of exp(s_ij / tau), for Z estimation.
+  Real sum_exp = 0;
+};
+
+template <typename Real>
+NceReferenceResult<Real> nce_reference(const NceReferenceArgs<Real>& args, int threads);
+
+}  // namespace npid

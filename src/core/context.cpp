@@ -1,0 +1,183 @@
+// Context, Workspace and DeviceGuard.
+#include "npid/context.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "core/check.h"
+#include "core/context_impl.h"
+
+namespace npid {
+
+// ---- DeviceGuard -----------------------------------------------------------
+
+DeviceGuard::DeviceGuard(Device device) {
+  if (!device.is_cuda()) return;
+  int current = 0;
+  NPID_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != device.index) {
+    NPID_CUDA_CHECK(cudaSetDevice(device.index));
+    previous_ = current;
+  }
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (previous_ >= 0) cudaSetDevice(previous_);  // best effort; never throws
+}
+
+// ---- Workspace -------------------------------------------------------------
+
+Workspace::~Workspace() { release(); }
+
+void Workspace::release() noexcept {
+  if (data_ == nullptr) return;
+  if (device_.is_cuda()) {
+    cudaFree(data_);
+  } else {
+    ::operator delete(data_, std::align_val_t(64));
+  }
+  data_ = nullptr;
+  capacity_ = 0;
+}
+
+void Workspace::reserve(std::size_t bytes, StreamHandle stream) {
+  if (bytes <= capacity_) return;
+  // Round up to limit regrowth when sizes creep upward.
+  const std::size_t rounded = (bytes + (std::size_t(1) << 20) - 1) & ~((std::size_t(1) << 20) - 1);
+  if (device_.is_cuda()) {
+    DeviceGuard guard(device_);
+    if (data_ != nullptr) NPID_CUDA_CHECK(cudaStreamSynchronize(stream));
+    release();
+    NPID_CUDA_CHECK(cudaMalloc(&data_, rounded));
+  } else {
+    release();
+    data_ = ::operator new(rounded, std::align_val_t(64));
+  }
+  capacity_ = rounded;
+}
+
+// ---- Context ---------------------------------------------------------------
+
+Context::Impl::~Impl() {
+  workspace.reset();
+  if (device.is_cuda()) {
+    int previous = -1;
+    cudaGetDevice(&previous);
+    cudaSetDevice(device.index);
+    if (stream != nullptr) cudaStreamSynchronize(stream);
+    if (cudnn != nullptr) cudnnDestroy(cudnn);
+    if (cublas != nullptr) cublasDestroy(cublas);
+    if (check_scratch != nullptr) cudaFree(check_scratch);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+    if (previous >= 0) cudaSetDevice(previous);
+  }
+}
+
+namespace {
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+}
+
+int resolve_threads(int requested) {
+  if (requested > 0) return requested;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+}  // namespace
+
+Context::Context(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Context::~Context() = default;
+Context::Context(Context&&) noexcept = default;
+Context& Context::operator=(Context&&) noexcept = default;
+
+Context Context::cpu(ContextOptions options) {
+  auto impl = std::make_unique<Impl>();
+  impl->device = Device::cpu();
+  impl->options = options;
+  impl->options.sync_after_launch =
+      options.sync_after_launch || env_flag("NPID_SYNC_AFTER_LAUNCH");
+  impl->cpu_threads = resolve_threads(options.cpu_threads);
+  impl->workspace = std::make_unique<Workspace>(impl->device);
+  if (options.workspace_bytes > 0) impl->workspace->reserve(options.workspace_bytes, nullptr);
+  return Context(std::move(impl));
+}
+
+Context Context::cuda(int device, ContextOptions options) {
+  const int count = cuda_device_count();
+  if (device < 0 || device >= count) {
+    throw Error(ErrorKind::kNoDevice,
+                "Context::cuda: argument 'device': expected a CUDA ordinal in [0, " +
+                    std::to_string(count) + "), got " + std::to_string(device) +
+                    "; " + cuda_status());
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->device = Device::cuda(device);
+  impl->options = options;
+  impl->options.sync_after_launch =
+      options.sync_after_launch || env_flag("NPID_SYNC_AFTER_LAUNCH");
+  impl->cpu_threads = resolve_threads(options.cpu_threads);
+  impl->info = cuda_device_info(device);
+  DeviceGuard guard(impl->device);
+  NPID_CUDA_CHECK(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
+  NPID_CUDA_CHECK(cudaMalloc(&impl->check_scratch, 256));
+  impl->workspace = std::make_unique<Workspace>(impl->device);
+  if (options.workspace_bytes > 0)
+    impl->workspace->reserve(options.workspace_bytes, impl->stream);
+  return Context(std::move(impl));
+}
+
+Device Context::device() const { return impl_->device; }
+StreamHandle Context::stream() const { return impl_->stream; }
+bool Context::sync_after_launch() const { return impl_->options.sync_after_launch; }
+int Context::cpu_threads() const { return impl_->cpu_threads; }
+Workspace& Context::workspace() { return *impl_->workspace; }
+
+const DeviceInfo& Context::device_info() const {
+  if (!impl_->device.is_cuda())
+    throw Error(ErrorKind::kInvalidArgument,
+                "Context::device_info: this is a CPU context");
+  return impl_->info;
+}
+
+void Context::synchronize() const {
+  if (!impl_->device.is_cuda()) return;
+  DeviceGuard guard(impl_->device);
+  NPID_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+}
+
+cublasHandle_t cublas_handle(Context& ctx) {
+  auto& impl = ctx.impl();
+  if (impl.cublas == nullptr) {
+    DeviceGuard guard(impl.device);
+    NPID_CUBLAS_CHECK(cublasCreate(&impl.cublas));
+    NPID_CUBLAS_CHECK(cublasSetStream(impl.cublas, impl.stream));
+  }
+  return impl.cublas;
+}
+
+cudnnHandle_t cudnn_handle(Context& ctx) {
+  auto& impl = ctx.impl();
+  if (impl.cudnn == nullptr) {
+    DeviceGuard guard(impl.device);
+    NPID_CUDNN_CHECK(cudnnCreate(&impl.cudnn));
+    NPID_CUDNN_CHECK(cudnnSetStream(impl.cudnn, impl.stream));
+  }
+  return impl.cudnn;
+}
+
+namespace detail {
+void check_launch(const Context& ctx, const char* kernel, const char* file, int line) {
+  cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess && ctx.sync_after_launch())
+    err = cudaStreamSynchronize(ctx.stream());
+  if (err != cudaSuccess) {
+    const std::string expr = std::string("launch of ") + kernel;
+    throw_cuda(static_cast<int>(err), expr.c_str(), file, line);
+  }
+}
+}  // namespace detail
+
+}  // namespace npid

@@ -1,0 +1,5 @@
+#include "npid/version.h"
+
+namespace npid {
+const char* version() noexcept { return NPID_VERSION_STRING; }
+}  // namespace npid

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the build and test dependencies from Debian (when missing) and
+# checks for the CUDA toolkit. Safe to re-run.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v ninja >/dev/null || need+=(ninja-build)
+command -v ccache >/dev/null || need+=(ccache)
+command -v g++ >/dev/null || need+=(g++)
+[ -f /usr/include/catch2/catch.hpp ] || need+=(catch2)
+[ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
+  echo "setup: the CUDA toolkit (nvcc) is required; expected at /usr/local/cuda" >&2
+  exit 1
+fi
+echo "setup: dependencies present"
