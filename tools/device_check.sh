@@ -9,7 +9,8 @@
 #   4. bench_nce_kernel (Google Benchmark JSON)
 #   5. the example training run on CUDA
 #   6. tools/side_by_side.sh, when it exists (PyTorch baselines)
-# Writes summary.md + device_check.json + raw logs to $OUT (or $1).
+# Writes to $OUT (or $1): summary.md, device_check.json, bench_nce.json,
+# side_by_side.{md,json} and logs.txt (every step's output, in order).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-device_check_out}}
@@ -51,24 +52,24 @@ step() {  # step NAME TIMEOUT LOGFILE CMD...
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1
   echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   ldd "$BIN/npid_gpu_tests" 2>&1 | grep -E 'not found|npid|cudart|cublas|cudnn|benchmark'
-} > "$OUT/log_tests.txt"
+} > "$OUT/logs.txt"
 DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)
 
-step cpu_tests 300 log_tests.txt "$BIN/npid_tests" --durations no
-step gpu_tests 300 log_tests.txt "$BIN/npid_gpu_tests" --durations yes
+step cpu_tests 300 logs.txt "$BIN/npid_tests" --durations no
+step gpu_tests 300 logs.txt "$BIN/npid_gpu_tests" --durations yes
 if command -v compute-sanitizer >/dev/null; then
-  step memcheck 420 log_sanitizer.txt compute-sanitizer --tool memcheck --error-exitcode 1 \
+  step memcheck 420 logs.txt compute-sanitizer --tool memcheck --error-exitcode 1 \
        "$BIN/npid_gpu_tests"
-  step racecheck 180 log_sanitizer.txt compute-sanitizer --tool racecheck --error-exitcode 1 \
+  step racecheck 180 logs.txt compute-sanitizer --tool racecheck --error-exitcode 1 \
        "$BIN/npid_gpu_tests" "sync_after_launch contexts run the same ops"
 else
   STATUS[memcheck]="not available"; STATUS[racecheck]="not available"
 fi
-step bench_nce 300 log_bench.txt "$BIN/bench_nce_kernel" \
+step bench_nce 300 logs.txt "$BIN/bench_nce_kernel" \
      --benchmark_out="$OUT/bench_nce.json" --benchmark_out_format=json
-step example_cuda 120 log_example.txt "$BIN/nce_training" --device cuda --steps 300
+step example_cuda 120 logs.txt "$BIN/nce_training" --device cuda --steps 300
 if [ -x tools/side_by_side.sh ]; then
-  step side_by_side 420 log_side_by_side.txt tools/side_by_side.sh "$OUT"
+  step side_by_side 420 logs.txt tools/side_by_side.sh "$OUT"
 fi
 
 # Summary (markdown + JSON) from the statuses and the benchmark JSON.

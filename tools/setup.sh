@@ -2,7 +2,12 @@
 # Installs the build and test dependencies from Debian (when missing) and
 # checks for the CUDA toolkit. Safe to re-run.
 set -euo pipefail
+# --with-torch also installs Debian's CPU-only PyTorch for the side-by-side
+# harness test (optional: that test is skipped without it).
 need=()
+if [ "${1:-}" = "--with-torch" ]; then
+  /usr/bin/python3 -c "import torch, numpy" 2>/dev/null || need+=(python3-torch python3-numpy)
+fi
 command -v cmake >/dev/null || need+=(cmake)
 command -v ninja >/dev/null || need+=(ninja-build)
 command -v ccache >/dev/null || need+=(ccache)
@@ -13,7 +18,7 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 if ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
   echo "setup: the CUDA toolkit (nvcc) is required; expected at /usr/local/cuda" >&2
