@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "nce.h"
 #include "npid/npid.h"
 
 using namespace npid;
@@ -124,7 +125,8 @@ void set_counters(benchmark::State& state, double gathered_bytes, double seconds
 }
 
 // with_update = false: NCE forward+backward only; true: plus the bank update.
-void BM_Nce(benchmark::State& state, bool with_update) {
+// with_layout: the 4th argument picks the lanes per row of the D <= 128 kernel.
+void BM_Nce(benchmark::State& state, bool with_update, bool with_layout) {
   if (gpu() == nullptr) {
     state.SkipWithError("skipped: no CUDA device");
     for (auto _ : state) {
@@ -132,6 +134,7 @@ void BM_Nce(benchmark::State& state, bool with_update) {
     return;
   }
   const std::int64_t B = state.range(0), K = state.range(1), N = state.range(2);
+  nce_set_lanes_per_row_override(with_layout ? static_cast<int>(state.range(3)) : 0);
   Context& ctx = gpu()->ctx;
   Problem& p = problem(B, K, N);
   NceConfig cfg;
@@ -151,6 +154,7 @@ void BM_Nce(benchmark::State& state, bool with_update) {
     state.SetIterationTime(s);
     total += s;
   }
+  nce_set_lanes_per_row_override(0);
   set_counters(state, static_cast<double>(B) * (K + 1) * kDim * sizeof(float), total);
 }
 
@@ -216,6 +220,14 @@ void gpu_args(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
 }
 
+// The two row layouts of the D <= 128 kernel, side by side (the default is 8).
+void lanes_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "K", "N", "lanes"});
+  for (std::int64_t lanes : {8, 16})
+    for (std::int64_t N : {50000, 1281167}) b->Args({256, 4096, N, lanes});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -238,8 +250,9 @@ int main(int argc, char** argv) {
   }
   benchmark::RegisterBenchmark("BM_DeviceCopy/1GiB", BM_DeviceCopy)
       ->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
-  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward", BM_Nce, false));
-  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate", BM_Nce, true));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward", BM_Nce, false, false));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate", BM_Nce, true, false));
+  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout", BM_Nce, false, false));
   benchmark::RegisterBenchmark("BM_NceCpuReference/B:16/K:512/N:10000", BM_NceCpuReference)
       ->UseManualTime()->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();

@@ -2,28 +2,32 @@
 //
 // Design. The op is a gather of B*(K+1) bank rows (537 MB at B=256, K=4096,
 // D=128 in fp32) followed by O(D) arithmetic per row, so it is bound by memory
-// bandwidth and the goal is to read each gathered row exactly once. Every
-// NCE coefficient depends only on its own P_ij (no row-wide normalization), so
-// one pass can produce the score, the loss term and the row's contribution to
-// dL/df_i while the row sits in registers.
+// latency and bandwidth, and the goal is to read each gathered row exactly
+// once with as many row loads in flight as possible. Every NCE coefficient
+// depends only on its own P_ij (no row-wide normalization), so one pass can
+// produce the score, the loss term and the row's contribution to dL/df_i while
+// the row sits in registers.
 //
-//   nce_forward_backward_kernel  grid (splits, B), 256 threads. Block (s, i)
-//       owns a contiguous range of 32-column tiles of sample i; each warp
-//       takes tiles round-robin. Per tile, lane l resolves the index of column
-//       l (positive, explicit negative, or an in-kernel Philox draw), then the
-//       warp walks the tile kUnroll rows at a time: all lanes issue their
-//       vector loads of kUnroll rows (one row = one coalesced warp access),
-//       reduce the dot products by butterfly shuffles, and accumulate
-//       coef * row into per-lane gradient registers. Warps then combine
-//       through shared memory in a fixed order and the block writes one
-//       partial gradient / loss / sum-exp for (i, s).
-//   nce_finalize_kernel          grid B: sums the partials of sample i in
-//       split order, adds the proximal term, writes grad_features.
-//   nce_reduce_kernel            1 block: batch loss and Z in fixed order.
+//   nce_negatives_kernel  grid (splits, B), 256 threads. Block (s, i) owns a
+//       contiguous range of 32-column tiles of sample i's K negatives; each
+//       warp takes tiles round-robin. Per tile, lane l resolves the row of
+//       negative l (explicit, or an in-kernel Philox draw). The warp then walks
+//       the tile in steps of 32/kLanes rows: kLanes lanes share one row (16-byte
+//       loads, 4 rows x 128 bytes per warp instruction at kLanes = 8), so the
+//       per-row scalar math (exp, log, reciprocal) is shared by the group, and
+//       the next step's rows are loaded before the current step is computed.
+//       Dot products reduce within each lane group by shuffles; coef * row
+//       accumulates in per-lane registers; groups, then warps (shared memory,
+//       fixed order) combine, and the block writes one partial gradient /
+//       loss / exp-sum for (i, s).
+//   nce_finalize_kernel   grid B: the positive column (it reads V[y_i] for the
+//       proximal term anyway), the sum of the split partials in split order,
+//       the proximal term; writes grad_features and per-sample loss / exp-sum.
+//   nce_reduce_kernel     1 block: batch loss and Z, in double, fixed order.
 //
-// With ZUpdate::kInitFromBatch a score-only pass of the gather kernel runs
-// first (scores and exp sums only) to set Z before the main pass; that happens
-// once per run under the first_batch and ema policies.
+// With ZUpdate::kInitFromBatch a score-only pass (exp sums only) runs first to
+// set Z before the main pass: once per run under the first_batch and ema
+// policies.
 //
 // Determinism: no atomics; every reduction has a fixed order, so results are
 // bitwise reproducible for a given device and shape. `splits` depends on the
@@ -31,6 +35,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -48,7 +53,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 // Upper bound on column splits per sample; sizes the partial buffers.
-constexpr int kMaxSplits = 32;
+constexpr int kMaxSplits = 64;
 
 struct NceKernelParams {
   const float* features;
@@ -59,7 +64,7 @@ struct NceKernelParams {
   const float* z;
   float inv_tau;
   float noise;        // a = K/N + eps
-  float kpn;          // K/N = K * Pn
+  float inv_kpn;      // N/K
   float inv_batch;
   float lambda;
   bool exclude_positive;
@@ -75,22 +80,26 @@ struct NceKernelParams {
 
 // ---- kernels ----------------------------------------------------------------
 
-// Resident blocks per SM the compiler must allow: 3 (80 registers, no spills)
-// for the narrow layouts that serve D <= 128; 2 for the wide ones.
-template <int kPerLane>
-constexpr int kMinBlocks = kPerLane <= 4 ? 3 : 2;
+// Resident blocks per SM the compiler must allow (caps registers without
+// spilling, checked with -Xptxas -v): 4 for the 16-lane layout (64 registers),
+// 3 for the 32-lane D <= 128 ones, 2 for the 8-lane (row double buffer of 2 x
+// 16 floats per lane) and the wide ones.
+template <int kLanes, int kPerLane>
+constexpr int kMinBlocks = kLanes == 16 ? 4 : (kLanes == 32 && kPerLane <= 4) ? 3 : 2;
 
-template <typename T, int kVec, int kChunks>
-__global__ void __launch_bounds__(kThreads, kMinBlocks<kVec * kChunks>)
-    nce_forward_backward_kernel(const NceKernelParams p) {
+template <typename T, int kLanes, int kVec, int kChunks>
+__global__ void __launch_bounds__(kThreads, (kMinBlocks<kLanes, kVec * kChunks>))
+    nce_negatives_kernel(const NceKernelParams p) {
   static_assert(kVec == 1 || kVec == 4, "rows are read as scalars or 4-vectors");
-  constexpr int kPerLane = kVec * kChunks;
-  // Rows in flight per warp: ~32 floats of row data per lane.
-  constexpr int kUnroll = kPerLane >= 32 ? 1 : 32 / kPerLane;
-  static_assert(32 % kUnroll == 0, "a tile's 32 columns split evenly into unrolled groups");
+  static_assert(kLanes == 8 || kLanes == 16 || kLanes == 32, "a row is read by 8, 16 or 32 lanes");
+  constexpr int kPerLane = kVec * kChunks;  // row elements per lane
+  constexpr int kRows = 32 / kLanes;        // rows per warp step
+  constexpr int kSteps = 32 / kRows;        // steps per 32-column tile
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
+  const int sub = lane % kLanes;
+  const int group = lane / kLanes;
   const std::int64_t i = blockIdx.y;
   const int split = blockIdx.x;
   const int dim = static_cast<int>(p.dim);
@@ -99,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<kVec * kChunks>)
   const T* __restrict__ bank = static_cast<const T*>(p.bank);
 
   float f[kPerLane], g[kPerLane];
-  cuda::load_row_lanes<float, kVec, kChunks>(p.features + i * dim, dim, lane, f);
+  cuda::load_row_lanes<float, kLanes, kVec, kChunks>(p.features + i * dim, dim, sub, f);
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) g[k] = 0.f;
 
@@ -107,83 +116,80 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<kVec * kChunks>)
   const float inv_z = p.score_only ? 0.f : 1.f / *p.z;
   float loss_acc = 0.f, sum_exp_acc = 0.f;
 
-  const std::int64_t tiles = (kp1 + 31) / 32;
+  const std::int64_t tiles = (K + 31) / 32;
   const std::int64_t t_begin = tiles * split / p.splits;
   const std::int64_t t_end = tiles * (split + 1) / p.splits;
 
   for (std::int64_t t = t_begin + warp; t < t_end; t += kWarps) {
-    const std::int64_t col0 = t * 32;
-    const int ncols = static_cast<int>(min(static_cast<std::int64_t>(32), kp1 - col0));
-    // Lane l resolves column col0 + l; rows are then broadcast by shuffle.
+    const std::int64_t n0 = t * 32;  // first negative of the tile (column n0 + 1)
+    const int ncols = static_cast<int>(min(static_cast<std::int64_t>(32), K - n0));
+    // Lane l resolves negative n0 + l; rows are then broadcast by shuffle.
     std::int64_t my_idx = 0;
     if (lane < ncols) {
-      const std::int64_t col = col0 + lane;
-      if (col == 0) {
-        my_idx = y;
-      } else if (p.negatives != nullptr) {
-        my_idx = p.negatives[i * K + (col - 1)];
-      } else {
-        my_idx = nce_negative_index(p.seed, p.step, i, col, p.bank_size, y, p.exclude_positive);
-      }
-      if (p.indices != nullptr) p.indices[i * kp1 + col] = my_idx;
+      const std::int64_t n = n0 + lane;
+      my_idx = p.negatives != nullptr
+                   ? p.negatives[i * K + n]
+                   : nce_negative_index(p.seed, p.step, i, n + 1, p.bank_size, y, p.exclude_positive);
+      if (p.indices != nullptr) p.indices[i * kp1 + n + 1] = my_idx;
     }
 
-    for (int u0 = 0; u0 < ncols; u0 += kUnroll) {
-      float r[kUnroll][kPerLane];
+    // Rows of step s: column s*kRows + group of the tile, for each lane group.
+    float r[2][kPerLane];
+    auto load_step = [&](int s, float(&out)[kPerLane]) {
+      const int c = s * kRows + group;
+      const std::int64_t row = __shfl_sync(cuda::kFullMask, my_idx, c);
+      if (c < ncols) {
+        cuda::load_row_lanes<T, kLanes, kVec, kChunks>(bank + row * dim, dim, sub, out);
+      } else {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const std::int64_t row = __shfl_sync(cuda::kFullMask, my_idx, u0 + u);
-        if (u0 + u < ncols) {
-          cuda::load_row_lanes<T, kVec, kChunks>(bank + row * dim, dim, lane, r[u]);
-        } else {
-#pragma unroll
-          for (int k = 0; k < kPerLane; ++k) r[u][k] = 0.f;
-        }
+        for (int k = 0; k < kPerLane; ++k) out[k] = 0.f;
       }
-      float s[kUnroll];
+    };
+    load_step(0, r[0]);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        float acc = 0.f;
+    for (int s = 0; s < kSteps; ++s) {
+      if (s * kRows >= ncols) break;                      // warp-uniform
+      if (s + 1 < kSteps) load_step(s + 1, r[(s + 1) & 1]);  // prefetch the next step
+      const float(&row)[kPerLane] = r[s & 1];
+      float dot = 0.f;
 #pragma unroll
-        for (int k = 0; k < kPerLane; ++k) acc = fmaf(f[k], r[u][k], acc);
-        s[u] = acc;
-      }
+      for (int k = 0; k < kPerLane; ++k) dot = fmaf(f[k], row[k], dot);
+      dot = cuda::group_allreduce_sum<kLanes>(dot);
+      const int c = s * kRows + group;
+      if (c < ncols) {
+        const float e = expf(dot * p.inv_tau);
+        sum_exp_acc += e;  // the same value on every lane of the group; counted once below
+        if (!p.score_only) {
+          // -log((K/N)/(P+a)) = log1p((P+eps)*N/K);  dL/ds * B * tau = P/(P+a)
+          const float prob = e * inv_z;
+          const float coef = prob * __frcp_rn(prob + p.noise);
+          loss_acc += log1pf((prob + static_cast<float>(kNceEps)) * p.inv_kpn);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) s[u] = cuda::warp_allreduce_sum(s[u]);
-
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (u0 + u >= ncols) continue;  // warp-uniform
-        const float e = expf(s[u] * p.inv_tau);
-        sum_exp_acc += e;
-        if (p.score_only) continue;
-        const std::int64_t col = col0 + u0 + u;
-        const float prob = e * inv_z;
-        float coef;
-        if (col == 0) {
-          // -log(P/(P+a)) = log1p(a/P);  dL/ds * B * tau = -(a/(P+a))
-          loss_acc += log1pf(p.noise / prob);
-          coef = -p.noise / (prob + p.noise);
-        } else {
-          // -log((K/N)/(P+a)) = log1p((P+eps)/(K/N));  dL/ds * B * tau = P/(P+a)
-          loss_acc += log1pf((prob + static_cast<float>(kNceEps)) / p.kpn);
-          coef = prob / (prob + p.noise);
+          for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(coef, row[k], g[k]);
+          if (p.probs != nullptr && sub == 0) p.probs[i * kp1 + n0 + c + 1] = prob;
         }
-#pragma unroll
-        for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(coef, r[u][k], g[k]);
-        if (p.probs != nullptr && lane == 0) p.probs[i * kp1 + col] = prob;
       }
     }
   }
 
-  // Combine the warps in a fixed order.
+  // Combine lane groups (shuffles), then warps (shared memory), in a fixed order.
+  sum_exp_acc = cuda::warp_allreduce_sum(sub == 0 ? sum_exp_acc : 0.f);
+  loss_acc = cuda::warp_allreduce_sum(sub == 0 ? loss_acc : 0.f);
   __shared__ float s_grad[kWarps][kMaxDim];
   __shared__ float s_loss[kWarps], s_sum_exp[kWarps];
   if (!p.score_only) {
 #pragma unroll
     for (int k = 0; k < kPerLane; ++k) {
-      const int e = cuda::lane_element<kVec>(k, lane);
-      if (e < dim) s_grad[warp][e] = g[k];
+#pragma unroll
+      for (int offset = kLanes; offset < 32; offset <<= 1)
+        g[k] += __shfl_xor_sync(cuda::kFullMask, g[k], offset);
+    }
+    if (group == 0) {
+#pragma unroll
+      for (int k = 0; k < kPerLane; ++k) {
+        const int e = cuda::lane_element<kLanes, kVec>(k, sub);
+        if (e < dim) s_grad[warp][e] = g[k];
+      }
     }
   }
   if (lane == 0) {
@@ -213,38 +219,65 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<kVec * kChunks>)
   }
 }
 
-// Per sample: gradient = sum of split partials + proximal gradient; the
-// sample's loss and exp-sum go to per-sample slots for nce_reduce_kernel.
+// Per sample: the positive column (score, P, loss term, coefficient), the sum
+// of the split partials in split order, and the proximal term. Writes the
+// gradient (main pass) and the sample's loss / exp-sum for nce_reduce_kernel.
+constexpr int kFinalizeThreads = 128;
 template <typename T>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(kFinalizeThreads)
     nce_finalize_kernel(const NceKernelParams p, float* __restrict__ grad,
                         float* __restrict__ sample_loss, float* __restrict__ sample_sum_exp) {
   const std::int64_t i = blockIdx.x;
   const int dim = static_cast<int>(p.dim);
-  const T* pos = static_cast<const T*>(p.bank) + p.targets[i] * dim;
+  const std::int64_t y = p.targets[i];
+  const T* pos = static_cast<const T*>(p.bank) + y * dim;
   const float* f = p.features + i * dim;
-  const float prox_scale = 2.f * p.lambda * p.inv_batch;
-  float prox = 0.f;
-  for (int d = threadIdx.x; d < dim; d += blockDim.x) {
-    float acc = 0.f;
-    for (int s = 0; s < p.splits; ++s) acc += p.partial_grad[(i * p.splits + s) * dim + d];
-    const float diff = f[d] - cuda::Storage<T>::load1(pos + d);
+
+  float dot = 0.f, prox = 0.f;
+  for (int d = threadIdx.x; d < dim; d += kFinalizeThreads) {
+    const float v = cuda::Storage<T>::load1(pos + d);
+    dot = fmaf(f[d], v, dot);
+    const float diff = f[d] - v;
     prox = fmaf(diff, diff, prox);
-    grad[i * dim + d] = fmaf(prox_scale, diff, acc);
   }
-  __shared__ float s_prox[128];
+  __shared__ float s_dot[kFinalizeThreads], s_prox[kFinalizeThreads];
+  __shared__ float s_coef;
+  s_dot[threadIdx.x] = dot;
   s_prox[threadIdx.x] = prox;
   __syncthreads();
   if (threadIdx.x == 0) {
-    float total_prox = 0.f;
-    for (int t = 0; t < static_cast<int>(blockDim.x); ++t) total_prox += s_prox[t];
-    float l = 0.f, se = 0.f;
+    float total_dot = 0.f, total_prox = 0.f;
+    for (int t = 0; t < kFinalizeThreads; ++t) {
+      total_dot += s_dot[t];
+      total_prox += s_prox[t];
+    }
+    const float e = expf(total_dot * p.inv_tau);
+    float l = 0.f, se = e;
     for (int s = 0; s < p.splits; ++s) {
       l += p.partial_loss[i * p.splits + s];
       se += p.partial_sum_exp[i * p.splits + s];
     }
-    sample_loss[i] = l + p.lambda * p.inv_batch * total_prox;
     sample_sum_exp[i] = se;
+    if (!p.score_only) {
+      // -log(P/(P+a)) = log1p(a/P);  dL/ds * B * tau = -(a/(P+a))
+      const float prob = e / *p.z;
+      s_coef = -p.noise / (prob + p.noise) * p.inv_batch * p.inv_tau;
+      sample_loss[i] = l + log1pf(p.noise / prob) * p.inv_batch + p.lambda * p.inv_batch * total_prox;
+      const std::int64_t kp1 = p.num_negatives + 1;
+      if (p.probs != nullptr) p.probs[i * kp1] = prob;
+      if (p.indices != nullptr) p.indices[i * kp1] = y;
+    }
+  }
+  if (p.score_only) return;
+  __syncthreads();
+  const float coef = s_coef;
+  const float prox_scale = 2.f * p.lambda * p.inv_batch;
+  for (int d = threadIdx.x; d < dim; d += kFinalizeThreads) {
+    float acc = 0.f;
+    for (int s = 0; s < p.splits; ++s) acc += p.partial_grad[(i * p.splits + s) * dim + d];
+    const float v = cuda::Storage<T>::load1(pos + d);
+    acc = fmaf(coef, v, acc);
+    grad[i * dim + d] = fmaf(prox_scale, f[d] - v, acc);
   }
 }
 
@@ -287,18 +320,25 @@ __global__ void __launch_bounds__(kReduceThreads)
 
 using GatherKernel = void (*)(NceKernelParams);
 
+std::atomic<int> g_lanes_override{0};
+
 // Dispatch table (storage T = float; a bf16 bank adds one column):
-//   D % 4 == 0, 16-byte aligned rows:  kVec 4 x kChunks {1, 2, 4}  (D <= 128, 256, 512)
-//   otherwise:                         kVec 1 x kChunks {4, 16}    (D <= 128, 512)
+//   D % 4 == 0, 16-byte aligned rows:
+//     D <= 128          kLanes 8  x kVec 4 x kChunks 4   (16 lanes x 2 via the override)
+//     D <= 256, 512     kLanes 32 x kVec 4 x kChunks 2, 4
+//   otherwise (any D):  kLanes 32 x kVec 1 x kChunks 4, 16  (D <= 128, 512)
 template <typename T>
 GatherKernel pick_gather_kernel(std::int64_t dim, bool vec4) {
   if (vec4) {
-    if (dim <= 128) return nce_forward_backward_kernel<T, 4, 1>;
-    if (dim <= 256) return nce_forward_backward_kernel<T, 4, 2>;
-    return nce_forward_backward_kernel<T, 4, 4>;
+    if (dim <= 128) {
+      return g_lanes_override.load() == 16 ? nce_negatives_kernel<T, 16, 4, 2>
+                                           : nce_negatives_kernel<T, 8, 4, 4>;
+    }
+    if (dim <= 256) return nce_negatives_kernel<T, 32, 4, 2>;
+    return nce_negatives_kernel<T, 32, 4, 4>;
   }
-  if (dim <= 128) return nce_forward_backward_kernel<T, 1, 4>;
-  return nce_forward_backward_kernel<T, 1, 16>;
+  if (dim <= 128) return nce_negatives_kernel<T, 32, 1, 4>;
+  return nce_negatives_kernel<T, 32, 1, 16>;
 }
 
 // Resident blocks per SM of `kernel` on the current device (cached).
@@ -314,14 +354,17 @@ int blocks_per_sm(GatherKernel kernel, int device) {
   return blocks;
 }
 
-// Column splits per sample: enough blocks for one full wave of the device.
-int choose_splits(Context& ctx, GatherKernel kernel, std::int64_t batch, std::int64_t kp1) {
+// Column splits per sample: about one 32-column tile per warp, and at least
+// two waves of blocks so that small batches still fill the device and the
+// last wave's tail stays short.
+int choose_splits(Context& ctx, GatherKernel kernel, std::int64_t batch, std::int64_t negatives) {
   const int per_sm = blocks_per_sm(kernel, ctx.device().index);
   const std::int64_t resident =
       static_cast<std::int64_t>(std::max(1, per_sm)) * ctx.device_info().multiprocessors;
-  const std::int64_t tiles = (kp1 + 31) / 32;
-  const std::int64_t splits = std::max<std::int64_t>(1, resident / batch);
-  return static_cast<int>(std::min<std::int64_t>({splits, tiles, kMaxSplits}));
+  const std::int64_t tiles = (negatives + 31) / 32;
+  const std::int64_t want =
+      std::max((tiles + kWarps - 1) / kWarps, (2 * resident + batch - 1) / batch);
+  return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>({want, tiles, kMaxSplits})));
 }
 
 std::size_t align_up(std::size_t n) { return (n + 255) & ~std::size_t(255); }
@@ -346,7 +389,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   const bool vec4 = pr.dim % 4 == 0 && reinterpret_cast<std::uintptr_t>(pr.features) % 16 == 0 &&
                     reinterpret_cast<std::uintptr_t>(pr.bank) % 16 == 0;
   const GatherKernel gather = pick_gather_kernel<float>(pr.dim, vec4);
-  const int splits = choose_splits(ctx, gather, pr.batch, kp1);
+  const int splits = choose_splits(ctx, gather, pr.batch, pr.num_negatives);
 
   // Carve the workspace.
   char* cursor = static_cast<char*>(ws.data());
@@ -375,7 +418,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   p.inv_tau = 1.0f / pr.temperature;
   const double kpn = static_cast<double>(pr.num_negatives) / static_cast<double>(pr.bank_size);
   p.noise = static_cast<float>(kpn + kNceEps);
-  p.kpn = static_cast<float>(kpn);
+  p.inv_kpn = static_cast<float>(1.0 / kpn);
   p.inv_batch = 1.0f / static_cast<float>(pr.batch);
   p.lambda = pr.lambda;
   p.exclude_positive = pr.exclude_positive;
@@ -387,6 +430,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   p.partial_sum_exp = partial_sum_exp;
 
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(pr.batch));
+  const unsigned batch_blocks = static_cast<unsigned>(pr.batch);
   const double n_over_entries =
       static_cast<double>(pr.bank_size) / (static_cast<double>(pr.batch) * static_cast<double>(kp1));
 
@@ -394,19 +438,22 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
     NceKernelParams score = p;
     score.score_only = true;
     gather<<<grid, kThreads, 0, stream>>>(score);
-    NPID_CHECK_LAUNCH(ctx, "nce_forward_backward_kernel (score pass)");
+    NPID_CHECK_LAUNCH(ctx, "nce_negatives_kernel (score pass)");
+    nce_finalize_kernel<float><<<batch_blocks, kFinalizeThreads, 0, stream>>>(
+        score, nullptr, sample_loss, sample_sum_exp);
+    NPID_CHECK_LAUNCH(ctx, "nce_finalize_kernel (score pass)");
     nce_reduce_kernel<<<1, kReduceThreads, 0, stream>>>(
-        nullptr, partial_sum_exp, pr.batch * splits, nullptr, pr.z,
-        static_cast<int>(ZUpdate::kInitFromBatch), n_over_entries, pr.z_decay);
+        nullptr, sample_sum_exp, pr.batch, nullptr, pr.z, static_cast<int>(ZUpdate::kInitFromBatch),
+        n_over_entries, pr.z_decay);
     NPID_CHECK_LAUNCH(ctx, "nce_reduce_kernel (Z init)");
   }
 
   p.probs = pr.probs;
   p.indices = pr.indices;
   gather<<<grid, kThreads, 0, stream>>>(p);
-  NPID_CHECK_LAUNCH(ctx, "nce_forward_backward_kernel");
-  nce_finalize_kernel<float><<<static_cast<unsigned>(pr.batch), 128, 0, stream>>>(
-      p, pr.grad, sample_loss, sample_sum_exp);
+  NPID_CHECK_LAUNCH(ctx, "nce_negatives_kernel");
+  nce_finalize_kernel<float><<<batch_blocks, kFinalizeThreads, 0, stream>>>(p, pr.grad, sample_loss,
+                                                                            sample_sum_exp);
   NPID_CHECK_LAUNCH(ctx, "nce_finalize_kernel");
   const int z_mode = z_update == ZUpdate::kEmaFromBatch ? static_cast<int>(ZUpdate::kEmaFromBatch)
                                                         : static_cast<int>(ZUpdate::kKeep);
@@ -415,5 +462,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
                                                       pr.z_decay);
   NPID_CHECK_LAUNCH(ctx, "nce_reduce_kernel");
 }
+
+void nce_set_lanes_per_row_override(int lanes) { g_lanes_override.store(lanes); }
 
 }  // namespace npid

@@ -37,6 +37,9 @@ struct NceProblem {
 // ---- CUDA (kernels/nce.cu) --------------------------------------------------
 std::size_t nce_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim);
 void launch_nce_forward_backward(Context& ctx, const NceProblem& p, ZUpdate z_update);
+// Tuning hook for bench_nce_kernel: lanes per row of the D <= 128 kernel
+// (8 = default, 16 = alternative; 0 restores the default).
+void nce_set_lanes_per_row_override(int lanes);
 
 // ---- CPU reference (kernels/nce_cpu.cpp) ------------------------------------
 void nce_forward_backward_cpu(const NceProblem& p, ZUpdate z_update, int threads);

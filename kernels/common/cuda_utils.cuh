@@ -1,10 +1,11 @@
 // common/cuda_utils.cuh -- device helpers shared by the kernels: warp
 // reductions and the per-lane row layout used to read bank rows.
 //
-// Row layout: a warp reads one D-wide row per instruction group. Lane l owns
-// elements (c*32 + l)*kVec + v for chunk c < kChunks and v < kVec; kVec = 4
-// uses 16-byte loads (needs D % 4 == 0 and 16-byte aligned rows), kVec = 1
-// works for any D. Elements at or beyond D read as 0.
+// Row layout: kLanes consecutive lanes read one D-wide row (a warp reads
+// 32/kLanes rows per step). Sub-lane l of a row owns elements
+// (c*kLanes + l)*kVec + v for chunk c < kChunks and v < kVec; kVec = 4 uses
+// 16-byte loads (needs D % 4 == 0 and 16-byte aligned rows), kVec = 1 works
+// for any D. Elements at or beyond D read as 0.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -37,12 +38,12 @@ struct Storage<float> {
   __device__ __forceinline__ static void store1(float* p, float v) { *p = v; }
 };
 
-template <typename T, int kVec, int kChunks>
-__device__ __forceinline__ void load_row_lanes(const T* __restrict__ row, int dim, int lane,
+template <typename T, int kLanes, int kVec, int kChunks>
+__device__ __forceinline__ void load_row_lanes(const T* __restrict__ row, int dim, int sub,
                                                float out[kVec * kChunks]) {
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
-    const int e = (c * 32 + lane) * kVec;
+    const int e = (c * kLanes + sub) * kVec;
     if constexpr (kVec == 4) {
       if (e < dim) {
         Storage<T>::load4(row + e, out + c * 4);
@@ -55,10 +56,18 @@ __device__ __forceinline__ void load_row_lanes(const T* __restrict__ row, int di
   }
 }
 
-// Element index of slot k of this lane (slot k = c*kVec + v).
-template <int kVec>
-__device__ __forceinline__ int lane_element(int k, int lane) {
-  return ((k / kVec) * 32 + lane) * kVec + (k % kVec);
+// Element index of slot k of sub-lane `sub` (slot k = c*kVec + v).
+template <int kLanes, int kVec>
+__device__ __forceinline__ int lane_element(int k, int sub) {
+  return ((k / kVec) * kLanes + sub) * kVec + (k % kVec);
+}
+
+// Sum over the kLanes lanes of each aligned group; every lane gets its group's sum.
+template <int kLanes>
+__device__ __forceinline__ float group_allreduce_sum(float v) {
+#pragma unroll
+  for (int offset = kLanes / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
 }
 
 inline unsigned ceil_div(std::int64_t a, std::int64_t b) {

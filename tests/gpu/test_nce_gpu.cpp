@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/nce_fixture.h"
+#include "nce.h"
 
 using namespace npid;
 using test::NceData;
@@ -181,4 +182,21 @@ TEST_CASE("sync_after_launch contexts run the same ops", "[gpu][core]") {
   NceConfig cfg;
   cfg.num_negatives = d.K;
   compare(run(gpu, cfg, d, 0, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 0, ZUpdate::kInitFromBatch, 0.f));
+}
+
+TEST_CASE("fused NCE: the alternative 16-lane row layout matches the CPU reference", "[gpu][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  nce_set_lanes_per_row_override(16);
+  for (std::int64_t K : {1, 15, 4096}) {
+    for (std::int64_t D : {32, 128}) {
+      NceData d(7, D, 5000, K, static_cast<std::uint64_t>(K + D));
+      NceConfig cfg;
+      cfg.num_negatives = K;
+      cfg.proximal_lambda = 3.f;
+      INFO("K=" << K << " D=" << D);
+      compare(run(gpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f));
+    }
+  }
+  nce_set_lanes_per_row_override(0);
 }
