@@ -4,7 +4,7 @@
 // instance (no network), with the reference recipe -- NCE against K sampled
 // bank rows, first-batch Z, momentum-0.5 bank updates -- on the CPU reference
 // backend or on CUDA. It then checks its own result: the loss must fall, and
-// each instance's positive must come to outscore its sampled negatives.
+// each instance's positive must come to outscore (or tie) its sampled negatives.
 //
 //   nce_training [--device cpu|cuda|auto] [--steps N]
 #include <algorithm>
@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
         npid::copy(ctx, npid::view(probs.data(), {B, K + 1}), probs_dev);
         for (std::int64_t i = 0; i < B; ++i) {
           bool wins = true;
-          for (std::int64_t j = 1; j <= K && wins; ++j) wins = probs[i * (K + 1)] > probs[i * (K + 1) + j];
+          // >=: a negative drawn equal to the positive (no exclusion) ties it.
+          for (std::int64_t j = 1; j <= K && wins; ++j) wins = probs[i * (K + 1)] >= probs[i * (K + 1) + j];
           pos_wins += wins ? 1.0 / (B * steps_per_epoch) : 0.0;
         }
       }

@@ -23,7 +23,7 @@
 //   nce_finalize_kernel   grid B: the positive column (it reads V[y_i] for the
 //       proximal term anyway), the sum of the split partials in split order,
 //       the proximal term; writes grad_features and per-sample loss / exp-sum.
-//   nce_reduce_kernel     1 block: batch loss and Z, in double, fixed order.
+//   nce_reduce_kernel     1 block: batch loss and Z, in double (cub::BlockReduce).
 //
 // With ZUpdate::kInitFromBatch a score-only pass (exp sums only) runs first to
 // set Z before the main pass: once per run under the first_batch and ema
@@ -33,6 +33,8 @@
 // bitwise reproducible for a given device and shape. `splits` depends on the
 // device's SM count and occupancy, so bits may differ across GPU models.
 #include <cuda_runtime.h>
+
+#include <cub/block/block_reduce.cuh>
 
 #include <algorithm>
 #include <atomic>
@@ -240,17 +242,14 @@ __global__ void __launch_bounds__(kFinalizeThreads)
     const float diff = f[d] - v;
     prox = fmaf(diff, diff, prox);
   }
-  __shared__ float s_dot[kFinalizeThreads], s_prox[kFinalizeThreads];
+  // CUB's block reduction has a fixed order for a fixed block size.
+  using BlockReduce = cub::BlockReduce<float, kFinalizeThreads>;
+  __shared__ typename BlockReduce::TempStorage s_reduce;
   __shared__ float s_coef;
-  s_dot[threadIdx.x] = dot;
-  s_prox[threadIdx.x] = prox;
+  const float total_dot = BlockReduce(s_reduce).Sum(dot);  // valid in thread 0
   __syncthreads();
+  const float total_prox = BlockReduce(s_reduce).Sum(prox);
   if (threadIdx.x == 0) {
-    float total_dot = 0.f, total_prox = 0.f;
-    for (int t = 0; t < kFinalizeThreads; ++t) {
-      total_dot += s_dot[t];
-      total_prox += s_prox[t];
-    }
     const float e = expf(total_dot * p.inv_tau);
     float l = 0.f, se = e;
     for (int s = 0; s < p.splits; ++s) {
@@ -289,25 +288,19 @@ __global__ void __launch_bounds__(kReduceThreads)
     nce_reduce_kernel(const float* __restrict__ loss_terms, const float* __restrict__ sum_exp,
                       std::int64_t count, float* __restrict__ loss, float* __restrict__ z,
                       int z_mode, double n_over_entries, float decay) {
-  __shared__ double s_loss[kReduceThreads], s_exp[kReduceThreads];
   double l = 0.0, e = 0.0;
   for (std::int64_t k = threadIdx.x; k < count; k += kReduceThreads) {
     if (loss_terms != nullptr) l += loss_terms[k];
     e += sum_exp[k];
   }
-  s_loss[threadIdx.x] = l;
-  s_exp[threadIdx.x] = e;
+  using BlockReduce = cub::BlockReduce<double, kReduceThreads>;
+  __shared__ typename BlockReduce::TempStorage s_reduce;
+  const double total_loss = BlockReduce(s_reduce).Sum(l);  // valid in thread 0
   __syncthreads();
-  for (int stride = kReduceThreads / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) {
-      s_loss[threadIdx.x] += s_loss[threadIdx.x + stride];
-      s_exp[threadIdx.x] += s_exp[threadIdx.x + stride];
-    }
-    __syncthreads();
-  }
+  const double total_exp = BlockReduce(s_reduce).Sum(e);
   if (threadIdx.x == 0) {
-    if (loss != nullptr) *loss = static_cast<float>(s_loss[0]);
-    const double estimate = s_exp[0] * n_over_entries;
+    if (loss != nullptr) *loss = static_cast<float>(total_loss);
+    const double estimate = total_exp * n_over_entries;
     if (z_mode == static_cast<int>(ZUpdate::kInitFromBatch)) {
       *z = static_cast<float>(estimate);
     } else if (z_mode == static_cast<int>(ZUpdate::kEmaFromBatch)) {

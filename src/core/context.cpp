@@ -27,17 +27,32 @@ DeviceGuard::~DeviceGuard() {
   if (previous_ >= 0) cudaSetDevice(previous_);  // best effort; never throws
 }
 
+// ---- memory ------------------------------------------------------------------
+
+void* allocate_bytes(Device device, std::size_t bytes) {
+  if (bytes == 0) return nullptr;
+  if (!device.is_cuda()) return ::operator new(bytes, std::align_val_t(64));
+  DeviceGuard guard(device);
+  void* data = nullptr;
+  NPID_CUDA_CHECK(cudaMalloc(&data, bytes));
+  return data;
+}
+
+void free_bytes(Device device, void* data) noexcept {
+  if (data == nullptr) return;
+  if (device.is_cuda()) {
+    cudaFree(data);  // synchronizes with work that may still use it
+  } else {
+    ::operator delete(data, std::align_val_t(64));
+  }
+}
+
 // ---- Workspace -------------------------------------------------------------
 
 Workspace::~Workspace() { release(); }
 
 void Workspace::release() noexcept {
-  if (data_ == nullptr) return;
-  if (device_.is_cuda()) {
-    cudaFree(data_);
-  } else {
-    ::operator delete(data_, std::align_val_t(64));
-  }
+  free_bytes(device_, data_);
   data_ = nullptr;
   capacity_ = 0;
 }
@@ -46,15 +61,12 @@ void Workspace::reserve(std::size_t bytes, StreamHandle stream) {
   if (bytes <= capacity_) return;
   // Round up to limit regrowth when sizes creep upward.
   const std::size_t rounded = (bytes + (std::size_t(1) << 20) - 1) & ~((std::size_t(1) << 20) - 1);
-  if (device_.is_cuda()) {
+  if (device_.is_cuda() && data_ != nullptr) {
     DeviceGuard guard(device_);
-    if (data_ != nullptr) NPID_CUDA_CHECK(cudaStreamSynchronize(stream));
-    release();
-    NPID_CUDA_CHECK(cudaMalloc(&data_, rounded));
-  } else {
-    release();
-    data_ = ::operator new(rounded, std::align_val_t(64));
+    NPID_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
+  release();
+  data_ = allocate_bytes(device_, rounded);
   capacity_ = rounded;
 }
 

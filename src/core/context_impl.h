@@ -25,6 +25,12 @@ struct Context::Impl {
   ~Impl();
 };
 
+// The one place memory is obtained and returned: cudaMalloc / cudaFree on a
+// CUDA device (with the device made current), 64-byte aligned new / delete on
+// the host. free_bytes never throws.
+void* allocate_bytes(Device device, std::size_t bytes);
+void free_bytes(Device device, void* data) noexcept;
+
 // Lazily created library handles bound to ctx.stream().
 cublasHandle_t cublas_handle(Context& ctx);
 cudnnHandle_t cudnn_handle(Context& ctx);

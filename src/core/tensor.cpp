@@ -91,25 +91,13 @@ TensorView view(std::uint8_t* d, Shape s, Device dev) { return {d, DType::kUInt8
 
 Tensor::Tensor(Shape shape, DType dtype, Device device)
     : shape_(shape), dtype_(dtype), device_(device) {
-  const std::size_t n = bytes();
-  if (n == 0) return;
-  if (device.is_cuda()) {
-    DeviceGuard guard(device);
-    NPID_CUDA_CHECK(cudaMalloc(&data_, n));
-  } else {
-    data_ = ::operator new(n, std::align_val_t(64));
-  }
+  data_ = allocate_bytes(device, bytes());
 }
 
 Tensor::~Tensor() { release(); }
 
 void Tensor::release() noexcept {
-  if (data_ == nullptr) return;
-  if (device_.is_cuda()) {
-    cudaFree(data_);
-  } else {
-    ::operator delete(data_, std::align_val_t(64));
-  }
+  free_bytes(device_, data_);
   data_ = nullptr;
 }
 
