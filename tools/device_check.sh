@@ -69,6 +69,11 @@ step bench_nce 300 logs.txt "$BIN/bench_nce_kernel" \
      --benchmark_out="$OUT/bench_nce.json" --benchmark_out_format=json
 step example_cuda 120 logs.txt "$BIN/nce_training" --device cuda --steps 300
 if [ -x tools/side_by_side.sh ]; then
+  # Real CIFAR-10 for the training pair when the bundle carries it.
+  if [ -f .carry/data/cifar10-jpeg.tar.gz ] && [ ! -d /tmp/npid_cifar/train ]; then
+    mkdir -p /tmp/npid_cifar && tar -xzf .carry/data/cifar10-jpeg.tar.gz -C /tmp/npid_cifar
+  fi
+  [ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
   step side_by_side 420 logs.txt tools/side_by_side.sh "$OUT"
 fi
 

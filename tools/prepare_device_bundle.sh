@@ -3,6 +3,7 @@
 # libraries that machine lacks, in .carry/ (git-ignored):
 #   .carry/bin/  npid_tests npid_gpu_tests bench_nce_kernel npid_op nce_training
 #   .carry/lib/  libnpid_cuda.so.*, libbenchmark.so.* (Debian's)
+#   .carry/data/ cifar10-jpeg.tar.gz when ../shared/data has it
 # Then run on the GPU machine:  bash tools/device_check.sh   (with .carry carried)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,9 @@ cp -L "$BUILD"/libnpid_cuda.so.0 .carry/lib/   # the soname, as a real file (lin
 for lib in $(ldd "$BUILD"/bench/bench_nce_kernel | awk '/libbenchmark/ {print $3}'); do
   cp -L "$lib" .carry/lib/
 done
+# CIFAR-10 as JPEGs (20 MB), for the real-data runs there, when at hand.
+DATA=${NPID_CIFAR_TARBALL:-../shared/data/cifar10-jpeg.tar.gz}
+if [ -f "$DATA" ]; then mkdir -p .carry/data && cp "$DATA" .carry/data/; fi
 git rev-parse HEAD > .carry/commit 2>/dev/null || echo unknown > .carry/commit
 git status --porcelain | grep -q . && echo "+dirty" >> .carry/commit || true
 du -sh .carry

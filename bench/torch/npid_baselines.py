@@ -111,3 +111,76 @@ VARIANTS = {
     "compiled": (compiled_step, "best PyTorch: closed form under torch.compile (gather fused, no copy)"),
     "eager_closed_form": (eager_closed_form_step, "closed form, eager (fallback where torch.compile is absent)"),
 }
+
+
+# ---- full non-parametric softmax (npid-reference s.5) -----------------------
+
+def softmax_reference_step(features, bank, targets, tau, momentum):
+    """Reference style: logits = f V^T / tau over the whole bank (B x N
+    materialized), cross-entropy against the instance index, autograd."""
+    f = features.detach().requires_grad_(True)
+    logits = torch.mm(f, bank.t()).div_(tau)
+    loss = torch.nn.functional.cross_entropy(logits, targets)
+    loss.backward()
+    momentum_update(bank, targets, features, momentum)
+    return loss.detach(), f.grad
+
+
+def softmax_closed_form(f, bank, targets, tau):
+    logits = (f @ bank.t()) / tau                       # (B, N)
+    lse = torch.logsumexp(logits, 1)
+    loss = (lse - logits.gather(1, targets[:, None])[:, 0]).mean()
+    p = torch.softmax(logits, 1)
+    p = p - torch.nn.functional.one_hot(targets, bank.shape[0]).to(p.dtype)
+    grad = (p @ bank) / (f.shape[0] * tau)
+    return loss, grad
+
+
+_compiled_softmax = None
+
+
+def softmax_compiled_step(features, bank, targets, tau, momentum):
+    global _compiled_softmax
+    if _compiled_softmax is None:
+        _compiled_softmax = torch.compile(softmax_closed_form, dynamic=False)
+    loss, grad = _compiled_softmax(features, bank, targets, tau)
+    momentum_update(bank, targets, features, momentum)
+    return loss, grad
+
+
+def softmax_eager_step(features, bank, targets, tau, momentum):
+    loss, grad = softmax_closed_form(features, bank, targets, tau)
+    momentum_update(bank, targets, features, momentum)
+    return loss, grad
+
+
+SOFTMAX_VARIANTS = {
+    "reference": (softmax_reference_step, "reference style: mm over the bank + cross_entropy + autograd"),
+    "compiled": (softmax_compiled_step, "closed form under torch.compile"),
+    "eager_closed_form": (softmax_eager_step, "closed form, eager (where torch.compile is absent)"),
+}
+
+
+# ---- weighted kNN (npid-reference s.9) -------------------------------------
+
+@torch.no_grad()
+def knn_predict(queries, train_features, train_labels, num_classes, k=200, sigma=0.1, chunk=1000):
+    """Weighted kNN the reference way: similarity by matmul, top-k, votes
+    exp(sim / sigma) summed per class. Returns (B, num_classes) scores."""
+    scores = []
+    for start in range(0, queries.shape[0], chunk):
+        q = queries[start:start + chunk]
+        sim = q @ train_features.t()                    # (chunk, N)
+        top_sim, top_idx = sim.topk(k, dim=1)
+        w = (top_sim / sigma).exp()
+        votes = torch.zeros(q.shape[0], num_classes, device=q.device, dtype=w.dtype)
+        votes.scatter_add_(1, train_labels[top_idx], w)
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def knn_accuracy(scores, labels):
+    top5 = scores.topk(min(5, scores.shape[1]), 1).indices
+    top1 = (top5[:, 0] == labels).float().mean().item()
+    top5 = (top5 == labels[:, None]).any(1).float().mean().item()
+    return top1, top5

@@ -1,14 +1,17 @@
 """Side by side: libnpid_cuda against PyTorch baselines on the same GPU, same run.
 
-For each configuration: make one problem (seeded), write it to a folder, run
-our side (the npid_op tool, its own process) and the PyTorch variants (this
-process) on exactly those inputs and check that losses, gradients and updated
-bank rows agree; only then time both sides (warm-up, CUDA events, median) and
-write a markdown table and JSON.
+For each pair and configuration: make one problem (seeded), run our side (the
+npid_op tool, its own process) and the PyTorch variants (this process) on
+exactly those inputs, check that losses, gradients and updated bank rows agree
+within the stated tolerances, and only then time both sides (warm-up, then
+CUDA events, median). Pairs whose libnpid_cuda side does not exist yet run the
+PyTorch side alone ("baseline only"), with the PyTorch variants checked against
+each other where they compute the same thing.
 
-    python3 bench/torch/side_by_side.py --npid-op build/bench/npid_op --out OUT [--small] [--device cpu|cuda]
+    python3 bench/torch/side_by_side.py --npid-op build/bench/npid_op --out OUT
+        [--small] [--device cpu|cuda] [--pairs nce,softmax,knn,train] [--data DIR]
 
---small runs a CPU-sized configuration (the CI check of the harness itself).
+--small runs CPU-sized configurations (the CI check of the harness itself).
 Exit status 1 when any equivalence check fails.
 """
 import argparse
@@ -24,121 +27,244 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import npid_baselines as nb  # noqa: E402
 
-# Stated tolerances: fp32 everywhere; sums over K+1 = 4097 rows in different
-# orders differ by a few ulp of the largest terms.
+# Stated tolerances (fp32; sums over thousands of rows in different orders
+# differ by a few ulp of the largest terms; the softmax logits come from
+# matmuls whose accumulation order differs between libraries).
 TOL_LOSS_REL = 1e-4
 TOL_GRAD_REL = 1e-4
 TOL_ROWS_ABS = 1e-5
 
-FULL_CONFIGS = [
-    # (label, B, K, D, N, tau)
-    ("imagenet B=256 K=4096 N=1.28M", 256, 4096, 128, 1281167, 0.07),
-    ("cifar B=128 K=4096 N=50k", 128, 4096, 128, 50000, 0.1),
-]
-SMALL_CONFIGS = [("small B=16 K=64 N=5000", 16, 64, 128, 5000, 0.1)]
-
-
-def make_problem(b, k, d, n, tau, device, seed):
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    bank = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
-    targets = torch.randperm(n, generator=g)[:b]          # unique: index_copy_ is then deterministic
-    noise = torch.randn(b, d, generator=g)
-    feats = torch.nn.functional.normalize(bank[targets] + noise * 0.5, dim=1)
-    negatives = torch.randint(0, n, (b, k), generator=g)
-    idx = torch.cat([targets[:, None], negatives], 1)
-    # Z as the reference estimates it on its first batch.
-    s = (bank[idx] * feats[:, None, :]).sum(-1)
-    z = float(n * torch.exp(s / tau).mean())
-    return {k_: v.to(device) for k_, v in dict(bank=bank, targets=targets, features=feats,
-                                               negatives=negatives, idx=idx).items()}, z
-
-
-def write_problem(folder, prob, b, k, d, n, tau, z, momentum):
-    with open(os.path.join(folder, "meta.txt"), "w") as f:
-        for key, val in dict(B=b, K=k, D=d, N=n, tau=tau, z=z, momentum=momentum, **{"lambda": 0}).items():
-            f.write(f"{key} {val!r}\n")
-    prob["features"].cpu().numpy().tofile(os.path.join(folder, "features.f32"))
-    prob["bank"].cpu().numpy().tofile(os.path.join(folder, "bank.f32"))
-    prob["targets"].cpu().numpy().tofile(os.path.join(folder, "targets.i64"))
-    prob["negatives"].cpu().numpy().tofile(os.path.join(folder, "negatives.i64"))
-
-
-def read_f32(path, shape):
-    import numpy as np
-    return torch.from_numpy(np.fromfile(path, dtype=np.float32)).view(*shape)
+CONFIGS = {
+    # pair: (full configs, small configs); each config is a dict
+    "nce": ([dict(label="imagenet B=256 K=4096 N=1.28M", B=256, K=4096, D=128, N=1281167, tau=0.07),
+             dict(label="cifar B=128 K=4096 N=50k", B=128, K=4096, D=128, N=50000, tau=0.1)],
+            [dict(label="small B=16 K=64 N=5000", B=16, K=64, D=128, N=5000, tau=0.1)]),
+    "softmax": ([dict(label="cifar B=128 N=50k", B=128, D=128, N=50000, tau=0.1),
+                 dict(label="imagenet B=256 N=1.28M", B=256, D=128, N=1281167, tau=0.07)],
+                [dict(label="small B=16 N=3000", B=16, D=128, N=3000, tau=0.1)]),
+    "knn": ([dict(label="cifar 10k x 50k k=200", Q=10000, N=50000, D=128, k=200, C=10),
+             dict(label="imagenet 50k x 1.28M k=200", Q=50000, N=1281167, D=128, k=200, C=1000)],
+            [dict(label="small 200 x 2000 k=20", Q=200, N=2000, D=128, k=20, C=10)]),
+    "train": ([dict(label="cifar NCE K=4096 B=128", criterion="nce", B=128, K=4096, steps=40, warmup=8),
+               dict(label="cifar softmax B=128", criterion="softmax", B=128, K=0, steps=40, warmup=8)],
+              [dict(label="small NCE K=64 B=8", criterion="nce", B=8, K=64, steps=2, warmup=1, N=64),
+               dict(label="small softmax B=8", criterion="softmax", B=8, K=0, steps=2, warmup=1, N=64)]),
+}
 
 
 def rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def time_torch(fn, prob, tau, z, momentum, k, device, warmup, iters):
-    bank = prob["bank"].clone()
-    b = prob["features"].shape[0]
-    n = bank.shape[0]
-    times = []
-    for it in range(warmup + iters):
-        if device == "cuda":
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-        else:
-            t0 = time.perf_counter()
-        # negatives drawn inside the timed step, as training does
-        idx = torch.cat([prob["targets"][:, None], torch.randint(0, n, (b, k), device=device)], 1)
-        fn(prob["features"], bank, prob["targets"], idx, tau, z, momentum)
-        if device == "cuda":
-            stop.record()
-            stop.synchronize()
-            ms = start.elapsed_time(stop)
-        else:
-            ms = (time.perf_counter() - t0) * 1e3
-        if it >= warmup:
-            times.append(ms)
-    times.sort()
-    return times[len(times) // 2]
+def check(loss_a, grad_a, rows_a, loss_b, grad_b, rows_b):
+    c = {"loss_rel": abs(float(loss_a) - float(loss_b)) / max(abs(float(loss_b)), 1e-30),
+         "grad_rel": rel(grad_a.float().cpu(), grad_b.float().cpu()),
+         "rows_max_abs": float((rows_a.cpu() - rows_b.cpu()).abs().max())}
+    c["ok"] = c["loss_rel"] < TOL_LOSS_REL and c["grad_rel"] < TOL_GRAD_REL and c["rows_max_abs"] < TOL_ROWS_ABS
+    return c
 
 
-def run_config(label, b, k, d, n, tau, args, device, momentum=0.5):
-    res = {"pair": "nce_step", "config": label, "B": b, "K": k, "D": d, "N": n, "checks": {}, "theirs": {}}
-    prob, z = make_problem(b, k, d, n, tau, device, seed=1234)
+class Timer:
+    def __init__(self, device):
+        self.device = device
+
+    def median_ms(self, fn, warmup, iters):
+        times = []
+        for it in range(warmup + iters):
+            if self.device == "cuda":
+                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                stop.record()
+                stop.synchronize()
+                ms = start.elapsed_time(stop)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                ms = (time.perf_counter() - t0) * 1e3
+            if it >= warmup:
+                times.append(ms)
+        times.sort()
+        return times[len(times) // 2]
+
+
+def bank_problem(cfg, device, seed=1234):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    n, b, d = cfg["N"], cfg["B"], cfg["D"]
+    bank = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+    targets = torch.randperm(n, generator=g)[:b]  # unique: index_copy_ is then deterministic
+    feats = torch.nn.functional.normalize(bank[targets] + 0.5 * torch.randn(b, d, generator=g), dim=1)
+    out = dict(bank=bank, targets=targets, features=feats)
+    if "K" in cfg:
+        out["negatives"] = torch.randint(0, n, (b, cfg["K"]), generator=g)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+# ---- pairs -------------------------------------------------------------------
+
+def pair_nce(cfg, args, device, timer):
+    b, k, d, n, tau, momentum = cfg["B"], cfg["K"], cfg["D"], cfg["N"], cfg["tau"], 0.5
+    prob = bank_problem(cfg, device)
+    idx = torch.cat([prob["targets"][:, None], prob["negatives"]], 1)
+    s = (prob["bank"][idx] * prob["features"][:, None, :]).sum(-1)
+    z = float(n * torch.exp(s / tau).mean())  # first-batch Z, as the reference
+    res = {"rate_unit": "GB/s gathered", "work": b * (k + 1) * d * 4 / 1e9}
+
     with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
-        write_problem(folder, prob, b, k, d, n, tau, z, momentum)
-        cmd = [args.npid_op, "nce", "--dir", folder, "--device", device,
-               "--warmup", str(args.warmup), "--iters", str(args.iters)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        with open(os.path.join(folder, "meta.txt"), "w") as f:
+            for key, val in dict(B=b, K=k, D=d, N=n, tau=tau, z=z, momentum=momentum, **{"lambda": 0}).items():
+                f.write(f"{key} {val!r}\n")
+        for name, ext in (("features", "f32"), ("bank", "f32"), ("targets", "i64"), ("negatives", "i64")):
+            prob[name].cpu().numpy().tofile(os.path.join(folder, f"{name}.{ext}"))
+        proc = subprocess.run([args.npid_op, "nce", "--dir", folder, "--device", device,
+                               "--warmup", str(args.warmup), "--iters", str(args.iters)],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             res["error"] = f"npid_op failed ({proc.returncode}): {proc.stderr.strip()}"
             return res
-        ours_loss = float(read_f32(os.path.join(folder, "loss.f32"), (1,))[0])
-        ours_grad = read_f32(os.path.join(folder, "grad.f32"), (b, d))
-        ours_rows = read_f32(os.path.join(folder, "updated_rows.f32"), (b, d))
+        import numpy as np
+        rd = lambda name: torch.from_numpy(np.fromfile(os.path.join(folder, name), dtype=np.float32))
+        ours = (rd("loss.f32")[0], rd("grad.f32").view(b, d), rd("updated_rows.f32").view(b, d))
         res["ours_ms"] = json.load(open(os.path.join(folder, "timing.json")))["median_ms"]
 
-    ok_all = True
     variants = ["reference", "compiled" if (nb.compiled_available() and device == "cuda") else "eager_closed_form"]
+    res["theirs"] = {}
     for name in variants:
         fn = nb.VARIANTS[name][0]
         bank = prob["bank"].clone()
         try:
-            loss, grad = fn(prob["features"], bank, prob["targets"], prob["idx"], tau, z, momentum)
+            loss, grad = fn(prob["features"], bank, prob["targets"], idx, tau, z, momentum)
         except Exception as e:  # a baseline that cannot run is reported, not hidden
             res["theirs"][name] = {"error": f"{type(e).__name__}: {e}"}
             continue
-        rows = bank[prob["targets"]].cpu()
-        check = {
-            "loss_rel": abs(ours_loss - float(loss)) / abs(float(loss)),
-            "grad_rel": rel(ours_grad, grad.detach().cpu()),
-            "rows_max_abs": float((ours_rows - rows).abs().max()),
-        }
-        check["ok"] = (check["loss_rel"] < TOL_LOSS_REL and check["grad_rel"] < TOL_GRAD_REL
-                       and check["rows_max_abs"] < TOL_ROWS_ABS)
-        ok_all &= check["ok"]
-        res["checks"][name] = check
-        if check["ok"]:
-            ms = time_torch(fn, prob, tau, z, momentum, k, device, args.warmup, args.iters)
-            res["theirs"][name] = {"ms": ms, "what": nb.VARIANTS[name][1]}
-    res["ok"] = ok_all
+        c = check(*ours, loss, grad, bank[prob["targets"]])
+        entry = {"check": c, "what": nb.VARIANTS[name][1]}
+        if c["ok"]:
+            bank = prob["bank"].clone()
+
+            def step():  # negatives drawn inside the timed step, as training does
+                i = torch.cat([prob["targets"][:, None], torch.randint(0, n, (b, k), device=device)], 1)
+                fn(prob["features"], bank, prob["targets"], i, tau, z, momentum)
+            entry["ms"] = timer.median_ms(step, args.warmup, args.iters)
+        res["theirs"][name] = entry
     return res
+
+
+def pair_softmax(cfg, args, device, timer):
+    """Baseline only until the full-softmax criterion lands (issue 4); the
+    best variant is checked against the reference-style one."""
+    b, d, n, tau, momentum = cfg["B"], cfg["D"], cfg["N"], cfg["tau"], 0.5
+    prob = bank_problem(cfg, device)
+    res = {"rate_unit": "TFLOP/s", "work": 2 * 2 * b * n * d / 1e12, "ours_missing": "issue 4", "theirs": {}}
+    ref_bank = prob["bank"].clone()
+    ref = nb.softmax_reference_step(prob["features"], ref_bank, prob["targets"], tau, momentum)
+    ref_rows = ref_bank[prob["targets"]]
+    best = "compiled" if (nb.compiled_available() and device == "cuda") else "eager_closed_form"
+    for name in ["reference", best]:
+        fn = nb.SOFTMAX_VARIANTS[name][0]
+        entry = {"what": nb.SOFTMAX_VARIANTS[name][1]}
+        try:
+            bank = prob["bank"].clone()
+            loss, grad = fn(prob["features"], bank, prob["targets"], tau, momentum)
+            if name != "reference":
+                entry["check"] = check(loss, grad, bank[prob["targets"]], ref[0], ref[1], ref_rows)
+                entry["check"]["against"] = "reference"
+            if entry.get("check", {"ok": True})["ok"]:
+                bank = prob["bank"].clone()
+                entry["ms"] = timer.median_ms(lambda: fn(prob["features"], bank, prob["targets"], tau, momentum),
+                                              args.warmup, args.iters)
+        except Exception as e:
+            entry["error"] = f"{type(e).__name__}: {e}"
+        res["theirs"][name] = entry
+    return res
+
+
+def pair_knn(cfg, args, device, timer):
+    """Baseline only until the fused kNN lands (issue 7)."""
+    q, n, d, k, c = cfg["Q"], cfg["N"], cfg["D"], cfg["k"], cfg["C"]
+    g = torch.Generator(device="cpu").manual_seed(7)
+    train = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1).to(device)
+    labels = torch.randint(0, c, (n,), generator=g).to(device)
+    queries = torch.nn.functional.normalize(torch.randn(q, d, generator=g), dim=1).to(device)
+    res = {"rate_unit": "M queries/s", "work": q / 1e6, "ours_missing": "issue 7", "theirs": {}}
+    entry = {"what": "matmul + topk + exp-weighted class votes, 1,000-query chunks"}
+    try:
+        scores = nb.knn_predict(queries, train, labels, c, k=k)
+        assert scores.shape == (q, c) and bool(torch.isfinite(scores).all())
+        entry["ms"] = timer.median_ms(lambda: nb.knn_predict(queries, train, labels, c, k=k),
+                                      min(args.warmup, 2), min(args.iters, 5))
+    except Exception as e:
+        entry["error"] = f"{type(e).__name__}: {e}"
+    res["theirs"]["matmul_topk"] = entry
+    return res
+
+
+def pair_train(cfg, args, device, timer):
+    """Baseline only until npid::TrainStep lands (issue 8)."""
+    import train_baselines as tb
+    res = {"rate_unit": "images/s", "ours_missing": "issue 8", "theirs": {}}
+    data = tb.load_images(args.data) if args.data else None
+    images = data[0] if data is not None else tb.synthetic_images(cfg.get("N", 50000))[0]
+    if "N" in cfg:
+        images = images[:cfg["N"]]
+    res["data"] = f"{'image folder ' + args.data if data is not None else 'synthetic uint8'} ({images.shape[0]} images)"
+    for pipeline in ("reference", "gpu_resident"):
+        if pipeline == "gpu_resident" and device != "cuda" and not args.small:
+            continue
+        entry = {"what": {"reference": "torchvision transforms in 2 DataLoader workers (CPU), as the reference",
+                          "gpu_resident": "uint8 dataset on the GPU, batched tensor augmentation"}[pipeline]}
+        try:
+            r = tb.run_training(pipeline, cfg["criterion"], images, device, batch=cfg["B"], k=cfg["K"] or 4096,
+                                steps=cfg["steps"], warmup=cfg["warmup"], workers=0 if args.small else 2)
+            entry.update(r)
+            entry["rate"] = r["images_per_s"]
+        except Exception as e:
+            entry["error"] = f"{type(e).__name__}: {e}"
+        res["theirs"][pipeline] = entry
+    return res
+
+
+PAIRS = {"nce": pair_nce, "softmax": pair_softmax, "knn": pair_knn, "train": pair_train}
+
+
+# ---- report ------------------------------------------------------------------
+
+def fmt(x, spec):
+    return "" if x is None else format(x, spec)
+
+
+def report(results, dev_name, commit):
+    lines = [f"## Side by side: libnpid_cuda vs PyTorch {torch.__version__} on {dev_name}", "",
+             f"commit {commit}. Times are medians of CUDA-event timings (wall clock on a CPU) per call; "
+             "ratio = theirs / ours; 'equivalent' compares with our outputs on the same inputs (or, for "
+             "baseline-only pairs, with the reference-style PyTorch variant).", "",
+             "| pair | config | baseline | equivalent | ours ms | theirs ms | ratio | ours rate | theirs rate |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        head = f"| {r['pair']} | {r['config']} "
+        if "error" in r:
+            lines.append(head + f"| -- | ERROR: {r['error']} | | | | | |")
+            continue
+        unit = r.get("rate_unit", "")
+        ours = r.get("ours_ms")
+        for name, t in r["theirs"].items():
+            if "error" in t:
+                lines.append(head + f"| {name} | could not run: {t['error']} | | | | | |")
+                continue
+            c = t.get("check")
+            eq = "--" if c is None else (
+                f"{'yes' if c['ok'] else 'NO'} (loss {c['loss_rel']:.1e}, grad {c['grad_rel']:.1e}, "
+                f"rows {c['rows_max_abs']:.1e}){' vs ' + c['against'] if 'against' in c else ''}")
+            ms = t.get("ms")
+            ratio = f"{ms / ours:.2f}x" if (ms and ours) else "--"
+            if "rate" in t:  # throughput-only entries (training)
+                theirs_rate = f"{t['rate']:.0f} {unit}"
+            else:
+                theirs_rate = f"{r['work'] * 1e3 / ms:.3g} {unit}" if ms else ""
+            ours_rate = f"{r['work'] * 1e3 / ours:.3g} {unit}" if ours else f"not yet ({r.get('ours_missing', '')})"
+            lines.append(head + f"| {name} | {eq} | {fmt(ours, '.3f')} | {fmt(ms, '.3f')} | {ratio} | "
+                                f"{ours_rate} | {theirs_rate} |")
+    return "\n".join(lines) + "\n"
 
 
 def main():
@@ -147,6 +273,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--pairs", default="nce,softmax,knn,train")
+    ap.add_argument("--data", default=None, help="image folder for the training pair (e.g. CIFAR-10 train/)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--tmp", default=None)
@@ -156,43 +284,32 @@ def main():
     dev_name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
     os.makedirs(args.out, exist_ok=True)
+    timer = Timer(device)
 
     results = []
-    for cfg in (SMALL_CONFIGS if args.small else FULL_CONFIGS):
-        r = run_config(*cfg, args=args, device=device)
-        results.append(r)
-        print(json.dumps(r), flush=True)
+    for pair in args.pairs.split(","):
+        full, small = CONFIGS[pair]
+        for cfg in (small if args.small else full):
+            t0 = time.time()
+            try:
+                r = PAIRS[pair](cfg, args, device, timer)
+            except Exception as e:
+                r = {"error": f"{type(e).__name__}: {e}"}
+            r.update(pair=pair, config=cfg["label"], seconds=round(time.time() - t0, 1))
+            results.append(r)
+            print(json.dumps(r, default=str), flush=True)
+            torch.backends.cuda.matmul.allow_tf32 = False
 
-    gathered = lambda r: r["B"] * (r["K"] + 1) * r["D"] * 4  # bytes of bank rows one step reads
-    lines = [f"## Side by side: libnpid_cuda vs PyTorch {torch.__version__} on {dev_name}", "",
-             f"commit {args.commit}; time per NCE training step (forward + backward + bank update), "
-             "median of CUDA-event timings (wall clock on a CPU); ratio = theirs / ours.", "",
-             "| config | baseline | equivalent | ours ms | theirs ms | ratio | ours GB/s gathered |",
-             "|---|---|---|---|---|---|---|"]
-    for r in results:
-        if "error" in r:
-            lines.append(f"| {r['config']} | -- | ERROR: {r['error']} | | | | |")
-            continue
-        for name, check in r["checks"].items():
-            t = r["theirs"].get(name, {})
-            ms = t.get("ms")
-            ratio = f"{ms / r['ours_ms']:.2f}x" if ms else "--"
-            lines.append(f"| {r['config']} | {name} | {'yes' if check['ok'] else 'NO'} "
-                         f"(loss {check['loss_rel']:.1e}, grad {check['grad_rel']:.1e}, rows {check['rows_max_abs']:.1e}) | "
-                         f"{r['ours_ms']:.3f} | {'' if ms is None else f'{ms:.3f}'} | {ratio} | "
-                         f"{gathered(r) / r['ours_ms'] / 1e6:.0f} |")
-        for name, t in r["theirs"].items():
-            if "error" in t:
-                lines.append(f"| {r['config']} | {name} | could not run: {t['error']} | | | | |")
-    md = "\n".join(lines) + "\n"
+    md = report(results, dev_name, args.commit)
     open(os.path.join(args.out, "side_by_side.md"), "w").write(md)
     json.dump({"device": dev_name, "torch": torch.__version__, "commit": args.commit, "results": results},
-              open(os.path.join(args.out, "side_by_side.json"), "w"), indent=1)
+              open(os.path.join(args.out, "side_by_side.json"), "w"), indent=1, default=str)
     print(md)
-    ok = all(r.get("ok") for r in results)
-    if not ok:
-        print("side_by_side: EQUIVALENCE CHECK FAILED", file=sys.stderr)
-    return 0 if ok else 1
+    failed = [r for r in results if "error" in r or any(
+        not t.get("check", {"ok": True})["ok"] for t in r.get("theirs", {}).values())]
+    if failed:
+        print("side_by_side: FAILED: " + ", ".join(f"{r['pair']}/{r['config']}" for r in failed), file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
