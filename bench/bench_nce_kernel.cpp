@@ -1,11 +1,11 @@
 // bench_nce_kernel -- the fused NCE forward+backward (and the step with its
 // bank update) against the device's own copy bandwidth, measured in the same
 // binary. D = 128; B in {128, 256}; K in {4096, 16384}; N in {50,000 (fits in
-// L2), 1,281,167 (ImageNet)}. GPU cases are timed with CUDA events (manual
+// L2), 1,281,167 (ImageNet)}; the bank in float32 and, beside it, bfloat16. GPU cases are timed with CUDA events (manual
 // time), inputs allocated and initialized outside the timed loop.
 //
 // Counters:
-//   gather_GBps      bytes of gathered bank rows, B*(K+1)*D*4, per second
+//   gather_GBps      bytes of gathered bank rows, B*(K+1)*D*sizeof(storage), per second
 //   frac_copy_bw     gather_GBps / copy_GBps (copy counts bytes read + written)
 //   copy_GBps        device-to-device cudaMemcpy of 1 GiB, read + written
 // Without a device the GPU cases report "skipped: no CUDA device" and only the
@@ -82,15 +82,17 @@ double measure_copy_bandwidth(Context& ctx) {
   return 2.0 * bytes / t[t.size() / 2];
 }
 
-// Problem data, cached per (B, K, N) so benchmark re-runs do not re-allocate.
+// Problem data, cached per (B, K, N, storage) so benchmark re-runs do not re-allocate.
 struct Problem {
   std::int64_t B, K, N;
   Tensor features, targets, bank, z, loss, grad;
 };
 
-Problem& problem(std::int64_t B, std::int64_t K, std::int64_t N) {
-  static std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t>, std::unique_ptr<Problem>> cache;
-  auto& slot = cache[{B, K, N}];
+Problem& problem(std::int64_t B, std::int64_t K, std::int64_t N, DType storage) {
+  using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, int>;
+  static std::map<Key, std::unique_ptr<Problem>> cache;
+  const Key key{B, K, N, static_cast<int>(storage)};
+  auto& slot = cache[key];
   if (slot) return *slot;
   Context& ctx = gpu()->ctx;
   cache.clear();  // keep one bank resident at a time
@@ -98,7 +100,7 @@ Problem& problem(std::int64_t B, std::int64_t K, std::int64_t N) {
   p->B = B;
   p->K = K;
   p->N = N;
-  p->bank = Tensor({N, kDim}, DType::kFloat32, ctx.device());
+  p->bank = Tensor({N, kDim}, storage, ctx.device());
   bank_initialize(ctx, p->bank, BankInit::kUnit, 1);
   // Features: unit rows taken from the bank's init at another seed.
   p->features = Tensor({B, kDim}, DType::kFloat32, ctx.device());
@@ -113,8 +115,8 @@ Problem& problem(std::int64_t B, std::int64_t K, std::int64_t N) {
   p->loss = Tensor({1}, DType::kFloat32, ctx.device());
   p->grad = Tensor({B, kDim}, DType::kFloat32, ctx.device());
   ctx.synchronize();
-  cache[{B, K, N}] = std::move(p);
-  return *cache[{B, K, N}];
+  cache[key] = std::move(p);
+  return *cache[key];
 }
 
 void set_counters(benchmark::State& state, double gathered_bytes, double seconds) {
@@ -126,7 +128,7 @@ void set_counters(benchmark::State& state, double gathered_bytes, double seconds
 
 // with_update = false: NCE forward+backward only; true: plus the bank update.
 // with_layout: the 4th argument picks the lanes per row of the D <= 128 kernel.
-void BM_Nce(benchmark::State& state, bool with_update, bool with_layout) {
+void BM_Nce(benchmark::State& state, bool with_update, bool with_layout, DType storage) {
   if (gpu() == nullptr) {
     state.SkipWithError("skipped: no CUDA device");
     for (auto _ : state) {
@@ -136,7 +138,7 @@ void BM_Nce(benchmark::State& state, bool with_update, bool with_layout) {
   const std::int64_t B = state.range(0), K = state.range(1), N = state.range(2);
   nce_set_lanes_per_row_override(with_layout ? static_cast<int>(state.range(3)) : 0);
   Context& ctx = gpu()->ctx;
-  Problem& p = problem(B, K, N);
+  Problem& p = problem(B, K, N, storage);
   NceConfig cfg;
   cfg.num_negatives = K;
   cfg.validate_inputs = false;  // steady-state training step: no host sync
@@ -155,7 +157,7 @@ void BM_Nce(benchmark::State& state, bool with_update, bool with_layout) {
     total += s;
   }
   nce_set_lanes_per_row_override(0);
-  set_counters(state, static_cast<double>(B) * (K + 1) * kDim * sizeof(float), total);
+  set_counters(state, static_cast<double>(B) * (K + 1) * kDim * dtype_size(storage), total);
 }
 
 void BM_DeviceCopy(benchmark::State& state) {
@@ -250,9 +252,14 @@ int main(int argc, char** argv) {
   }
   benchmark::RegisterBenchmark("BM_DeviceCopy/1GiB", BM_DeviceCopy)
       ->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
-  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward", BM_Nce, false, false));
-  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate", BM_Nce, true, false));
-  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout", BM_Nce, false, false));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward", BM_Nce, false, false, DType::kFloat32));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward_bf16", BM_Nce, false, false, DType::kBFloat16));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate", BM_Nce, true, false, DType::kFloat32));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate_bf16", BM_Nce, true, false,
+                                        DType::kBFloat16));
+  // The two row layouts of the D <= 128 kernel (with_layout = true), fp32 and bf16.
+  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout", BM_Nce, false, true, DType::kFloat32));
+  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout_bf16", BM_Nce, false, true, DType::kBFloat16));
   benchmark::RegisterBenchmark("BM_NceCpuReference/B:16/K:512/N:10000", BM_NceCpuReference)
       ->UseManualTime()->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();

@@ -4,16 +4,20 @@
 // on exactly those inputs and writes the outputs back (equivalence), then times
 // the op as training runs it (warm-up, then CUDA events per iteration; median).
 //
-//   npid_op nce --dir DIR [--device cpu|cuda] [--warmup 5] [--iters 50]
+//   npid_op nce|softmax --dir DIR [--device cpu|cuda] [--warmup 5] [--iters 50]
 //
-// DIR holds meta.txt ("key value" lines: B K D N tau z momentum lambda) and raw
+// DIR holds meta.txt ("key value" lines: B D N tau momentum lambda, for nce
+// also K z, optional bf16 = 1 to store the bank as bfloat16) and raw
 // little-endian arrays: features.f32 (B,D), bank.f32 (N,D), targets.i64 (B),
-// negatives.i64 (B,K). Written: loss.f32 (1), grad.f32 (B,D), updated_rows.f32
-// (B,D) = the bank rows at `targets` after the update, and timing.json.
+// for nce negatives.i64 (B,K). Written: loss.f32 (1), grad.f32 (B,D),
+// updated_rows.f32 (B,D) = the bank rows at `targets` after the update (widened
+// to fp32 for a bf16 bank), and timing.json.
 //
-// Equivalence uses the explicit negatives; the timed loop draws negatives
-// in-kernel as a training step does (the baseline draws them with
-// torch.randint inside its timed loop).
+// Each timed iteration is one training step's criterion: forward+backward and
+// the bank update. nce: equivalence uses the explicit negatives, the timed
+// loop draws them in-kernel (the baseline draws them with torch.randint inside
+// its loop). softmax: equivalence in exact fp32 math, timing with TF32 GEMMs
+// (the baseline is timed with TF32 matmuls too).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -25,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "common/bf16.h"
 #include "core/check.h"
 #include "npid/npid.h"
 
@@ -51,16 +56,47 @@ void write_array(const std::string& path, const std::vector<T>& v) {
   if (!out) throw Error(ErrorKind::kIo, "npid_op: cannot write " + path);
 }
 
-std::map<std::string, double> read_meta(const std::string& path) {
+std::map<std::string, double> read_meta(const std::string& path, std::initializer_list<const char*> required) {
   std::ifstream in(path);
   if (!in) throw Error(ErrorKind::kIo, "npid_op: cannot open " + path);
   std::map<std::string, double> meta;
   std::string key;
   double value;
   while (in >> key >> value) meta[key] = value;
-  for (const char* k : {"B", "K", "D", "N", "tau", "z", "momentum", "lambda"})
+  for (const char* k : required)
     if (!meta.count(k)) throw Error(ErrorKind::kIo, std::string("npid_op: meta.txt lacks '") + k + "'");
   return meta;
+}
+
+// The bank as the op stores it: float32, or bf16 rounded to nearest even.
+Tensor upload_bank(Context& ctx, const std::vector<float>& host, std::int64_t N, std::int64_t D, bool bf16_bank) {
+  Tensor bank({N, D}, bf16_bank ? DType::kBFloat16 : DType::kFloat32, ctx.device());
+  if (bf16_bank) {
+    std::vector<bf16> rounded(host.size());
+    for (std::size_t k = 0; k < host.size(); ++k) rounded[k] = float_to_bf16(host[k]);
+    copy(ctx, bank, TensorView(rounded.data(), DType::kBFloat16, {N, D}, Device::cpu()));
+  } else {
+    copy(ctx, bank, view(host.data(), {N, D}));
+  }
+  return bank;
+}
+
+// Rows `targets` of the bank, widened to fp32, (B, D).
+std::vector<float> gather_rows(Context& ctx, const Tensor& bank, const std::vector<std::int64_t>& targets) {
+  const std::int64_t N = bank.shape()[0], D = bank.shape()[1];
+  const auto B = static_cast<std::int64_t>(targets.size());
+  std::vector<float> rows(static_cast<std::size_t>(B * D));
+  if (bank.dtype() == DType::kBFloat16) {
+    std::vector<bf16> all(static_cast<std::size_t>(N * D));
+    copy(ctx, TensorView(all.data(), DType::kBFloat16, {N, D}, Device::cpu()), bank);
+    for (std::int64_t i = 0; i < B; ++i)
+      for (std::int64_t d = 0; d < D; ++d) rows[i * D + d] = bf16_to_float(all[targets[i] * D + d]);
+  } else {
+    std::vector<float> all(static_cast<std::size_t>(N * D));
+    copy(ctx, view(all.data(), {N, D}), bank);
+    for (std::int64_t i = 0; i < B; ++i) std::copy_n(&all[targets[i] * D], D, &rows[i * D]);
+  }
+  return rows;
 }
 
 double median(std::vector<double> v) {
@@ -68,68 +104,21 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
-int run_nce(const std::string& dir, const std::string& device, int warmup, int iters) {
-  const auto meta = read_meta(dir + "/meta.txt");
-  const auto B = static_cast<std::int64_t>(meta.at("B")), K = static_cast<std::int64_t>(meta.at("K"));
-  const auto D = static_cast<std::int64_t>(meta.at("D")), N = static_cast<std::int64_t>(meta.at("N"));
-  const float momentum = static_cast<float>(meta.at("momentum"));
-  const float z0 = static_cast<float>(meta.at("z"));
-
-  const bool cuda = device == "cuda" || (device == "auto" && cuda_available());
-  Context ctx = cuda ? Context::cuda() : Context::cpu();
-  const Device dev = ctx.device();
-
-  auto features_h = read_array<float>(dir + "/features.f32", B * D);
-  auto bank_h = read_array<float>(dir + "/bank.f32", N * D);
-  auto targets_h = read_array<std::int64_t>(dir + "/targets.i64", B);
-  auto negatives_h = read_array<std::int64_t>(dir + "/negatives.i64", B * K);
-
-  Tensor features({B, D}, DType::kFloat32, dev), bank({N, D}, DType::kFloat32, dev);
-  Tensor targets({B}, DType::kInt64, dev), negatives({B, K}, DType::kInt64, dev);
-  Tensor z({1}, DType::kFloat32, dev), loss({1}, DType::kFloat32, dev), grad({B, D}, DType::kFloat32, dev);
-  copy(ctx, features, view(features_h.data(), {B, D}));
-  copy(ctx, bank, view(bank_h.data(), {N, D}));
-  copy(ctx, targets, view(targets_h.data(), {B}));
-  copy(ctx, negatives, view(negatives_h.data(), {B, K}));
-  copy(ctx, z, view(&z0, {1}));
-
-  NceConfig cfg;
-  cfg.num_negatives = K;
-  cfg.temperature = static_cast<float>(meta.at("tau"));
-  cfg.proximal_lambda = static_cast<float>(meta.at("lambda"));
-
-  // 1. Equivalence: one step on the given inputs, explicit negatives, checked.
-  nce_forward_backward(ctx, cfg, {features, targets, bank, negatives}, 0, ZUpdate::kKeep, z,
-                       {loss, grad, {}, {}});
-  bank_update(ctx, bank, features, targets, momentum);
-  std::vector<float> loss_h(1), grad_h(B * D), bank_after(N * D), rows(B * D);
-  copy(ctx, view(loss_h.data(), {1}), loss);
-  copy(ctx, view(grad_h.data(), {B, D}), grad);
-  copy(ctx, view(bank_after.data(), {N, D}), bank);
-  for (std::int64_t i = 0; i < B; ++i)
-    std::copy_n(&bank_after[targets_h[i] * D], D, &rows[i * D]);
-  write_array(dir + "/loss.f32", loss_h);
-  write_array(dir + "/grad.f32", grad_h);
-  write_array(dir + "/updated_rows.f32", rows);
-
-  // 2. Timing: the steady-state training step -- in-kernel negatives, no
-  // input validation (no host sync), forward+backward then the bank update.
-  cfg.validate_inputs = false;
-  ctx.workspace().reserve(nce_workspace_bytes(ctx, B, D, K), ctx.stream());
+// Runs `step` warmup + iters times; median milliseconds (CUDA events on a GPU).
+template <typename Step>
+std::vector<double> time_steps(Context& ctx, int warmup, int iters, Step&& step) {
   std::vector<double> ms;
   cudaEvent_t start = nullptr, stop = nullptr;
-  if (cuda) {
+  if (ctx.is_cuda()) {
     NPID_CUDA_CHECK(cudaEventCreate(&start));
     NPID_CUDA_CHECK(cudaEventCreate(&stop));
   }
   for (int it = 0; it < warmup + iters; ++it) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (cuda) NPID_CUDA_CHECK(cudaEventRecord(start, ctx.stream()));
-    nce_forward_backward(ctx, cfg, {features, targets, bank, {}}, static_cast<std::uint64_t>(it + 1),
-                         ZUpdate::kKeep, z, {loss, grad, {}, {}});
-    bank_update(ctx, bank, features, targets, momentum, false);
+    if (ctx.is_cuda()) NPID_CUDA_CHECK(cudaEventRecord(start, ctx.stream()));
+    step(it);
     double elapsed;
-    if (cuda) {
+    if (ctx.is_cuda()) {
       NPID_CUDA_CHECK(cudaEventRecord(stop, ctx.stream()));
       NPID_CUDA_CHECK(cudaEventSynchronize(stop));
       float e = 0;
@@ -140,28 +129,122 @@ int run_nce(const std::string& dir, const std::string& device, int warmup, int i
     }
     if (it >= warmup) ms.push_back(elapsed);
   }
-  if (cuda) {
+  if (ctx.is_cuda()) {
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
   }
-  const std::string name = cuda ? ctx.device_info().name : std::string("cpu");
+  return ms;
+}
+
+void write_timing(const std::string& dir, const char* op, Context& ctx, const std::vector<double>& ms) {
+  const std::string name = ctx.is_cuda() ? ctx.device_info().name : std::string("cpu");
   FILE* f = std::fopen((dir + "/timing.json").c_str(), "w");
   if (f == nullptr) throw Error(ErrorKind::kIo, "npid_op: cannot write timing.json");
-  std::fprintf(f, "{\"side\": \"npid\", \"op\": \"nce_step\", \"device\": \"%s\", \"median_ms\": %.6f, "
-                  "\"min_ms\": %.6f, \"iters\": %d}\n",
-               name.c_str(), median(ms), ms.empty() ? 0.0 : *std::min_element(ms.begin(), ms.end()), iters);
+  const double lo = ms.empty() ? 0.0 : *std::min_element(ms.begin(), ms.end());
+  std::fprintf(f, "{\"side\": \"npid\", \"op\": \"%s\", \"device\": \"%s\", \"median_ms\": %.6f, "
+                  "\"min_ms\": %.6f, \"iters\": %zu}\n",
+               op, name.c_str(), median(ms), lo, ms.size());
   std::fclose(f);
-  std::printf("npid nce_step on %s: median %.4f ms over %d iterations\n", name.c_str(), median(ms), iters);
+  std::printf("npid %s on %s: median %.4f ms over %zu iterations\n", op, name.c_str(), median(ms), ms.size());
+}
+
+
+int run_nce(const std::string& dir, Context& ctx, int warmup, int iters) {
+  const auto meta = read_meta(dir + "/meta.txt", {"B", "K", "D", "N", "tau", "z", "momentum", "lambda"});
+  const auto B = static_cast<std::int64_t>(meta.at("B")), K = static_cast<std::int64_t>(meta.at("K"));
+  const auto D = static_cast<std::int64_t>(meta.at("D")), N = static_cast<std::int64_t>(meta.at("N"));
+  const float momentum = static_cast<float>(meta.at("momentum"));
+  const float z0 = static_cast<float>(meta.at("z"));
+  const bool bf16_bank = meta.count("bf16") && meta.at("bf16") != 0;
+  const Device dev = ctx.device();
+
+  auto features_h = read_array<float>(dir + "/features.f32", B * D);
+  auto targets_h = read_array<std::int64_t>(dir + "/targets.i64", B);
+  auto negatives_h = read_array<std::int64_t>(dir + "/negatives.i64", B * K);
+  Tensor bank = upload_bank(ctx, read_array<float>(dir + "/bank.f32", N * D), N, D, bf16_bank);
+  Tensor features({B, D}, DType::kFloat32, dev), targets({B}, DType::kInt64, dev), negatives({B, K}, DType::kInt64, dev);
+  Tensor z({1}, DType::kFloat32, dev), loss({1}, DType::kFloat32, dev), grad({B, D}, DType::kFloat32, dev);
+  copy(ctx, features, view(features_h.data(), {B, D}));
+  copy(ctx, targets, view(targets_h.data(), {B}));
+  copy(ctx, negatives, view(negatives_h.data(), {B, K}));
+  copy(ctx, z, view(&z0, {1}));
+
+  NceConfig cfg;
+  cfg.num_negatives = K;
+  cfg.temperature = static_cast<float>(meta.at("tau"));
+  cfg.proximal_lambda = static_cast<float>(meta.at("lambda"));
+
+  // 1. Equivalence: one step on the given inputs, explicit negatives, checked.
+  nce_forward_backward(ctx, cfg, {features, targets, bank, negatives}, 0, ZUpdate::kKeep, z, {loss, grad, {}, {}});
+  bank_update(ctx, bank, features, targets, momentum);
+  std::vector<float> loss_h(1), grad_h(B * D);
+  copy(ctx, view(loss_h.data(), {1}), loss);
+  copy(ctx, view(grad_h.data(), {B, D}), grad);
+  write_array(dir + "/loss.f32", loss_h);
+  write_array(dir + "/grad.f32", grad_h);
+  write_array(dir + "/updated_rows.f32", gather_rows(ctx, bank, targets_h));
+
+  // 2. Timing: the steady-state training step -- in-kernel negatives, no
+  // input validation (no host sync), forward+backward then the bank update.
+  cfg.validate_inputs = false;
+  ctx.workspace().reserve(nce_workspace_bytes(ctx, B, D, K), ctx.stream());
+  const auto ms = time_steps(ctx, warmup, iters, [&](int it) {
+    nce_forward_backward(ctx, cfg, {features, targets, bank, {}}, static_cast<std::uint64_t>(it + 1),
+                         ZUpdate::kKeep, z, {loss, grad, {}, {}});
+    bank_update(ctx, bank, features, targets, momentum, false);
+  });
+  write_timing(dir, bf16_bank ? "nce_step_bf16" : "nce_step", ctx, ms);
+  return 0;
+}
+
+int run_softmax(const std::string& dir, Context& ctx, int warmup, int iters) {
+  const auto meta = read_meta(dir + "/meta.txt", {"B", "D", "N", "tau", "momentum", "lambda"});
+  const auto B = static_cast<std::int64_t>(meta.at("B")), D = static_cast<std::int64_t>(meta.at("D"));
+  const auto N = static_cast<std::int64_t>(meta.at("N"));
+  const float momentum = static_cast<float>(meta.at("momentum"));
+  const bool bf16_bank = meta.count("bf16") && meta.at("bf16") != 0;
+  const Device dev = ctx.device();
+  auto features_h = read_array<float>(dir + "/features.f32", B * D);
+  auto targets_h = read_array<std::int64_t>(dir + "/targets.i64", B);
+  Tensor bank = upload_bank(ctx, read_array<float>(dir + "/bank.f32", N * D), N, D, bf16_bank);
+  Tensor features({B, D}, DType::kFloat32, dev), targets({B}, DType::kInt64, dev);
+  Tensor loss({1}, DType::kFloat32, dev), grad({B, D}, DType::kFloat32, dev);
+  copy(ctx, features, view(features_h.data(), {B, D}));
+  copy(ctx, targets, view(targets_h.data(), {B}));
+
+  SoftmaxConfig cfg;
+  cfg.temperature = static_cast<float>(meta.at("tau"));
+  cfg.proximal_lambda = static_cast<float>(meta.at("lambda"));
+  cfg.math = SoftmaxMath::kFP32;  // equivalence in exact fp32
+  softmax_forward_backward(ctx, cfg, {features, targets, bank}, {loss, grad});
+  bank_update(ctx, bank, features, targets, momentum);
+  std::vector<float> loss_h(1), grad_h(B * D);
+  copy(ctx, view(loss_h.data(), {1}), loss);
+  copy(ctx, view(grad_h.data(), {B, D}), grad);
+  write_array(dir + "/loss.f32", loss_h);
+  write_array(dir + "/grad.f32", grad_h);
+  write_array(dir + "/updated_rows.f32", gather_rows(ctx, bank, targets_h));
+
+  cfg.math = SoftmaxMath::kTF32;
+  cfg.validate_inputs = false;
+  SoftmaxCriterion criterion(ctx, cfg, B, D, N, bank.dtype());
+  const auto ms = time_steps(ctx, warmup, iters, [&](int) {
+    criterion.forward_backward({features, targets, bank}, {loss, grad});
+    bank_update(ctx, bank, features, targets, momentum, false);
+  });
+  write_timing(dir, bf16_bank ? "softmax_step_bf16" : "softmax_step", ctx, ms);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "nce") != 0) {
-    std::fprintf(stderr, "usage: %s nce --dir DIR [--device cpu|cuda|auto] [--warmup W] [--iters N]\n", argv[0]);
+  if (argc < 2 || (std::strcmp(argv[1], "nce") != 0 && std::strcmp(argv[1], "softmax") != 0)) {
+    std::fprintf(stderr, "usage: %s nce|softmax --dir DIR [--device cpu|cuda|auto] [--warmup W] [--iters N]\n",
+                 argv[0]);
     return 2;
   }
+  const std::string op = argv[1];
   std::string dir, device = "auto";
   int warmup = 5, iters = 50;
   for (int a = 2; a + 1 < argc; a += 2) {
@@ -180,7 +263,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return run_nce(dir, device, warmup, iters);
+    const bool cuda = device == "cuda" || (device == "auto" && cuda_available());
+    Context ctx = cuda ? Context::cuda() : Context::cpu();
+    return op == "nce" ? run_nce(dir, ctx, warmup, iters) : run_softmax(dir, ctx, warmup, iters);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "npid_op: %s\n", e.what());
     return 1;

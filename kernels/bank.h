@@ -10,20 +10,23 @@
 
 namespace npid {
 
+// Banks are float32 or bf16 (bank_dtype); arithmetic is fp32, and a bf16 row
+// is rounded once, after renormalization.
 struct BankUpdateProblem {
-  float* bank = nullptr;                 // (N, D)
+  void* bank = nullptr;                  // (N, D)
+  DType bank_dtype = DType::kFloat32;
   const float* features = nullptr;       // (B, D)
   const std::int64_t* targets = nullptr;  // (B)
   std::int64_t batch = 0, dim = 0, bank_size = 0;
   float momentum = 0.5f;
 };
 
-void launch_bank_initialize(Context& ctx, float* bank, std::int64_t rows, std::int64_t dim,
-                            BankInit init, std::uint64_t seed);
+void launch_bank_initialize(Context& ctx, void* bank, DType dtype, std::int64_t rows,
+                            std::int64_t dim, BankInit init, std::uint64_t seed);
 void launch_bank_update(Context& ctx, const BankUpdateProblem& p);
 
-void bank_initialize_cpu(float* bank, std::int64_t rows, std::int64_t dim, BankInit init,
-                         std::uint64_t seed, int threads);
+void bank_initialize_cpu(void* bank, DType dtype, std::int64_t rows, std::int64_t dim,
+                         BankInit init, std::uint64_t seed, int threads);
 void bank_update_cpu(const BankUpdateProblem& p);
 
 }  // namespace npid

@@ -312,10 +312,11 @@ __global__ void __launch_bounds__(kReduceThreads)
 // ---- launchers --------------------------------------------------------------
 
 using GatherKernel = void (*)(NceKernelParams);
+using FinalizeKernel = void (*)(NceKernelParams, float*, float*, float*);
 
 std::atomic<int> g_lanes_override{0};
 
-// Dispatch table (storage T = float; a bf16 bank adds one column):
+// Dispatch table, for each bank storage T in {float, bf16}:
 //   D % 4 == 0, 16-byte aligned rows:
 //     D <= 128          kLanes 8  x kVec 4 x kChunks 4   (16 lanes x 2 via the override)
 //     D <= 256, 512     kLanes 32 x kVec 4 x kChunks 2, 4
@@ -379,9 +380,13 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   ws.reserve(nce_cuda_workspace_bytes(pr.batch, pr.dim), stream);
 
   const std::int64_t kp1 = pr.num_negatives + 1;
+  const bool bf16_bank = pr.bank_dtype == DType::kBFloat16;
+  const std::uintptr_t row_align = bf16_bank ? 8 : 16;  // 4 elements of storage
   const bool vec4 = pr.dim % 4 == 0 && reinterpret_cast<std::uintptr_t>(pr.features) % 16 == 0 &&
-                    reinterpret_cast<std::uintptr_t>(pr.bank) % 16 == 0;
-  const GatherKernel gather = pick_gather_kernel<float>(pr.dim, vec4);
+                    reinterpret_cast<std::uintptr_t>(pr.bank) % row_align == 0;
+  const GatherKernel gather =
+      bf16_bank ? pick_gather_kernel<bf16>(pr.dim, vec4) : pick_gather_kernel<float>(pr.dim, vec4);
+  const FinalizeKernel finalize = bf16_bank ? nce_finalize_kernel<bf16> : nce_finalize_kernel<float>;
   const int splits = choose_splits(ctx, gather, pr.batch, pr.num_negatives);
 
   // Carve the workspace.
@@ -432,8 +437,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
     score.score_only = true;
     gather<<<grid, kThreads, 0, stream>>>(score);
     NPID_CHECK_LAUNCH(ctx, "nce_negatives_kernel (score pass)");
-    nce_finalize_kernel<float><<<batch_blocks, kFinalizeThreads, 0, stream>>>(
-        score, nullptr, sample_loss, sample_sum_exp);
+    finalize<<<batch_blocks, kFinalizeThreads, 0, stream>>>(score, nullptr, sample_loss, sample_sum_exp);
     NPID_CHECK_LAUNCH(ctx, "nce_finalize_kernel (score pass)");
     nce_reduce_kernel<<<1, kReduceThreads, 0, stream>>>(
         nullptr, sample_sum_exp, pr.batch, nullptr, pr.z, static_cast<int>(ZUpdate::kInitFromBatch),
@@ -445,8 +449,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   p.indices = pr.indices;
   gather<<<grid, kThreads, 0, stream>>>(p);
   NPID_CHECK_LAUNCH(ctx, "nce_negatives_kernel");
-  nce_finalize_kernel<float><<<batch_blocks, kFinalizeThreads, 0, stream>>>(p, pr.grad, sample_loss,
-                                                                            sample_sum_exp);
+  finalize<<<batch_blocks, kFinalizeThreads, 0, stream>>>(p, pr.grad, sample_loss, sample_sum_exp);
   NPID_CHECK_LAUNCH(ctx, "nce_finalize_kernel");
   const int z_mode = z_update == ZUpdate::kEmaFromBatch ? static_cast<int>(ZUpdate::kEmaFromBatch)
                                                         : static_cast<int>(ZUpdate::kKeep);

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/bf16.h"
 #include "common/limits.h"
 #include "npid/context.h"
 #include "npid/nce.h"
@@ -19,7 +20,8 @@ constexpr double kNceEps = 1e-7;
 struct NceProblem {
   const float* features = nullptr;     // (B, D)
   const std::int64_t* targets = nullptr;  // (B)
-  const float* bank = nullptr;         // (N, D)
+  const void* bank = nullptr;          // (N, D), float32 or bf16 per bank_dtype
+  DType bank_dtype = DType::kFloat32;
   const std::int64_t* negatives = nullptr;  // (B, K) or null: draw in-kernel
   std::int64_t batch = 0, dim = 0, bank_size = 0, num_negatives = 0;
   float temperature = 0.07f;
@@ -45,12 +47,13 @@ void nce_set_lanes_per_row_override(int lanes);
 void nce_forward_backward_cpu(const NceProblem& p, ZUpdate z_update, int threads);
 
 // The math itself, templated on the real type so tests can run it in double
-// (finite differences). Accumulates in double whatever Real is. Z is given.
-template <typename Real>
+// (finite differences), and on the bank's storage type (Real, or bf16 with
+// Real = float). Accumulates in double whatever Real is. Z is given.
+template <typename Real, typename BankT = Real>
 struct NceReferenceArgs {
   const Real* features = nullptr;
   const std::int64_t* targets = nullptr;
-  const Real* bank = nullptr;
+  const BankT* bank = nullptr;
   const std::int64_t* negatives = nullptr;
   std::int64_t batch = 0, dim = 0, bank_size = 0, num_negatives = 0;
   Real temperature = Real(0.07), lambda = Real(0), z = Real(1);
@@ -68,7 +71,7 @@ struct NceReferenceResult {
   Real sum_exp = 0;
 };
 
-template <typename Real>
-NceReferenceResult<Real> nce_reference(const NceReferenceArgs<Real>& args, int threads);
+template <typename Real, typename BankT>
+NceReferenceResult<Real> nce_reference(const NceReferenceArgs<Real, BankT>& args, int threads);
 
 }  // namespace npid

@@ -14,8 +14,8 @@
 
 namespace npid {
 
-template <typename Real>
-NceReferenceResult<Real> nce_reference(const NceReferenceArgs<Real>& a, int threads) {
+template <typename Real, typename BankT>
+NceReferenceResult<Real> nce_reference(const NceReferenceArgs<Real, BankT>& a, int threads) {
   const std::int64_t B = a.batch, D = a.dim, N = a.bank_size, K = a.num_negatives;
   const std::int64_t kp1 = K + 1;
   const double inv_tau = 1.0 / static_cast<double>(a.temperature);
@@ -43,9 +43,9 @@ NceReferenceResult<Real> nce_reference(const NceReferenceArgs<Real>& a, int thre
         idx = nce_negative_index(a.seed, a.step, i, j, N, y, a.exclude_positive);
       }
       if (a.indices != nullptr) a.indices[i * kp1 + j] = idx;
-      const Real* v = a.bank + idx * D;
+      const BankT* v = a.bank + idx * D;
       double s = 0.0;
-      for (std::int64_t d = 0; d < D; ++d) s += static_cast<double>(v[d]) * static_cast<double>(f[d]);
+      for (std::int64_t d = 0; d < D; ++d) s += static_cast<double>(to_float(v[d])) * static_cast<double>(f[d]);
       const double e = std::exp(s * inv_tau);
       const double p = e / z;
       sum_exp += e;
@@ -59,15 +59,15 @@ NceReferenceResult<Real> nce_reference(const NceReferenceArgs<Real>& a, int thre
         coef = p / (p + noise);
       }
       if (a.grad != nullptr)
-        for (std::int64_t d = 0; d < D; ++d) grad[d] += coef * static_cast<double>(v[d]);
+        for (std::int64_t d = 0; d < D; ++d) grad[d] += coef * static_cast<double>(to_float(v[d]));
     }
     loss *= inv_batch;
     const double scale = inv_batch * inv_tau;
     // Proximal term against the positive's row as it was before the update.
-    const Real* pos = a.bank + y * D;
+    const BankT* pos = a.bank + y * D;
     double prox = 0.0;
     for (std::int64_t d = 0; d < D; ++d) {
-      const double diff = static_cast<double>(f[d]) - static_cast<double>(pos[d]);
+      const double diff = static_cast<double>(f[d]) - static_cast<double>(to_float(pos[d]));
       prox += diff * diff;
       grad[d] = grad[d] * scale + 2.0 * lambda * inv_batch * diff;
     }
@@ -86,14 +86,17 @@ NceReferenceResult<Real> nce_reference(const NceReferenceArgs<Real>& a, int thre
   return {static_cast<Real>(loss), static_cast<Real>(sum_exp)};
 }
 
-template NceReferenceResult<float> nce_reference<float>(const NceReferenceArgs<float>&, int);
-template NceReferenceResult<double> nce_reference<double>(const NceReferenceArgs<double>&, int);
+template NceReferenceResult<float> nce_reference(const NceReferenceArgs<float, float>&, int);
+template NceReferenceResult<double> nce_reference(const NceReferenceArgs<double, double>&, int);
+template NceReferenceResult<float> nce_reference(const NceReferenceArgs<float, bf16>&, int);
 
-void nce_forward_backward_cpu(const NceProblem& p, ZUpdate z_update, int threads) {
-  NceReferenceArgs<float> a;
+namespace {
+template <typename BankT>
+void run_cpu(const NceProblem& p, ZUpdate z_update, int threads) {
+  NceReferenceArgs<float, BankT> a;
   a.features = p.features;
   a.targets = p.targets;
-  a.bank = p.bank;
+  a.bank = static_cast<const BankT*>(p.bank);
   a.negatives = p.negatives;
   a.batch = p.batch;
   a.dim = p.dim;
@@ -121,6 +124,15 @@ void nce_forward_backward_cpu(const NceProblem& p, ZUpdate z_update, int threads
   if (z_update == ZUpdate::kEmaFromBatch) {
     const double estimate = n * static_cast<double>(r.sum_exp) / entries;
     *p.z = static_cast<float>(p.z_decay * static_cast<double>(*p.z) + (1.0 - p.z_decay) * estimate);
+  }
+}
+}  // namespace
+
+void nce_forward_backward_cpu(const NceProblem& p, ZUpdate z_update, int threads) {
+  if (p.bank_dtype == DType::kBFloat16) {
+    run_cpu<bf16>(p, z_update, threads);
+  } else {
+    run_cpu<float>(p, z_update, threads);
   }
 }
 

@@ -17,7 +17,7 @@ const char* to_string(BankInit init) noexcept {
 namespace {
 void check_bank(const TensorView& bank, const Context& ctx, const char* op) {
   require_present(bank, op, "bank");
-  require_dtype(bank, DType::kFloat32, op, "bank");
+  require_bank_dtype(bank, op, "bank");
   require_on(bank, ctx, op, "bank");
   require_rank(bank, 2, op, "bank");
   NPID_CHECK_ARG(bank.shape[1] >= 1 && bank.shape[1] <= kMaxDim, op, "bank",
@@ -31,11 +31,11 @@ void bank_initialize(Context& ctx, const TensorView& bank, BankInit init, std::u
   check_bank(bank, ctx, op);
   NPID_CHECK_ARG(init == BankInit::kUniform || init == BankInit::kUnit, op, "init",
                  "expected kUniform or kUnit, got " << static_cast<int>(init));
-  auto* data = static_cast<float*>(bank.data);
   if (ctx.is_cuda()) {
-    launch_bank_initialize(ctx, data, bank.shape[0], bank.shape[1], init, seed);
+    launch_bank_initialize(ctx, bank.data, bank.dtype, bank.shape[0], bank.shape[1], init, seed);
   } else {
-    bank_initialize_cpu(data, bank.shape[0], bank.shape[1], init, seed, ctx.cpu_threads());
+    bank_initialize_cpu(bank.data, bank.dtype, bank.shape[0], bank.shape[1], init, seed,
+                        ctx.cpu_threads());
   }
 }
 
@@ -61,7 +61,8 @@ void bank_update(Context& ctx, const TensorView& bank, const TensorView& feature
     require_finite(ctx, features, op, "features");
   }
   BankUpdateProblem p;
-  p.bank = static_cast<float*>(bank.data);
+  p.bank = bank.data;
+  p.bank_dtype = bank.dtype;
   p.features = static_cast<const float*>(features.data);
   p.targets = static_cast<const std::int64_t*>(targets.data);
   p.batch = B;
@@ -76,12 +77,14 @@ void bank_update(Context& ctx, const TensorView& bank, const TensorView& feature
 }
 
 MemoryBank::MemoryBank(Context& ctx, std::int64_t size, std::int64_t dim, BankInit init,
-                       std::uint64_t seed)
+                       std::uint64_t seed, DType storage)
     : ctx_(&ctx) {
+  NPID_CHECK_ARG(storage == DType::kFloat32 || storage == DType::kBFloat16, "MemoryBank", "storage",
+                 "expected float32 or bfloat16, got " << to_string(storage));
   NPID_CHECK_ARG(size >= 1, "MemoryBank", "size", "expected N >= 1, got " << size);
   NPID_CHECK_ARG(dim >= 1 && dim <= kMaxDim, "MemoryBank", "dim",
                  "expected D in [1, " << kMaxDim << "], got " << dim);
-  storage_ = Tensor({size, dim}, DType::kFloat32, ctx.device());
+  storage_ = Tensor({size, dim}, storage, ctx.device());
   bank_initialize(ctx, storage_.view(), init, seed);
 }
 

@@ -66,7 +66,7 @@ void nce_forward_backward(Context& ctx, const NceConfig& config, const NceInputs
                  "expected an embedding width D in [1, " << kMaxDim << "], got shape "
                                                           << in.features.shape.str());
   require_present(in.bank, kOp, "bank");
-  require_dtype(in.bank, DType::kFloat32, kOp, "bank");
+  require_bank_dtype(in.bank, kOp, "bank");
   require_on(in.bank, ctx, kOp, "bank");
   require_rank(in.bank, 2, kOp, "bank");
   const std::int64_t N = in.bank.shape[0];
@@ -107,7 +107,8 @@ void nce_forward_backward(Context& ctx, const NceConfig& config, const NceInputs
   NceProblem p;
   p.features = static_cast<const float*>(in.features.data);
   p.targets = static_cast<const std::int64_t*>(in.targets.data);
-  p.bank = static_cast<const float*>(in.bank.data);
+  p.bank = in.bank.data;
+  p.bank_dtype = in.bank.dtype;
   p.negatives = static_cast<const std::int64_t*>(in.negatives.data);
   p.batch = B;
   p.dim = D;

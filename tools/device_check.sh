@@ -6,11 +6,12 @@
 #   1. device facts (nvidia-smi)
 #   2. CPU tests and GPU tests (every CUDA op against its CPU reference)
 #   3. compute-sanitizer memcheck (and racecheck on a small case) on the GPU tests
-#   4. bench_nce_kernel (Google Benchmark JSON)
+#   4. bench_nce_kernel and bench_softmax_criterion (Google Benchmark JSON)
 #   5. the example training run on CUDA
 #   6. tools/side_by_side.sh, when it exists (PyTorch baselines)
 # Writes to $OUT (or $1): summary.md, device_check.json, bench_nce.json,
-# side_by_side.{md,json} and logs.txt (every step's output, in order).
+# bench_softmax.json, side_by_side.{md,json} and logs.txt (every step's
+# output, in order).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-device_check_out}}
@@ -67,6 +68,8 @@ else
 fi
 step bench_nce 300 logs.txt "$BIN/bench_nce_kernel" \
      --benchmark_out="$OUT/bench_nce.json" --benchmark_out_format=json
+step bench_softmax 300 logs.txt "$BIN/bench_softmax_criterion" \
+     --benchmark_out="$OUT/bench_softmax.json" --benchmark_out_format=json
 step example_cuda 120 logs.txt "$BIN/nce_training" --device cuda --steps 300
 if [ -x tools/side_by_side.sh ]; then
   # Real CIFAR-10 for the training pair when the bundle carries it.
@@ -78,33 +81,51 @@ if [ -x tools/side_by_side.sh ]; then
 fi
 
 # Summary (markdown + JSON) from the statuses and the benchmark JSON.
-python3 - "$OUT" "$DEVICE" "$COMMIT" <<PY
-import json, os, sys
-out, device, commit = sys.argv[1:4]
-status = {$(for k in "${!STATUS[@]}"; do printf '"%s": ["%s", %s], ' "$k" "${STATUS[$k]}" "${SECONDS_TAKEN[$k]:-0}"; done)}
-bench = []
-path = os.path.join(out, "bench_nce.json")
-if os.path.exists(path):
-    data = json.load(open(path))
-    for b in data.get("benchmarks", []):
-        if b.get("error_occurred"):
-            continue
-        bench.append({k: b.get(k) for k in ("name", "real_time", "time_unit", "gather_GBps", "frac_copy_bw", "copy_GBps")})
+STATUS_JSON=$(for k in "${!STATUS[@]}"; do printf '"%s": ["%s", %s], ' "$k" "${STATUS[$k]}" "${SECONDS_TAKEN[$k]:-0}"; done)
+python3 - "$OUT" "$DEVICE" "$COMMIT" "{${STATUS_JSON%, }}" <<'PY'
+import json, os, re, sys
+out, device, commit, status = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+
+def load(name):
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        return []
+    return [b for b in json.load(open(path)).get("benchmarks", []) if not b.get("error_occurred")]
+
+def short(name):
+    return re.sub(r"/(min_time:[0-9.]+|manual_time)", "", name)
+
+nce, softmax = load("bench_nce.json"), load("bench_softmax.json")
 lines = [f"# device_check: {device}", "", f"commit: {commit}", "", "| step | status | seconds |", "|---|---|---|"]
 for k, (s, t) in sorted(status.items()):
     lines.append(f"| {k} | {s} | {t} |")
-if bench:
+if nce:
     lines += ["", "## bench_nce_kernel (D = 128; time per call)", "",
               "| benchmark | time | gathered GB/s | fraction of copy bandwidth |", "|---|---|---|---|"]
-    for b in bench:
-        g = b.get("gather_GBps"); f = b.get("frac_copy_bw")
-        lines.append(f"| {b['name']} | {b['real_time']:.1f} {b['time_unit']} | "
+    for b in nce:
+        g, f = b.get("gather_GBps"), b.get("frac_copy_bw")
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.1f} {b['time_unit']} | "
                      f"{'' if g is None else f'{g:.0f}'} | {'' if f is None else f'{f:.2f}'} |")
+    times = {short(b["name"]): b["real_time"] for b in nce}
+    pairs = [(k, k.replace("ForwardBackward/", "ForwardBackward_bf16/", 1)) for k in times
+             if k.startswith("BM_NceForwardBackward/")]
+    pairs = [(a, b) for a, b in pairs if b in times]
+    if pairs:
+        lines += ["", "### bf16 bank against fp32 (same run)", "", "| shape | fp32 | bf16 | speedup |", "|---|---|---|---|"]
+        for a, b in pairs:
+            lines.append(f"| {a.split('/', 1)[1]} | {times[a]:.1f} us | {times[b]:.1f} us | {times[a] / times[b]:.2f}x |")
+if softmax:
+    lines += ["", "## bench_softmax_criterion (D = 128, TF32; time per forward+backward)", "",
+              "| benchmark | time | TFLOP/s | cuBLAS TF32 GEMM TFLOP/s, same shapes | fraction | chunk rows |",
+              "|---|---|---|---|---|---|"]
+    for b in softmax:
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.1f} {b['time_unit']} | {b.get('TFLOPs', 0):.1f} | "
+                     f"{b.get('gemm_TFLOPs', 0):.1f} | {b.get('frac_gemm', 0):.2f} | {b.get('chunk', 0):.0f} |")
 sbs = os.path.join(out, "side_by_side.md")
 if os.path.exists(sbs):
     lines += ["", open(sbs).read()]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
-json.dump({"device": device, "commit": commit, "steps": status, "bench_nce": bench},
+json.dump({"device": device, "commit": commit, "steps": status, "bench_nce": nce, "bench_softmax": softmax},
           open(os.path.join(out, "device_check.json"), "w"), indent=1)
 print("\n".join(lines))
 PY

@@ -3,13 +3,14 @@
 # device, same run: equivalence first, then timings. Writes side_by_side.md and
 # side_by_side.json to OUT (default $OUT or ./side_by_side_out).
 #   SBS_ARGS="--small --device cpu"   CPU-sized run (what CI does)
-#   NPID_OP=path                       our side's binary (default: .carry/bin or build/bench)
+#   NPID_OP=path                       our side's binary (default: build/bench, else .carry/bin)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-side_by_side_out}}
 mkdir -p "$OUT"
 NPID_OP=${NPID_OP:-}
-for cand in "${NPID_BIN_DIR:-.carry/bin}/npid_op" build/bench/npid_op; do
+# A local build first; on the GPU machine only the carried bundle exists.
+for cand in build/bench/npid_op "${NPID_BIN_DIR:-.carry/bin}/npid_op"; do
   [ -z "$NPID_OP" ] && [ -x "$cand" ] && NPID_OP=$cand
 done
 [ -n "$NPID_OP" ] || { echo "side_by_side: npid_op not built" >&2; exit 1; }

@@ -33,15 +33,24 @@ import npid_baselines as nb  # noqa: E402
 TOL_LOSS_REL = 1e-4
 TOL_GRAD_REL = 1e-4
 TOL_ROWS_ABS = 1e-5
+# A bf16 bank stores each updated row rounded to nearest (8 significant bits):
+# |rounded - exact| <= 2^-9 |x| <= 2^-9 for unit rows; the baseline keeps fp32.
+TOL_ROWS_ABS_BF16 = 2.0 ** -8
 
 CONFIGS = {
     # pair: (full configs, small configs); each config is a dict
     "nce": ([dict(label="imagenet B=256 K=4096 N=1.28M", B=256, K=4096, D=128, N=1281167, tau=0.07),
+             dict(label="imagenet B=256 K=4096 N=1.28M, our bank bf16", B=256, K=4096, D=128, N=1281167,
+                  tau=0.07, bf16=1),
              dict(label="cifar B=128 K=4096 N=50k", B=128, K=4096, D=128, N=50000, tau=0.1)],
-            [dict(label="small B=16 K=64 N=5000", B=16, K=64, D=128, N=5000, tau=0.1)]),
-    "softmax": ([dict(label="cifar B=128 N=50k", B=128, D=128, N=50000, tau=0.1),
-                 dict(label="imagenet B=256 N=1.28M", B=256, D=128, N=1281167, tau=0.07)],
-                [dict(label="small B=16 N=3000", B=16, D=128, N=3000, tau=0.1)]),
+            [dict(label="small B=16 K=64 N=5000", B=16, K=64, D=128, N=5000, tau=0.1),
+             dict(label="small B=16 K=64 N=5000, our bank bf16", B=16, K=64, D=128, N=5000, tau=0.1, bf16=1)]),
+    "softmax": ([dict(label="cifar B=128 N=50k, TF32", B=128, D=128, N=50000, tau=0.1),
+                 dict(label="imagenet B=256 N=1.28M, TF32", B=256, D=128, N=1281167, tau=0.07),
+                 dict(label="imagenet B=256 N=1.28M, TF32, our bank bf16", B=256, D=128, N=1281167, tau=0.07,
+                      bf16=1)],
+                [dict(label="small B=16 N=3000", B=16, D=128, N=3000, tau=0.1),
+                 dict(label="small B=16 N=3000, our bank bf16", B=16, D=128, N=3000, tau=0.1, bf16=1)]),
     "knn": ([dict(label="cifar 10k x 50k k=200", Q=10000, N=50000, D=128, k=200, C=10),
              dict(label="imagenet 50k x 1.28M k=200", Q=50000, N=1281167, D=128, k=200, C=1000)],
             [dict(label="small 200 x 2000 k=20", Q=200, N=2000, D=128, k=20, C=10)]),
@@ -56,12 +65,40 @@ def rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def check(loss_a, grad_a, rows_a, loss_b, grad_b, rows_b):
+def check(loss_a, grad_a, rows_a, loss_b, grad_b, rows_b, rows_tol=TOL_ROWS_ABS):
     c = {"loss_rel": abs(float(loss_a) - float(loss_b)) / max(abs(float(loss_b)), 1e-30),
          "grad_rel": rel(grad_a.float().cpu(), grad_b.float().cpu()),
          "rows_max_abs": float((rows_a.cpu() - rows_b.cpu()).abs().max())}
-    c["ok"] = c["loss_rel"] < TOL_LOSS_REL and c["grad_rel"] < TOL_GRAD_REL and c["rows_max_abs"] < TOL_ROWS_ABS
+    c["ok"] = c["loss_rel"] < TOL_LOSS_REL and c["grad_rel"] < TOL_GRAD_REL and c["rows_max_abs"] < rows_tol
     return c
+
+
+def run_ours(op, prob, meta, args, device, b, d):
+    """Writes the problem, runs npid_op (its own process); returns
+    ((loss, grad, updated_rows), median_ms) or raises RuntimeError."""
+    import numpy as np
+    with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
+        with open(os.path.join(folder, "meta.txt"), "w") as f:
+            for key, val in meta.items():
+                f.write(f"{key} {val!r}\n")
+        for name, ext in (("features", "f32"), ("bank", "f32"), ("targets", "i64"), ("negatives", "i64")):
+            if name in prob:
+                prob[name].cpu().numpy().tofile(os.path.join(folder, f"{name}.{ext}"))
+        proc = subprocess.run([args.npid_op, op, "--dir", folder, "--device", device,
+                               "--warmup", str(args.warmup), "--iters", str(args.iters)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"npid_op failed ({proc.returncode}): {proc.stderr.strip()}")
+        rd = lambda name: torch.from_numpy(np.fromfile(os.path.join(folder, name), dtype=np.float32))
+        outs = (rd("loss.f32")[0], rd("grad.f32").view(b, d), rd("updated_rows.f32").view(b, d))
+        return outs, json.load(open(os.path.join(folder, "timing.json")))["median_ms"]
+
+
+def widen_bf16(prob):
+    """The problem as a bf16 bank holds it: the baseline gets the same values in fp32."""
+    out = dict(prob)
+    out["bank"] = prob["bank"].bfloat16().float()
+    return out
 
 
 class Timer:
@@ -104,28 +141,22 @@ def bank_problem(cfg, device, seed=1234):
 
 def pair_nce(cfg, args, device, timer):
     b, k, d, n, tau, momentum = cfg["B"], cfg["K"], cfg["D"], cfg["N"], cfg["tau"], 0.5
+    bf16 = cfg.get("bf16", 0)
     prob = bank_problem(cfg, device)
+    if bf16:
+        prob = widen_bf16(prob)
     idx = torch.cat([prob["targets"][:, None], prob["negatives"]], 1)
     s = (prob["bank"][idx] * prob["features"][:, None, :]).sum(-1)
     z = float(n * torch.exp(s / tau).mean())  # first-batch Z, as the reference
-    res = {"rate_unit": "GB/s gathered", "work": b * (k + 1) * d * 4 / 1e9}
-
-    with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
-        with open(os.path.join(folder, "meta.txt"), "w") as f:
-            for key, val in dict(B=b, K=k, D=d, N=n, tau=tau, z=z, momentum=momentum, **{"lambda": 0}).items():
-                f.write(f"{key} {val!r}\n")
-        for name, ext in (("features", "f32"), ("bank", "f32"), ("targets", "i64"), ("negatives", "i64")):
-            prob[name].cpu().numpy().tofile(os.path.join(folder, f"{name}.{ext}"))
-        proc = subprocess.run([args.npid_op, "nce", "--dir", folder, "--device", device,
-                               "--warmup", str(args.warmup), "--iters", str(args.iters)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            res["error"] = f"npid_op failed ({proc.returncode}): {proc.stderr.strip()}"
-            return res
-        import numpy as np
-        rd = lambda name: torch.from_numpy(np.fromfile(os.path.join(folder, name), dtype=np.float32))
-        ours = (rd("loss.f32")[0], rd("grad.f32").view(b, d), rd("updated_rows.f32").view(b, d))
-        res["ours_ms"] = json.load(open(os.path.join(folder, "timing.json")))["median_ms"]
+    # Bytes of bank rows each side gathers per step (the baseline's bank is fp32).
+    res = {"rate_unit": "GB/s gathered", "work": b * (k + 1) * d * (2 if bf16 else 4) / 1e9,
+           "work_theirs": b * (k + 1) * d * 4 / 1e9}
+    meta = dict(B=b, K=k, D=d, N=n, tau=tau, z=z, momentum=momentum, bf16=bf16, **{"lambda": 0})
+    try:
+        ours, res["ours_ms"] = run_ours("nce", prob, meta, args, device, b, d)
+    except RuntimeError as e:
+        res["error"] = str(e)
+        return res
 
     variants = ["reference", "compiled" if (nb.compiled_available() and device == "cuda") else "eager_closed_form"]
     res["theirs"] = {}
@@ -137,7 +168,7 @@ def pair_nce(cfg, args, device, timer):
         except Exception as e:  # a baseline that cannot run is reported, not hidden
             res["theirs"][name] = {"error": f"{type(e).__name__}: {e}"}
             continue
-        c = check(*ours, loss, grad, bank[prob["targets"]])
+        c = check(*ours, loss, grad, bank[prob["targets"]], TOL_ROWS_ABS_BF16 if bf16 else TOL_ROWS_ABS)
         entry = {"check": c, "what": nb.VARIANTS[name][1]}
         if c["ok"]:
             bank = prob["bank"].clone()
@@ -151,31 +182,38 @@ def pair_nce(cfg, args, device, timer):
 
 
 def pair_softmax(cfg, args, device, timer):
-    """Baseline only until the full-softmax criterion lands (issue 4); the
-    best variant is checked against the reference-style one."""
+    """Equivalence in exact fp32 on both sides; timing with TF32 matmuls on both."""
     b, d, n, tau, momentum = cfg["B"], cfg["D"], cfg["N"], cfg["tau"], 0.5
+    bf16 = cfg.get("bf16", 0)
     prob = bank_problem(cfg, device)
-    res = {"rate_unit": "TFLOP/s", "work": 2 * 2 * b * n * d / 1e12, "ours_missing": "issue 4", "theirs": {}}
-    ref_bank = prob["bank"].clone()
-    ref = nb.softmax_reference_step(prob["features"], ref_bank, prob["targets"], tau, momentum)
-    ref_rows = ref_bank[prob["targets"]]
+    if bf16:
+        prob = widen_bf16(prob)
+    res = {"rate_unit": "TFLOP/s", "work": 2 * 2 * b * n * d / 1e12, "theirs": {}}
+    meta = dict(B=b, D=d, N=n, tau=tau, momentum=momentum, bf16=bf16, **{"lambda": 0})
+    try:
+        ours, res["ours_ms"] = run_ours("softmax", prob, meta, args, device, b, d)
+    except RuntimeError as e:
+        res["error"] = str(e)
+        return res
     best = "compiled" if (nb.compiled_available() and device == "cuda") else "eager_closed_form"
     for name in ["reference", best]:
         fn = nb.SOFTMAX_VARIANTS[name][0]
         entry = {"what": nb.SOFTMAX_VARIANTS[name][1]}
         try:
+            torch.backends.cuda.matmul.allow_tf32 = False
             bank = prob["bank"].clone()
             loss, grad = fn(prob["features"], bank, prob["targets"], tau, momentum)
-            if name != "reference":
-                entry["check"] = check(loss, grad, bank[prob["targets"]], ref[0], ref[1], ref_rows)
-                entry["check"]["against"] = "reference"
-            if entry.get("check", {"ok": True})["ok"]:
+            entry["check"] = check(*ours, loss, grad, bank[prob["targets"]],
+                                   TOL_ROWS_ABS_BF16 if bf16 else TOL_ROWS_ABS)
+            if entry["check"]["ok"]:
+                torch.backends.cuda.matmul.allow_tf32 = True
                 bank = prob["bank"].clone()
                 entry["ms"] = timer.median_ms(lambda: fn(prob["features"], bank, prob["targets"], tau, momentum),
                                               args.warmup, args.iters)
         except Exception as e:
             entry["error"] = f"{type(e).__name__}: {e}"
         res["theirs"][name] = entry
+    torch.backends.cuda.matmul.allow_tf32 = False
     return res
 
 
@@ -260,7 +298,7 @@ def report(results, dev_name, commit):
             if "rate" in t:  # throughput-only entries (training)
                 theirs_rate = f"{t['rate']:.0f} {unit}"
             else:
-                theirs_rate = f"{r['work'] * 1e3 / ms:.3g} {unit}" if ms else ""
+                theirs_rate = f"{r.get('work_theirs', r['work']) * 1e3 / ms:.3g} {unit}" if ms else ""
             ours_rate = f"{r['work'] * 1e3 / ours:.3g} {unit}" if ours else f"not yet ({r.get('ours_missing', '')})"
             lines.append(head + f"| {name} | {eq} | {fmt(ours, '.3f')} | {fmt(ms, '.3f')} | {ratio} | "
                                 f"{ours_rate} | {theirs_rate} |")

@@ -1,8 +1,9 @@
 // npid/memory_bank.h -- the memory bank: one L2-normalized D-vector per instance.
 //
-// The bank is an (N, D) row-major tensor on the context's device. Storage is
-// fp32 today; the kernels read rows through a storage-type template so that a
-// bf16 bank is a template argument away. Math: ../shared/npid-reference.md s.1.
+// The bank is an (N, D) row-major tensor on the context's device, stored as
+// float32 or bfloat16 (half the memory and half the bytes every step
+// gathers). All arithmetic is fp32; a bf16 value is rounded once, when stored.
+// Math: ../shared/npid-reference.md s.1.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +23,9 @@ enum class BankInit {
 
 const char* to_string(BankInit init) noexcept;
 
-// Fills bank (N, D) from a counter-based generator keyed by `seed`: the result
-// depends only on (seed, N, D, init), never on the device or launch shape.
+// Fills bank (N, D), float32 or bfloat16, from a counter-based generator keyed
+// by `seed`: the values depend only on (seed, N, D, init), never on the device
+// or launch shape; a bf16 bank holds them rounded to nearest.
 void bank_initialize(Context& ctx, const TensorView& bank, BankInit init,
                      std::uint64_t seed);
 
@@ -31,7 +33,8 @@ void bank_initialize(Context& ctx, const TensorView& bank, BankInit init,
 //   V[y_i] <- normalize(m * V[y_i] + (1 - m) * f_i)
 // using the row as it was before this call. When an index repeats within the
 // batch, the last occurrence in batch order wins (deterministic).
-//   bank     (N, D) float32, read and written
+//   bank     (N, D) float32 or bfloat16, read and written; a bf16 row is
+//            rounded once, after renormalization
 //   features (B, D) float32
 //   targets  (B)    int64 in [0, N)
 //   momentum in [0, 1]
@@ -46,10 +49,12 @@ void bank_update(Context& ctx, const TensorView& bank,
 class MemoryBank {
  public:
   MemoryBank(Context& ctx, std::int64_t size, std::int64_t dim,
-             BankInit init = BankInit::kUniform, std::uint64_t seed = 0);
+             BankInit init = BankInit::kUniform, std::uint64_t seed = 0,
+             DType storage = DType::kFloat32);
 
   std::int64_t size() const { return storage_.shape()[0]; }
   std::int64_t dim() const { return storage_.shape()[1]; }
+  DType storage() const { return storage_.dtype(); }
   TensorView view() const { return storage_.view(); }
   void update(const TensorView& features, const TensorView& targets,
               float momentum, bool validate = true);

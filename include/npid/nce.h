@@ -57,7 +57,7 @@ enum class ZUpdate {
 struct NceInputs {
   TensorView features;   // (B, D) float32; L2-normalized rows (not enforced)
   TensorView targets;    // (B) int64 instance indices y_i in [0, N)
-  TensorView bank;       // (N, D) float32 memory bank; read only
+  TensorView bank;       // (N, D) float32 or bfloat16 memory bank; read only
   // Optional (B, K) int64 explicit negatives in [0, N) (tests, replay). When
   // empty, negatives are drawn in-kernel (see npid/sampler.h).
   TensorView negatives;

@@ -7,5 +7,6 @@
 #include "npid/memory_bank.h"
 #include "npid/nce.h"
 #include "npid/sampler.h"
+#include "npid/softmax.h"
 #include "npid/tensor.h"
 #include "npid/version.h"

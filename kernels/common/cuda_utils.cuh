@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "common/bf16.h"
+
 namespace npid {
 namespace cuda {
 
@@ -23,8 +25,7 @@ __device__ __forceinline__ float warp_allreduce_sum(float v) {
   return v;
 }
 
-// Storage-type conversion: fp32 today; a bf16 specialization is all a bf16
-// bank needs from this file.
+// Storage-type conversion for bank rows: fp32 or bf16, always widened to fp32.
 template <typename T>
 struct Storage;
 
@@ -36,6 +37,22 @@ struct Storage<float> {
   }
   __device__ __forceinline__ static float load1(const float* p) { return __ldg(p); }
   __device__ __forceinline__ static void store1(float* p, float v) { *p = v; }
+};
+
+template <>
+struct Storage<bf16> {
+  // 4 x bf16 = one 8-byte load.
+  __device__ __forceinline__ static void load4(const bf16* p, float out[4]) {
+    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+    out[0] = __uint_as_float(v.x << 16);
+    out[1] = __uint_as_float(v.x & 0xffff0000u);
+    out[2] = __uint_as_float(v.y << 16);
+    out[3] = __uint_as_float(v.y & 0xffff0000u);
+  }
+  __device__ __forceinline__ static float load1(const bf16* p) {
+    return __uint_as_float(static_cast<unsigned>(__ldg(reinterpret_cast<const unsigned short*>(p))) << 16);
+  }
+  __device__ __forceinline__ static void store1(bf16* p, float v) { *p = float_to_bf16(v); }
 };
 
 template <typename T, int kLanes, int kVec, int kChunks>

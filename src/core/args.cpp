@@ -24,6 +24,11 @@ void require_dtype(const TensorView& v, DType dtype, const char* op, const char*
                  "expected dtype " << to_string(dtype) << ", got " << to_string(v.dtype));
 }
 
+void require_bank_dtype(const TensorView& v, const char* op, const char* arg) {
+  NPID_CHECK_ARG(v.dtype == DType::kFloat32 || v.dtype == DType::kBFloat16, op, arg,
+                 "expected bank storage float32 or bfloat16, got " << to_string(v.dtype));
+}
+
 void require_on(const TensorView& v, const Context& ctx, const char* op, const char* arg) {
   NPID_CHECK_ARG(v.device == ctx.device(), op, arg,
                  "expected a tensor on " << ctx.device().str() << " (the context's device), got "

@@ -15,6 +15,8 @@ namespace npid {
 
 void require_present(const TensorView& v, const char* op, const char* arg);
 void require_dtype(const TensorView& v, DType dtype, const char* op, const char* arg);
+// A memory bank's storage: float32 or bfloat16.
+void require_bank_dtype(const TensorView& v, const char* op, const char* arg);
 void require_on(const TensorView& v, const Context& ctx, const char* op, const char* arg);
 void require_shape(const TensorView& v, const Shape& shape, const char* op, const char* arg);
 void require_rank(const TensorView& v, int rank, const char* op, const char* arg);

@@ -19,7 +19,8 @@ struct RunResult {
   float z = 0;
 };
 
-RunResult train(ZPolicy policy, float lambda, int steps) {
+// criterion: NCE with `policy`, or the full softmax when softmax = true.
+RunResult train(ZPolicy policy, float lambda, int steps, bool softmax = false) {
   Context ctx = Context::cpu();
   const std::int64_t N = 256, D = 32, B = 32, K = 64;
   std::vector<float> w = test::random_unit_rows(N, D, 1);  // the "network"
@@ -31,6 +32,10 @@ RunResult train(ZPolicy policy, float lambda, int steps) {
   cfg.z_policy = policy;
   cfg.seed = 3;
   NceCriterion nce(ctx, cfg, B, D);
+  SoftmaxConfig scfg;
+  scfg.temperature = cfg.temperature;
+  scfg.proximal_lambda = lambda;
+  SoftmaxCriterion full(ctx, scfg, B, D, N);
   std::vector<float> f(B * D), grad(B * D);
   std::vector<std::int64_t> y(B);
   float loss = 0;
@@ -43,9 +48,14 @@ RunResult train(ZPolicy policy, float lambda, int steps) {
       for (std::int64_t c = 0; c < D; ++c) ss += double(w[y[i] * D + c]) * w[y[i] * D + c];
       for (std::int64_t c = 0; c < D; ++c) f[i * D + c] = w[y[i] * D + c] / float(std::sqrt(ss));
     }
-    nce.forward_backward({view(f.data(), {B, D}), view(y.data(), {B}), bank.view(), {}},
-                         static_cast<std::uint64_t>(step),
-                         {view(&loss, {1}), view(grad.data(), {B, D}), {}, {}});
+    if (softmax) {
+      full.forward_backward({view(f.data(), {B, D}), view(y.data(), {B}), bank.view()},
+                            {view(&loss, {1}), view(grad.data(), {B, D})});
+    } else {
+      nce.forward_backward({view(f.data(), {B, D}), view(y.data(), {B}), bank.view(), {}},
+                           static_cast<std::uint64_t>(step),
+                           {view(&loss, {1}), view(grad.data(), {B, D}), {}, {}});
+    }
     r.losses.push_back(loss);
     // Backprop through f = w/||w|| (||w|| = 1 after each renormalization).
     for (std::int64_t i = 0; i < B; ++i) {
@@ -63,7 +73,7 @@ RunResult train(ZPolicy policy, float lambda, int steps) {
   }
   const float* bp = static_cast<const float*>(bank.view().data);
   r.bank.assign(bp, bp + N * D);
-  r.z = nce.z();
+  r.z = softmax ? 1.f : nce.z();
   return r;
 }
 
@@ -88,6 +98,17 @@ TEST_CASE("NPID on free embeddings: the loss falls and the bank stays unit-norm"
       }
       CHECK(r.z > 0);
     }
+  }
+}
+
+TEST_CASE("NPID with the full softmax on free embeddings: the loss falls", "[training][softmax]") {
+  for (float lambda : {0.f, 10.f}) {
+    const RunResult r = train(ZPolicy::kFirstBatch, lambda, 160, /*softmax=*/true);
+    INFO("lambda " << lambda << ": first epoch loss " << mean(r.losses, 0, 8) << ", last epoch "
+                   << mean(r.losses, 152, 160));
+    // Chance level is log N = 5.5; the positive comes to dominate its row.
+    CHECK(mean(r.losses, 0, 8) > 4.0f);
+    CHECK(mean(r.losses, 152, 160) < 0.5f * mean(r.losses, 0, 8));
   }
 }
 

@@ -1,0 +1,90 @@
+// bf16 banks on CUDA: NCE, bank init and update against the CPU reference on
+// the same bits. Values are computed in fp32 on both sides; only the order of
+// float operations differs, so a stored bf16 may differ by one unit in the
+// last place (2^-8 relative) where a value sits on a rounding boundary.
+#include "common/bf16.h"
+#include "common/nce_fixture.h"
+
+using namespace npid;
+using test::NceData;
+using test::to_device;
+using test::to_host;
+
+namespace {
+std::vector<float> widen(const std::vector<std::uint16_t>& bits) {
+  std::vector<float> out(bits.size());
+  for (std::size_t k = 0; k < bits.size(); ++k) out[k] = bf16_to_float(bf16{bits[k]});
+  return out;
+}
+std::vector<std::uint16_t> to_bits(const std::vector<float>& v) {
+  std::vector<std::uint16_t> out(v.size());
+  for (std::size_t k = 0; k < v.size(); ++k) out[k] = float_to_bf16(v[k]).bits;
+  return out;
+}
+// Max |a - b| relative to max(|b|, 1e-3): one bf16 ulp is 2^-7 of the value's binade.
+double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0;
+  for (std::size_t k = 0; k < a.size(); ++k)
+    m = std::max(m, std::fabs(double(a[k]) - b[k]) / std::max(std::fabs(double(b[k])), 1e-3));
+  return m;
+}
+TensorView host_bf16(std::vector<std::uint16_t>& bits, std::int64_t n, std::int64_t d) {
+  return TensorView(bits.data(), DType::kBFloat16, {n, d}, Device::cpu());
+}
+}  // namespace
+
+TEST_CASE("bf16 bank init and update: CUDA matches the CPU reference", "[gpu][bf16][bank]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  for (BankInit init : {BankInit::kUniform, BankInit::kUnit}) {
+    const std::int64_t N = 5000, D = 128;
+    Tensor g({N, D}, DType::kBFloat16, gpu.device());
+    bank_initialize(gpu, g, init, 4);
+    std::vector<std::uint16_t> c(N * D);
+    bank_initialize(cpu, host_bf16(c, N, D), init, 4);
+    CHECK(max_rel(widen(to_host<std::uint16_t>(gpu, g.view())), widen(c)) <= 1.0 / 128);
+  }
+  const std::int64_t N = 300, D = 128, B = 256;
+  std::vector<std::uint16_t> bank = to_bits(test::random_unit_rows(N, D, 1));
+  std::vector<float> f = test::random_unit_rows(B, D, 2);
+  std::vector<std::int64_t> y = test::random_indices(B, N, 3);
+  Tensor gb({N, D}, DType::kBFloat16, gpu.device());
+  copy(gpu, gb, host_bf16(bank, N, D));
+  bank_update(gpu, gb, to_device(gpu, f, {B, D}), to_device(gpu, y, {B}), 0.5f);
+  bank_update(cpu, host_bf16(bank, N, D), view(f.data(), {B, D}), view(y.data(), {B}), 0.5f);
+  CHECK(max_rel(widen(to_host<std::uint16_t>(gpu, gb.view())), widen(bank)) <= 1.0 / 128);
+}
+
+TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf16][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  for (std::int64_t B : {1, 7, 256}) {
+    for (std::int64_t D : {128, 50}) {
+      NceData d(B, D, 5000, 4096, static_cast<std::uint64_t>(B + D));
+      std::vector<std::uint16_t> bits = to_bits(d.bank);
+      NceConfig cfg;
+      cfg.num_negatives = d.K;
+      cfg.proximal_lambda = 2.f;
+      const std::int64_t K = d.K;
+      Tensor bank({d.N, D}, DType::kBFloat16, gpu.device());
+      copy(gpu, bank, host_bf16(bits, d.N, D));
+      Tensor f = to_device(gpu, d.features, {B, D}), y = to_device(gpu, d.targets, {B});
+      Tensor z = to_device(gpu, std::vector<float>{0.f}, {1});
+      Tensor loss({1}, DType::kFloat32, gpu.device()), grad({B, D}, DType::kFloat32, gpu.device());
+      Tensor idx({B, K + 1}, DType::kInt64, gpu.device());
+      nce_forward_backward(gpu, cfg, {f, y, bank, {}}, 1, ZUpdate::kInitFromBatch, z, {loss, grad, {}, idx});
+      float closs = 0, cz = 0;
+      std::vector<float> cgrad(B * D);
+      std::vector<std::int64_t> cidx(B * (K + 1));
+      nce_forward_backward(cpu, cfg,
+                           {view(d.features.data(), {B, D}), view(d.targets.data(), {B}), host_bf16(bits, d.N, D), {}},
+                           1, ZUpdate::kInitFromBatch, view(&cz, {1}),
+                           {view(&closs, {1}), view(cgrad.data(), {B, D}), {}, view(cidx.data(), {B, K + 1})});
+      INFO("B=" << B << " D=" << D);
+      CHECK(to_host<std::int64_t>(gpu, idx) == cidx);
+      CHECK(to_host<float>(gpu, loss)[0] == Approx(closs).epsilon(2e-5));
+      CHECK(to_host<float>(gpu, z)[0] == Approx(cz).epsilon(2e-5));
+      CHECK(test::relative_error(to_host<float>(gpu, grad), cgrad) < 2e-5);
+    }
+  }
+}
