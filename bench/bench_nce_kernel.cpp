@@ -127,7 +127,8 @@ void set_counters(benchmark::State& state, double gathered_bytes, double seconds
 }
 
 // with_update = false: NCE forward+backward only; true: plus the bank update.
-// with_layout: the 4th argument picks the lanes per row of the D <= 128 kernel.
+// with_layout: the 4th and 5th arguments pick the D <= 128 kernel's lanes per
+// row and pipeline stages (tuning sweep).
 void BM_Nce(benchmark::State& state, bool with_update, bool with_layout, DType storage) {
   if (gpu() == nullptr) {
     state.SkipWithError("skipped: no CUDA device");
@@ -136,7 +137,8 @@ void BM_Nce(benchmark::State& state, bool with_update, bool with_layout, DType s
     return;
   }
   const std::int64_t B = state.range(0), K = state.range(1), N = state.range(2);
-  nce_set_lanes_per_row_override(with_layout ? static_cast<int>(state.range(3)) : 0);
+  nce_set_layout_override(with_layout ? static_cast<int>(state.range(3)) : 0,
+                          with_layout ? static_cast<int>(state.range(4)) : 0);
   Context& ctx = gpu()->ctx;
   Problem& p = problem(B, K, N, storage);
   NceConfig cfg;
@@ -156,7 +158,7 @@ void BM_Nce(benchmark::State& state, bool with_update, bool with_layout, DType s
     state.SetIterationTime(s);
     total += s;
   }
-  nce_set_lanes_per_row_override(0);
+  nce_set_layout_override(0, 0);
   set_counters(state, static_cast<double>(B) * (K + 1) * kDim * dtype_size(storage), total);
 }
 
@@ -222,12 +224,14 @@ void gpu_args(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
 }
 
-// The two row layouts of the D <= 128 kernel, side by side (the default is 8).
+// The D <= 128 kernel's variants side by side: lanes per row x pipeline stages
+// (the default is 16 lanes, 3 stages).
 void lanes_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"B", "K", "N", "lanes"});
+  b->ArgNames({"B", "K", "N", "lanes", "stages"});
   for (std::int64_t lanes : {8, 16})
-    for (std::int64_t N : {50000, 1281167}) b->Args({256, 4096, N, lanes});
-  b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
+    for (std::int64_t stages : {2, 3, 4})
+      for (std::int64_t N : {50000, 1281167}) b->Args({256, 4096, N, lanes, stages});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.1);
 }
 
 }  // namespace
@@ -257,7 +261,7 @@ int main(int argc, char** argv) {
   gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate", BM_Nce, true, false, DType::kFloat32));
   gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate_bf16", BM_Nce, true, false,
                                         DType::kBFloat16));
-  // The two row layouts of the D <= 128 kernel (with_layout = true), fp32 and bf16.
+  // The D <= 128 kernel's layouts and pipeline depths (with_layout = true), fp32 and bf16.
   lanes_args(benchmark::RegisterBenchmark("BM_NceLayout", BM_Nce, false, true, DType::kFloat32));
   lanes_args(benchmark::RegisterBenchmark("BM_NceLayout_bf16", BM_Nce, false, true, DType::kBFloat16));
   benchmark::RegisterBenchmark("BM_NceCpuReference/B:16/K:512/N:10000", BM_NceCpuReference)

@@ -4,7 +4,7 @@
 // instance (no network), with the reference recipe -- NCE against K sampled
 // bank rows, first-batch Z, momentum-0.5 bank updates -- on the CPU reference
 // backend or on CUDA. It then checks its own result: the loss must fall, and
-// each instance's positive must come to outscore (or tie) its sampled negatives.
+// each instance's positive must come to outscore its sampled negatives.
 //
 //   nce_training [--device cpu|cuda|auto] [--steps N]
 #include <algorithm>
@@ -48,12 +48,14 @@ int main(int argc, char** argv) {
       npid::bank_initialize(host, npid::view(w.data(), {N, D}), npid::BankInit::kUnit, 3);
     }
     std::vector<float> f(B * D), grad(B * D), probs(B * (K + 1));
+    std::vector<std::int64_t> indices(B * (K + 1));
     std::vector<std::int64_t> y(B);
     npid::Tensor f_dev({B, D}, npid::DType::kFloat32, ctx.device());
     npid::Tensor y_dev({B}, npid::DType::kInt64, ctx.device());
     npid::Tensor loss_dev({1}, npid::DType::kFloat32, ctx.device());
     npid::Tensor grad_dev({B, D}, npid::DType::kFloat32, ctx.device());
     npid::Tensor probs_dev({B, K + 1}, npid::DType::kFloat32, ctx.device());
+    npid::Tensor indices_dev({B, K + 1}, npid::DType::kInt64, ctx.device());
 
     const float lr = 3.0f;
     double first_epoch = 0, last_epoch = 0, pos_wins = 0;
@@ -66,7 +68,7 @@ int main(int argc, char** argv) {
       npid::copy(ctx, y_dev, npid::view(y.data(), {B}));
 
       nce.forward_backward({f_dev, y_dev, bank.view(), {}}, static_cast<std::uint64_t>(step),
-                           {loss_dev, grad_dev, probs_dev, {}});
+                           {loss_dev, grad_dev, probs_dev, indices_dev});
       bank.update(f_dev, y_dev, 0.5f);  // after every read of the step
 
       float loss = 0;
@@ -76,10 +78,12 @@ int main(int argc, char** argv) {
       if (step >= steps - steps_per_epoch) {
         last_epoch += loss / steps_per_epoch;
         npid::copy(ctx, npid::view(probs.data(), {B, K + 1}), probs_dev);
+        npid::copy(ctx, npid::view(indices.data(), {B, K + 1}), indices_dev);
         for (std::int64_t i = 0; i < B; ++i) {
           bool wins = true;
-          // >=: a negative drawn equal to the positive (no exclusion) ties it.
-          for (std::int64_t j = 1; j <= K && wins; ++j) wins = probs[i * (K + 1)] >= probs[i * (K + 1) + j];
+          // A negative drawn equal to the positive (no exclusion) is no rival.
+          for (std::int64_t j = 1; j <= K && wins; ++j)
+            wins = indices[i * (K + 1) + j] == y[i] || probs[i * (K + 1)] > probs[i * (K + 1) + j];
           pos_wins += wins ? 1.0 / (B * steps_per_epoch) : 0.0;
         }
       }

@@ -12,10 +12,11 @@
 //       contiguous range of 32-column tiles of sample i's K negatives; each
 //       warp takes tiles round-robin. Per tile, lane l resolves the row of
 //       negative l (explicit, or an in-kernel Philox draw). The warp then walks
-//       the tile in steps of 32/kLanes rows: kLanes lanes share one row (16-byte
-//       loads, 4 rows x 128 bytes per warp instruction at kLanes = 8), so the
-//       per-row scalar math (exp, log, reciprocal) is shared by the group, and
-//       the next step's rows are loaded before the current step is computed.
+//       the tile in steps of 32/kLanes rows: kLanes lanes share one row (vector
+//       loads, fully used sectors), so the per-row scalar math (exp, log,
+//       reciprocal) is shared by the group, and a ring of kStages raw row
+//       buffers keeps kStages - 1 steps of loads in flight while one step is
+//       computed (a bf16 row stays packed until it is used).
 //       Dot products reduce within each lane group by shuffles; coef * row
 //       accumulates in per-lane registers; groups, then warps (shared memory,
 //       fixed order) combine, and the block writes one partial gradient /
@@ -82,18 +83,26 @@ struct NceKernelParams {
 
 // ---- kernels ----------------------------------------------------------------
 
-// Resident blocks per SM the compiler must allow (caps registers without
-// spilling, checked with -Xptxas -v): 4 for the 16-lane layout (64 registers),
-// 3 for the 32-lane D <= 128 ones, 2 for the 8-lane (row double buffer of 2 x
-// 16 floats per lane) and the wide ones.
-template <int kLanes, int kPerLane>
-constexpr int kMinBlocks = kLanes == 16 ? 4 : (kLanes == 32 && kPerLane <= 4) ? 3 : 2;
+// Resident blocks per SM the compiler must allow (a register cap): from an
+// estimate of the registers a thread needs -- feature and gradient slices,
+// kStages raw row buffers (packed for bf16), a widened row, ~28 for the rest --
+// between 2 and 4 blocks of 256 threads (65,536 registers per SM). Checked
+// against ptxas's report (-Xptxas -v): no spills for the D <= 128 variants.
+template <typename T, int kPerLane, int kStages>
+constexpr int min_blocks() {
+  constexpr int raw = kPerLane * static_cast<int>(sizeof(T)) / 4;
+  constexpr int est = 2 * kPerLane + kStages * raw + (sizeof(T) < 4 ? kPerLane : 0) + 28;
+  constexpr int blocks = 256 / est;
+  return blocks < 2 ? 2 : blocks > 4 ? 4 : blocks;
+}
 
-template <typename T, int kLanes, int kVec, int kChunks>
-__global__ void __launch_bounds__(kThreads, (kMinBlocks<kLanes, kVec * kChunks>))
+template <typename T, int kLanes, int kVec, int kChunks, int kStages>
+__global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStages>()))
     nce_negatives_kernel(const NceKernelParams p) {
   static_assert(kVec == 1 || kVec == 4, "rows are read as scalars or 4-vectors");
   static_assert(kLanes == 8 || kLanes == 16 || kLanes == 32, "a row is read by 8, 16 or 32 lanes");
+  static_assert(kStages >= 2, "at least one step of rows in flight while one is computed");
+  using Raw = cuda::RawVec<T, kVec>;
   constexpr int kPerLane = kVec * kChunks;  // row elements per lane
   constexpr int kRows = 32 / kLanes;        // rows per warp step
   constexpr int kSteps = 32 / kRows;        // steps per 32-column tile
@@ -136,23 +145,28 @@ __global__ void __launch_bounds__(kThreads, (kMinBlocks<kLanes, kVec * kChunks>)
     }
 
     // Rows of step s: column s*kRows + group of the tile, for each lane group.
-    float r[2][kPerLane];
-    auto load_step = [&](int s, float(&out)[kPerLane]) {
+    // A ring of kStages raw buffers keeps kStages - 1 steps of loads in flight
+    // while one step is computed.
+    typename Raw::type buf[kStages][kChunks];
+    auto load_step = [&](int s, typename Raw::type(&out)[kChunks]) {
       const int c = s * kRows + group;
       const std::int64_t row = __shfl_sync(cuda::kFullMask, my_idx, c);
       if (c < ncols) {
-        cuda::load_row_lanes<T, kLanes, kVec, kChunks>(bank + row * dim, dim, sub, out);
+        cuda::load_row_raw<T, kLanes, kVec, kChunks>(bank + row * dim, dim, sub, out);
       } else {
 #pragma unroll
-        for (int k = 0; k < kPerLane; ++k) out[k] = 0.f;
+        for (int k = 0; k < kChunks; ++k) out[k] = Raw::zero();
       }
     };
-    load_step(0, r[0]);
+#pragma unroll
+    for (int q = 0; q < kStages - 1; ++q)
+      if (q < kSteps) load_step(q, buf[q]);
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {
-      if (s * kRows >= ncols) break;                      // warp-uniform
-      if (s + 1 < kSteps) load_step(s + 1, r[(s + 1) & 1]);  // prefetch the next step
-      const float(&row)[kPerLane] = r[s & 1];
+      if (s * kRows >= ncols) break;  // warp-uniform
+      if (s + kStages - 1 < kSteps) load_step(s + kStages - 1, buf[(s + kStages - 1) % kStages]);
+      float row[kPerLane];
+      cuda::widen_row<T, kVec, kChunks>(buf[s % kStages], row);
       float dot = 0.f;
 #pragma unroll
       for (int k = 0; k < kPerLane; ++k) dot = fmaf(f[k], row[k], dot);
@@ -314,25 +328,32 @@ __global__ void __launch_bounds__(kReduceThreads)
 using GatherKernel = void (*)(NceKernelParams);
 using FinalizeKernel = void (*)(NceKernelParams, float*, float*, float*);
 
-std::atomic<int> g_lanes_override{0};
+std::atomic<int> g_layout_override{0};  // lanes * 10 + stages; 0 = default
 
 // Dispatch table, for each bank storage T in {float, bf16}:
-//   D % 4 == 0, 16-byte aligned rows:
-//     D <= 128          kLanes 8  x kVec 4 x kChunks 4   (16 lanes x 2 via the override)
-//     D <= 256, 512     kLanes 32 x kVec 4 x kChunks 2, 4
-//   otherwise (any D):  kLanes 32 x kVec 1 x kChunks 4, 16  (D <= 128, 512)
+//   D % 4 == 0, 16-byte (fp32) / 8-byte (bf16) aligned rows:
+//     D <= 128          kLanes 16 x kVec 4 x kChunks 2, 3 stages (default);
+//                       8 lanes / 2-4 stages via the tuning override
+//     D <= 256, 512     kLanes 32 x kVec 4 x kChunks 2, 4; 2 stages
+//   otherwise (any D):  kLanes 32 x kVec 1 x kChunks 4, 16; 2 stages
 template <typename T>
 GatherKernel pick_gather_kernel(std::int64_t dim, bool vec4) {
   if (vec4) {
     if (dim <= 128) {
-      return g_lanes_override.load() == 16 ? nce_negatives_kernel<T, 16, 4, 2>
-                                           : nce_negatives_kernel<T, 8, 4, 4>;
+      switch (g_layout_override.load()) {
+        case 82: return nce_negatives_kernel<T, 8, 4, 4, 2>;
+        case 83: return nce_negatives_kernel<T, 8, 4, 4, 3>;
+        case 84: return nce_negatives_kernel<T, 8, 4, 4, 4>;
+        case 162: return nce_negatives_kernel<T, 16, 4, 2, 2>;
+        case 164: return nce_negatives_kernel<T, 16, 4, 2, 4>;
+        default: return nce_negatives_kernel<T, 16, 4, 2, 3>;
+      }
     }
-    if (dim <= 256) return nce_negatives_kernel<T, 32, 4, 2>;
-    return nce_negatives_kernel<T, 32, 4, 4>;
+    if (dim <= 256) return nce_negatives_kernel<T, 32, 4, 2, 2>;
+    return nce_negatives_kernel<T, 32, 4, 4, 2>;
   }
-  if (dim <= 128) return nce_negatives_kernel<T, 32, 1, 4>;
-  return nce_negatives_kernel<T, 32, 1, 16>;
+  if (dim <= 128) return nce_negatives_kernel<T, 32, 1, 4, 2>;
+  return nce_negatives_kernel<T, 32, 1, 16, 2>;
 }
 
 // Resident blocks per SM of `kernel` on the current device (cached).
@@ -459,6 +480,8 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   NPID_CHECK_LAUNCH(ctx, "nce_reduce_kernel");
 }
 
-void nce_set_lanes_per_row_override(int lanes) { g_lanes_override.store(lanes); }
+void nce_set_layout_override(int lanes, int stages) {
+  g_layout_override.store(lanes == 0 ? 0 : lanes * 10 + stages);
+}
 
 }  // namespace npid

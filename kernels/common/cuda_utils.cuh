@@ -55,6 +55,64 @@ struct Storage<bf16> {
   __device__ __forceinline__ static void store1(bf16* p, float v) { *p = float_to_bf16(v); }
 };
 
+// Raw (not yet widened) storage of kVec consecutive elements: what a row
+// buffer holds while its loads are in flight. bf16 stays packed (half the
+// registers), so deeper prefetching costs less.
+template <typename T, int kVec>
+struct RawVec;
+template <>
+struct RawVec<float, 4> {
+  using type = float4;
+  __device__ __forceinline__ static type load(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+  __device__ __forceinline__ static type zero() { return make_float4(0.f, 0.f, 0.f, 0.f); }
+  __device__ __forceinline__ static void widen(type v, float* out) {
+    out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+  }
+};
+template <>
+struct RawVec<bf16, 4> {
+  using type = uint2;
+  __device__ __forceinline__ static type load(const bf16* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
+  __device__ __forceinline__ static type zero() { return make_uint2(0u, 0u); }
+  __device__ __forceinline__ static void widen(type v, float* out) {
+    out[0] = __uint_as_float(v.x << 16);
+    out[1] = __uint_as_float(v.x & 0xffff0000u);
+    out[2] = __uint_as_float(v.y << 16);
+    out[3] = __uint_as_float(v.y & 0xffff0000u);
+  }
+};
+template <typename T>
+struct RawVec<T, 1> {
+  using type = T;
+  __device__ __forceinline__ static type load(const T* p) {
+    if constexpr (sizeof(T) == 4) {
+      return __ldg(p);
+    } else {
+      return T{__ldg(reinterpret_cast<const unsigned short*>(p))};
+    }
+  }
+  __device__ __forceinline__ static type zero() { return T{}; }
+  __device__ __forceinline__ static void widen(type v, float* out) { out[0] = to_float(v); }
+};
+
+// A row's chunks for this sub-lane, raw; chunks at or beyond D read as zero.
+template <typename T, int kLanes, int kVec, int kChunks>
+__device__ __forceinline__ void load_row_raw(const T* __restrict__ row, int dim, int sub,
+                                             typename RawVec<T, kVec>::type out[kChunks]) {
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int e = (c * kLanes + sub) * kVec;
+    out[c] = e < dim ? RawVec<T, kVec>::load(row + e) : RawVec<T, kVec>::zero();
+  }
+}
+
+template <typename T, int kVec, int kChunks>
+__device__ __forceinline__ void widen_row(const typename RawVec<T, kVec>::type in[kChunks],
+                                          float out[kVec * kChunks]) {
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) RawVec<T, kVec>::widen(in[c], out + c * kVec);
+}
+
 template <typename T, int kLanes, int kVec, int kChunks>
 __device__ __forceinline__ void load_row_lanes(const T* __restrict__ row, int dim, int sub,
                                                float out[kVec * kChunks]) {

@@ -4,6 +4,7 @@
 // last place (2^-8 relative) where a value sits on a rounding boundary.
 #include "common/bf16.h"
 #include "common/nce_fixture.h"
+#include "nce.h"
 
 using namespace npid;
 using test::NceData;
@@ -58,8 +59,20 @@ TEST_CASE("bf16 bank init and update: CUDA matches the CPU reference", "[gpu][bf
 TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf16][nce]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
-  for (std::int64_t B : {1, 7, 256}) {
-    for (std::int64_t D : {128, 50}) {
+  struct Variant {
+    int lanes, stages;
+    std::int64_t B, D;
+  };
+  // The default layout on awkward shapes, then every D <= 128 layout once.
+  std::vector<Variant> variants;
+  for (std::int64_t B : {1, 7, 256})
+    for (std::int64_t D : {128, 50}) variants.push_back({0, 0, B, D});
+  for (int lanes : {8, 16})
+    for (int stages : {2, 3, 4}) variants.push_back({lanes, stages, 7, 128});
+  for (const Variant& v : variants) {
+    nce_set_layout_override(v.lanes, v.stages);
+    {
+      const std::int64_t B = v.B, D = v.D;
       NceData d(B, D, 5000, 4096, static_cast<std::uint64_t>(B + D));
       std::vector<std::uint16_t> bits = to_bits(d.bank);
       NceConfig cfg;
@@ -80,11 +93,12 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
                            {view(d.features.data(), {B, D}), view(d.targets.data(), {B}), host_bf16(bits, d.N, D), {}},
                            1, ZUpdate::kInitFromBatch, view(&cz, {1}),
                            {view(&closs, {1}), view(cgrad.data(), {B, D}), {}, view(cidx.data(), {B, K + 1})});
-      INFO("B=" << B << " D=" << D);
+      INFO("B=" << B << " D=" << D << " lanes=" << v.lanes << " stages=" << v.stages);
       CHECK(to_host<std::int64_t>(gpu, idx) == cidx);
       CHECK(to_host<float>(gpu, loss)[0] == Approx(closs).epsilon(2e-5));
       CHECK(to_host<float>(gpu, z)[0] == Approx(cz).epsilon(2e-5));
       CHECK(test::relative_error(to_host<float>(gpu, grad), cgrad) < 2e-5);
     }
   }
+  nce_set_layout_override(0, 0);
 }

@@ -184,19 +184,25 @@ TEST_CASE("sync_after_launch contexts run the same ops", "[gpu][core]") {
   compare(run(gpu, cfg, d, 0, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 0, ZUpdate::kInitFromBatch, 0.f));
 }
 
-TEST_CASE("fused NCE: the alternative 16-lane row layout matches the CPU reference", "[gpu][nce]") {
+TEST_CASE("fused NCE: every D <= 128 layout and pipeline depth matches the CPU reference",
+          "[gpu][nce]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
-  nce_set_lanes_per_row_override(16);
-  for (std::int64_t K : {1, 15, 4096}) {
-    for (std::int64_t D : {32, 128}) {
-      NceData d(7, D, 5000, K, static_cast<std::uint64_t>(K + D));
-      NceConfig cfg;
-      cfg.num_negatives = K;
-      cfg.proximal_lambda = 3.f;
-      INFO("K=" << K << " D=" << D);
-      compare(run(gpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f));
+  for (int lanes : {8, 16}) {
+    for (int stages : {2, 3, 4}) {
+      nce_set_layout_override(lanes, stages);
+      for (std::int64_t K : {1, 15, 4096}) {
+        for (std::int64_t D : {32, 128}) {
+          NceData d(7, D, 5000, K, static_cast<std::uint64_t>(K + D));
+          NceConfig cfg;
+          cfg.num_negatives = K;
+          cfg.proximal_lambda = 3.f;
+          INFO("lanes=" << lanes << " stages=" << stages << " K=" << K << " D=" << D);
+          compare(run(gpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f),
+                  run(cpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f));
+        }
+      }
     }
   }
-  nce_set_lanes_per_row_override(0);
+  nce_set_layout_override(0, 0);
 }
