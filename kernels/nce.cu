@@ -66,6 +66,7 @@ struct NceKernelParams {
   std::int64_t batch, dim, bank_size, num_negatives;
   const float* z;
   float inv_tau;
+  float inv_tau_log2e;  // exp(s/tau) = exp2(s * inv_tau_log2e)
   float noise;        // a = K/N + eps
   float inv_kpn;      // N/K
   float inv_batch;
@@ -82,6 +83,18 @@ struct NceKernelParams {
 };
 
 // ---- kernels ----------------------------------------------------------------
+
+// log1p(x) for x >= 0, cheap and accurate to a few ulp: for x < 1/2 the series
+// 2 atanh(u), u = x/(2+x) <= 1/5 (truncation after u^9: < 1e-8 relative);
+// above, __logf(1+x), whose absolute error 2^-21 is < 1e-6 of log(1.5).
+__device__ __forceinline__ float fast_log1p(float x) {
+  if (x < 0.5f) {
+    const float u = __fdividef(x, 2.0f + x), u2 = u * u;
+    const float poly = fmaf(u2, fmaf(u2, fmaf(u2, fmaf(u2, 1.0f / 9, 1.0f / 7), 1.0f / 5), 1.0f / 3), 1.0f);
+    return 2.0f * u * poly;
+  }
+  return __logf(1.0f + x);
+}
 
 // Resident blocks per SM the compiler must allow (a register cap): from an
 // estimate of the registers a thread needs -- feature and gradient slices,
@@ -134,7 +147,8 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
   for (std::int64_t t = t_begin + warp; t < t_end; t += kWarps) {
     const std::int64_t n0 = t * 32;  // first negative of the tile (column n0 + 1)
     const int ncols = static_cast<int>(min(static_cast<std::int64_t>(32), K - n0));
-    // Lane l resolves negative n0 + l; rows are then broadcast by shuffle.
+    // Lane l resolves negative n0 + l; rows are then broadcast by shuffle
+    // (as 32-bit indices: the entry point requires N < 2^31).
     std::int64_t my_idx = 0;
     if (lane < ncols) {
       const std::int64_t n = n0 + lane;
@@ -150,9 +164,9 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
     typename Raw::type buf[kStages][kChunks];
     auto load_step = [&](int s, typename Raw::type(&out)[kChunks]) {
       const int c = s * kRows + group;
-      const std::int64_t row = __shfl_sync(cuda::kFullMask, my_idx, c);
+      const int row = __shfl_sync(cuda::kFullMask, static_cast<int>(my_idx), c);
       if (c < ncols) {
-        cuda::load_row_raw<T, kLanes, kVec, kChunks>(bank + row * dim, dim, sub, out);
+        cuda::load_row_raw<T, kLanes, kVec, kChunks>(bank + static_cast<std::int64_t>(row) * dim, dim, sub, out);
       } else {
 #pragma unroll
         for (int k = 0; k < kChunks; ++k) out[k] = Raw::zero();
@@ -173,13 +187,13 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
       dot = cuda::group_allreduce_sum<kLanes>(dot);
       const int c = s * kRows + group;
       if (c < ncols) {
-        const float e = expf(dot * p.inv_tau);
+        const float e = exp2f(dot * p.inv_tau_log2e);
         sum_exp_acc += e;  // the same value on every lane of the group; counted once below
         if (!p.score_only) {
           // -log((K/N)/(P+a)) = log1p((P+eps)*N/K);  dL/ds * B * tau = P/(P+a)
           const float prob = e * inv_z;
-          const float coef = prob * __frcp_rn(prob + p.noise);
-          loss_acc += log1pf((prob + static_cast<float>(kNceEps)) * p.inv_kpn);
+          const float coef = __fdividef(prob, prob + p.noise);
+          loss_acc += fast_log1p((prob + static_cast<float>(kNceEps)) * p.inv_kpn);
 #pragma unroll
           for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(coef, row[k], g[k]);
           if (p.probs != nullptr && sub == 0) p.probs[i * kp1 + n0 + c + 1] = prob;
@@ -332,8 +346,9 @@ std::atomic<int> g_layout_override{0};  // lanes * 10 + stages; 0 = default
 
 // Dispatch table, for each bank storage T in {float, bf16}:
 //   D % 4 == 0, 16-byte (fp32) / 8-byte (bf16) aligned rows:
-//     D <= 128          kLanes 16 x kVec 4 x kChunks 2, 3 stages (default);
-//                       8 lanes / 2-4 stages via the tuning override
+//     D <= 128          kLanes 8 x kVec 4 x kChunks 4; 3 stages for fp32, 4 for
+//                       bf16 (the H200 sweep of 2026-11-27); 8 or 16 lanes x
+//                       2-4 stages via the tuning override
 //     D <= 256, 512     kLanes 32 x kVec 4 x kChunks 2, 4; 2 stages
 //   otherwise (any D):  kLanes 32 x kVec 1 x kChunks 4, 16; 2 stages
 template <typename T>
@@ -345,8 +360,10 @@ GatherKernel pick_gather_kernel(std::int64_t dim, bool vec4) {
         case 83: return nce_negatives_kernel<T, 8, 4, 4, 3>;
         case 84: return nce_negatives_kernel<T, 8, 4, 4, 4>;
         case 162: return nce_negatives_kernel<T, 16, 4, 2, 2>;
+        case 163: return nce_negatives_kernel<T, 16, 4, 2, 3>;
         case 164: return nce_negatives_kernel<T, 16, 4, 2, 4>;
-        default: return nce_negatives_kernel<T, 16, 4, 2, 3>;
+        default:
+          return sizeof(T) == 4 ? nce_negatives_kernel<T, 8, 4, 4, 3> : nce_negatives_kernel<T, 8, 4, 4, 4>;
       }
     }
     if (dim <= 256) return nce_negatives_kernel<T, 32, 4, 2, 2>;
@@ -435,6 +452,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   p.num_negatives = pr.num_negatives;
   p.z = pr.z;
   p.inv_tau = 1.0f / pr.temperature;
+  p.inv_tau_log2e = static_cast<float>(1.4426950408889634 / static_cast<double>(pr.temperature));
   const double kpn = static_cast<double>(pr.num_negatives) / static_cast<double>(pr.bank_size);
   p.noise = static_cast<float>(kpn + kNceEps);
   p.inv_kpn = static_cast<float>(1.0 / kpn);

@@ -73,7 +73,8 @@ void nce_forward_backward(Context& ctx, const NceConfig& config, const NceInputs
   NPID_CHECK_ARG(in.bank.shape[1] == D, kOp, "bank",
                  "expected rows D = " << D << " wide (the features' width), got shape "
                                       << in.bank.shape.str());
-  NPID_CHECK_ARG(N >= 1, kOp, "bank", "expected at least one row, got shape " << in.bank.shape.str());
+  NPID_CHECK_ARG(N >= 1 && N <= 2147483647, kOp, "bank",
+                 "expected between 1 and 2^31 - 1 rows, got shape " << in.bank.shape.str());
   if (config.exclude_positive)
     NPID_CHECK_ARG(N >= 2, kOp, "bank",
                    "expected N >= 2 rows when exclude_positive is set, got " << N);
