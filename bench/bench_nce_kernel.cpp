@@ -225,7 +225,7 @@ void gpu_args(benchmark::internal::Benchmark* b) {
 }
 
 // The D <= 128 kernel's variants side by side: lanes per row x pipeline stages
-// (the default is 8 lanes; 3 stages for fp32, 4 for bf16).
+// (the default is 16 lanes; 2 stages for fp32, 3 for bf16).
 void lanes_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"B", "K", "N", "lanes", "stages"});
   for (std::int64_t lanes : {8, 16})

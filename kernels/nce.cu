@@ -346,9 +346,10 @@ std::atomic<int> g_layout_override{0};  // lanes * 10 + stages; 0 = default
 
 // Dispatch table, for each bank storage T in {float, bf16}:
 //   D % 4 == 0, 16-byte (fp32) / 8-byte (bf16) aligned rows:
-//     D <= 128          kLanes 8 x kVec 4 x kChunks 4; 3 stages for fp32, 4 for
-//                       bf16 (the H200 sweep of 2026-11-27); 8 or 16 lanes x
-//                       2-4 stages via the tuning override
+//     D <= 128          kLanes 16 x kVec 4 x kChunks 2; 2 stages for fp32, 3 for
+//                       bf16 (best or near-best at N = 50k and 1.28M in the H200
+//                       sweep of 2026-11-27); 8 or 16 lanes x 2-4 stages via the
+//                       tuning override
 //     D <= 256, 512     kLanes 32 x kVec 4 x kChunks 2, 4; 2 stages
 //   otherwise (any D):  kLanes 32 x kVec 1 x kChunks 4, 16; 2 stages
 template <typename T>
@@ -363,7 +364,7 @@ GatherKernel pick_gather_kernel(std::int64_t dim, bool vec4) {
         case 163: return nce_negatives_kernel<T, 16, 4, 2, 3>;
         case 164: return nce_negatives_kernel<T, 16, 4, 2, 4>;
         default:
-          return sizeof(T) == 4 ? nce_negatives_kernel<T, 8, 4, 4, 3> : nce_negatives_kernel<T, 8, 4, 4, 4>;
+          return sizeof(T) == 4 ? nce_negatives_kernel<T, 16, 4, 2, 2> : nce_negatives_kernel<T, 16, 4, 2, 3>;
       }
     }
     if (dim <= 256) return nce_negatives_kernel<T, 32, 4, 2, 2>;

@@ -41,8 +41,8 @@ std::size_t nce_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim);
 void launch_nce_forward_backward(Context& ctx, const NceProblem& p, ZUpdate z_update);
 // Tuning hook for bench_nce_kernel and the GPU tests: the D <= 128 kernel's
 // lanes per row (8 or 16) and pipeline stages (2-4; instantiated: 8 x {2,3,4},
-// 16 x {2,3,4}). lanes = 0 restores the default (8 lanes; 3 stages for an
-// fp32 bank, 4 for bf16).
+// 16 x {2,3,4}). lanes = 0 restores the default (16 lanes; 2 stages for an
+// fp32 bank, 3 for bf16).
 void nce_set_layout_override(int lanes, int stages);
 
 // ---- CPU reference (kernels/nce_cpu.cpp) ------------------------------------
