@@ -192,7 +192,9 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
         if (!p.score_only) {
           // -log((K/N)/(P+a)) = log1p((P+eps)*N/K);  dL/ds * B * tau = P/(P+a)
           const float prob = e * inv_z;
-          const float coef = __fdividef(prob, prob + p.noise);
+          // __fdividef returns 0 for denominators above 2^126; P/(P+a) is 1
+          // to fp32 precision long before that, so clamp P first.
+          const float coef = __fdividef(fminf(prob, 1e30f), fminf(prob, 1e30f) + p.noise);
           loss_acc += fast_log1p((prob + static_cast<float>(kNceEps)) * p.inv_kpn);
 #pragma unroll
           for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(coef, row[k], g[k]);
@@ -402,11 +404,16 @@ int choose_splits(Context& ctx, GatherKernel kernel, std::int64_t batch, std::in
 
 std::size_t align_up(std::size_t n) { return (n + 255) & ~std::size_t(255); }
 
+// Most splits a sample of K negatives can get (one 32-column tile each at most).
+std::int64_t max_splits(std::int64_t negatives) {
+  return std::max<std::int64_t>(1, std::min<std::int64_t>((negatives + 31) / 32, kMaxSplits));
+}
+
 }  // namespace
 
-std::size_t nce_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim) {
+std::size_t nce_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim, std::int64_t negatives) {
   const auto b = static_cast<std::size_t>(batch);
-  const auto slots = b * kMaxSplits;
+  const auto slots = b * static_cast<std::size_t>(max_splits(negatives));
   return align_up(slots * static_cast<std::size_t>(dim) * sizeof(float)) +  // partial_grad
          2 * align_up(slots * sizeof(float)) +                              // partial loss, sum_exp
          2 * align_up(b * sizeof(float));                                   // per-sample loss, sum_exp
@@ -416,7 +423,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   DeviceGuard guard(ctx.device());
   cudaStream_t stream = ctx.stream();
   Workspace& ws = ctx.workspace();
-  ws.reserve(nce_cuda_workspace_bytes(pr.batch, pr.dim), stream);
+  ws.reserve(nce_cuda_workspace_bytes(pr.batch, pr.dim, pr.num_negatives), stream);
 
   const std::int64_t kp1 = pr.num_negatives + 1;
   const bool bf16_bank = pr.bank_dtype == DType::kBFloat16;
@@ -435,7 +442,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
     cursor += align_up(bytes);
     return out;
   };
-  const auto slots = static_cast<std::size_t>(pr.batch) * kMaxSplits;
+  const auto slots = static_cast<std::size_t>(pr.batch) * static_cast<std::size_t>(max_splits(pr.num_negatives));
   float* partial_grad = carve(slots * static_cast<std::size_t>(pr.dim) * sizeof(float));
   float* partial_loss = carve(slots * sizeof(float));
   float* partial_sum_exp = carve(slots * sizeof(float));

@@ -37,7 +37,11 @@ struct NceProblem {
 };
 
 // ---- CUDA (kernels/nce.cu) --------------------------------------------------
-std::size_t nce_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim);
+std::size_t nce_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim, std::int64_t negatives);
+// The gather grid is (splits, B): B is a grid y-dimension.
+constexpr std::int64_t kNceMaxBatch = 65535;
+// exp(s / tau) must stay finite in fp32 for unit vectors (|s| <= 1): 1/tau < 88.
+constexpr float kNceMinTemperature = 0.0115f;
 void launch_nce_forward_backward(Context& ctx, const NceProblem& p, ZUpdate z_update);
 // Tuning hook for bench_nce_kernel and the GPU tests: the D <= 128 kernel's
 // lanes per row (8 or 16) and pipeline stages (2-4; instantiated: 8 x {2,3,4},

@@ -3,6 +3,8 @@
 #include "npid/nce.h"
 
 #include <cmath>
+#include <iterator>
+#include <utility>
 
 #include "core/args.h"
 #include "nce.h"
@@ -26,8 +28,9 @@ constexpr const char* kOp = "nce_forward_backward";
 void check_config(const NceConfig& c, const char* op) {
   NPID_CHECK_ARG(c.num_negatives >= 1, op, "num_negatives",
                  "expected K >= 1, got " << c.num_negatives);
-  NPID_CHECK_ARG(std::isfinite(c.temperature) && c.temperature > 0.f, op, "temperature",
-                 "expected a finite tau > 0, got " << c.temperature);
+  NPID_CHECK_ARG(std::isfinite(c.temperature) && c.temperature >= kNceMinTemperature, op, "temperature",
+                 "expected a finite tau >= " << kNceMinTemperature
+                                             << " (exp(1/tau) must fit in fp32), got " << c.temperature);
   NPID_CHECK_ARG(std::isfinite(c.proximal_lambda) && c.proximal_lambda >= 0.f, op,
                  "proximal_lambda", "expected a finite lambda >= 0, got " << c.proximal_lambda);
   NPID_CHECK_ARG(std::isfinite(c.z_ema_decay) && c.z_ema_decay >= 0.f && c.z_ema_decay < 1.f, op,
@@ -46,8 +49,8 @@ float read_scalar(Context& ctx, const TensorView& v) {
 }  // namespace
 
 std::size_t nce_workspace_bytes(const Context& ctx, std::int64_t batch, std::int64_t dim,
-                                std::int64_t /*num_negatives*/) {
-  return ctx.is_cuda() ? nce_cuda_workspace_bytes(batch, dim) : 0;
+                                std::int64_t num_negatives) {
+  return ctx.is_cuda() ? nce_cuda_workspace_bytes(batch, dim, num_negatives) : 0;
 }
 
 void nce_forward_backward(Context& ctx, const NceConfig& config, const NceInputs& in,
@@ -60,8 +63,8 @@ void nce_forward_backward(Context& ctx, const NceConfig& config, const NceInputs
   require_on(in.features, ctx, kOp, "features");
   require_rank(in.features, 2, kOp, "features");
   const std::int64_t B = in.features.shape[0], D = in.features.shape[1];
-  NPID_CHECK_ARG(B >= 1, kOp, "features", "expected a batch of at least 1 row, got shape "
-                                              << in.features.shape.str());
+  NPID_CHECK_ARG(B >= 1 && B <= kNceMaxBatch, kOp, "features",
+                 "expected a batch of 1 to " << kNceMaxBatch << " rows, got shape " << in.features.shape.str());
   NPID_CHECK_ARG(D >= 1 && D <= kMaxDim, kOp, "features",
                  "expected an embedding width D in [1, " << kMaxDim << "], got shape "
                                                           << in.features.shape.str());
@@ -87,11 +90,17 @@ void nce_forward_backward(Context& ctx, const NceConfig& config, const NceInputs
   if (!out.probs.empty()) require_tensor(out.probs, DType::kFloat32, {B, K + 1}, ctx, kOp, "probs");
   if (!out.indices.empty())
     require_tensor(out.indices, DType::kInt64, {B, K + 1}, ctx, kOp, "indices");
-  for (const TensorView* o : {&out.grad_features, &out.loss, &out.probs, &out.indices}) {
-    require_no_overlap(*o, in.features, kOp, "output", "features");
-    require_no_overlap(*o, in.bank, kOp, "output", "bank");
-    require_no_overlap(*o, in.targets, kOp, "output", "targets");
-    require_no_overlap(*o, z, kOp, "output", "z");
+  // Everything written (the outputs and z) must be disjoint from every input
+  // and from each other.
+  const std::pair<const TensorView*, const char*> written[] = {
+      {&out.grad_features, "grad_features"}, {&out.loss, "loss"}, {&out.probs, "probs"},
+      {&out.indices, "indices"}, {&z, "z"}};
+  const std::pair<const TensorView*, const char*> read[] = {
+      {&in.features, "features"}, {&in.bank, "bank"}, {&in.targets, "targets"}, {&in.negatives, "negatives"}};
+  for (std::size_t a = 0; a < std::size(written); ++a) {
+    for (const auto& r : read) require_no_overlap(*written[a].first, *r.first, kOp, written[a].second, r.second);
+    for (std::size_t b = a + 1; b < std::size(written); ++b)
+      require_no_overlap(*written[a].first, *written[b].first, kOp, written[a].second, written[b].second);
   }
 
   if (config.validate_inputs) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "common/limits.h"
 #include "core/args.h"
@@ -71,11 +72,12 @@ void softmax_forward_backward(Context& ctx, const SoftmaxConfig& config, const S
   require_tensor(in.targets, DType::kInt64, {B}, ctx, kOp, "targets");
   require_tensor(out.loss, DType::kFloat32, {1}, ctx, kOp, "loss");
   require_tensor(out.grad_features, DType::kFloat32, {B, D}, ctx, kOp, "grad_features");
-  for (const TensorView* o : {&out.grad_features, &out.loss}) {
-    require_no_overlap(*o, in.features, kOp, "output", "features");
-    require_no_overlap(*o, in.bank, kOp, "output", "bank");
-    require_no_overlap(*o, in.targets, kOp, "output", "targets");
+  for (const auto& o : {std::make_pair(&out.grad_features, "grad_features"), std::make_pair(&out.loss, "loss")}) {
+    require_no_overlap(*o.first, in.features, kOp, o.second, "features");
+    require_no_overlap(*o.first, in.bank, kOp, o.second, "bank");
+    require_no_overlap(*o.first, in.targets, kOp, o.second, "targets");
   }
+  require_no_overlap(out.grad_features, out.loss, kOp, "grad_features", "loss");
   if (config.validate_inputs) {
     require_indices_below(ctx, in.targets, N, kOp, "targets");
     require_finite(ctx, in.features, kOp, "features");

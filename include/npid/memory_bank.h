@@ -24,8 +24,10 @@ enum class BankInit {
 const char* to_string(BankInit init) noexcept;
 
 // Fills bank (N, D), float32 or bfloat16, from a counter-based generator keyed
-// by `seed`: the values depend only on (seed, N, D, init), never on the device
-// or launch shape; a bf16 bank holds them rounded to nearest.
+// by `seed`: the random bits depend only on (seed, row, column), never on the
+// device or launch shape. kUniform values are then identical everywhere; kUnit
+// values pass through logf/cosf/sinf/sqrtf, whose last bits may differ between
+// the CPU and the GPU (so a bf16 value may differ by one rounding step).
 void bank_initialize(Context& ctx, const TensorView& bank, BankInit init,
                      std::uint64_t seed);
 

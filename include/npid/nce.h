@@ -34,7 +34,10 @@ const char* to_string(ZPolicy policy) noexcept;
 
 struct NceConfig {
   std::int64_t num_negatives = 4096;  // K >= 1
-  float temperature = 0.07f;          // tau > 0
+  // tau >= 0.0115: exp(s / tau) must fit in fp32 for unit vectors. Features
+  // and bank rows are expected L2-normalized (|s| <= 1); far larger scores
+  // overflow exp() as in the reference code.
+  float temperature = 0.07f;
   float proximal_lambda = 0.0f;       // lambda >= 0 (paper s.3.4; reference: 0)
   ZPolicy z_policy = ZPolicy::kFirstBatch;
   float z_fixed = 0.0f;               // Z for kFixed (> 0)
@@ -55,7 +58,7 @@ enum class ZUpdate {
 };
 
 struct NceInputs {
-  TensorView features;   // (B, D) float32; L2-normalized rows (not enforced)
+  TensorView features;   // (B, D) float32, 1 <= B <= 65535; L2-normalized rows (not enforced)
   TensorView targets;    // (B) int64 instance indices y_i in [0, N)
   TensorView bank;       // (N, D) float32 or bfloat16 memory bank; read only
   // Optional (B, K) int64 explicit negatives in [0, N) (tests, replay). When
@@ -65,7 +68,8 @@ struct NceInputs {
 
 struct NceOutputs {
   TensorView loss;           // (1) float32, written
-  TensorView grad_features;  // (B, D) float32, written; may not alias inputs
+  TensorView grad_features;  // (B, D) float32, written
+  // Every output (and z) must be disjoint from every input and each other.
   TensorView probs;          // optional (B, K+1) float32: P_ij
   TensorView indices;        // optional (B, K+1) int64: idx_ij actually used
 };

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -25,17 +26,25 @@ void parallel_for(std::int64_t n, int threads, Fn&& fn) {
   std::mutex error_mutex;
   std::vector<std::thread> pool;
   pool.reserve(static_cast<std::size_t>(t));
-  for (std::int64_t w = 0; w < t; ++w) {
+  auto run_range = [&](std::int64_t begin, std::int64_t end) {
+    try {
+      for (std::int64_t i = begin; i < end; ++i) fn(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+  };
+  // Chunk 0 runs on the calling thread; if a thread cannot be started, its
+  // chunk runs here too, so no std::thread is ever destroyed joinable.
+  for (std::int64_t w = 1; w < t; ++w) {
     const std::int64_t begin = n * w / t, end = n * (w + 1) / t;
-    pool.emplace_back([&, begin, end] {
-      try {
-        for (std::int64_t i = begin; i < end; ++i) fn(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-      }
-    });
+    try {
+      pool.emplace_back(run_range, begin, end);
+    } catch (const std::system_error&) {
+      run_range(begin, end);
+    }
   }
+  run_range(0, n / t);
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);
 }

@@ -163,9 +163,16 @@ void Context::synchronize() const {
 cublasHandle_t cublas_handle(Context& ctx) {
   auto& impl = ctx.impl();
   if (impl.cublas == nullptr) {
+    // Published only once bound to the context's stream.
     DeviceGuard guard(impl.device);
-    NPID_CUBLAS_CHECK(cublasCreate(&impl.cublas));
-    NPID_CUBLAS_CHECK(cublasSetStream(impl.cublas, impl.stream));
+    cublasHandle_t handle = nullptr;
+    NPID_CUBLAS_CHECK(cublasCreate(&handle));
+    const cublasStatus_t st = cublasSetStream(handle, impl.stream);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      cublasDestroy(handle);
+      NPID_CUBLAS_CHECK(st);
+    }
+    impl.cublas = handle;
   }
   return impl.cublas;
 }
@@ -174,8 +181,14 @@ cudnnHandle_t cudnn_handle(Context& ctx) {
   auto& impl = ctx.impl();
   if (impl.cudnn == nullptr) {
     DeviceGuard guard(impl.device);
-    NPID_CUDNN_CHECK(cudnnCreate(&impl.cudnn));
-    NPID_CUDNN_CHECK(cudnnSetStream(impl.cudnn, impl.stream));
+    cudnnHandle_t handle = nullptr;
+    NPID_CUDNN_CHECK(cudnnCreate(&handle));
+    const cudnnStatus_t st = cudnnSetStream(handle, impl.stream);
+    if (st != CUDNN_STATUS_SUCCESS) {
+      cudnnDestroy(handle);
+      NPID_CUDNN_CHECK(st);
+    }
+    impl.cudnn = handle;
   }
   return impl.cudnn;
 }

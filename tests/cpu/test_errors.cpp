@@ -99,7 +99,43 @@ TEST_CASE("NCE rejects bad input with a named argument and leaves the bank untou
   SECTION("grad output overlapping the bank") {
     auto out = c.outputs();
     out.grad_features = view(c.d.bank.data(), {c.d.B, c.d.D});
-    require_error([&] { c.run(ctx, c.inputs(), out); }, kind, {"'output'", "'bank'"});
+    require_error([&] { c.run(ctx, c.inputs(), out); }, kind, {"'grad_features'", "'bank'"});
+  }
+  SECTION("Z state inside the bank") {
+    require_error(
+        [&] {
+          nce_forward_backward(ctx, c.cfg, c.inputs(), 0, ZUpdate::kInitFromBatch, view(c.d.bank.data() + 5, {1}),
+                               c.outputs());
+        },
+        kind, {"'z'", "'bank'"});
+  }
+  SECTION("indices output overlapping the explicit negatives") {
+    auto in = c.inputs();
+    auto out = c.outputs();
+    std::vector<std::int64_t> shared(c.d.B * 11, 1);
+    in.negatives = view(shared.data(), {c.d.B, 10});
+    out.indices = view(shared.data(), {c.d.B, 11});
+    require_error([&] { c.run(ctx, in, out); }, kind, {"'indices'", "'negatives'"});
+  }
+  SECTION("two outputs overlapping each other") {
+    auto out = c.outputs();
+    out.probs = view(c.grad.data(), {c.d.B, 8});  // (B, K+1) would be (4, 11); shape first
+    require_error([&] { c.run(ctx, c.inputs(), out); }, kind, {"'probs'"});
+    std::vector<float> shared(c.d.B * 11 + 1);
+    out.probs = view(shared.data(), {c.d.B, 11});
+    out.loss = view(shared.data() + 3, {1});
+    require_error([&] { c.run(ctx, c.inputs(), out); }, kind, {"'loss'", "'probs'"});
+  }
+  SECTION("tau below the fp32 limit") {
+    c.cfg.temperature = 0.01f;
+    require_error([&] { c.run(ctx, c.inputs(), c.outputs()); }, kind, {"'temperature'", "0.0115", "got 0.01"});
+  }
+  SECTION("batch beyond the grid limit") {
+    const std::int64_t B = 65536;
+    std::vector<float> f(B * c.d.D, 0.1f);
+    auto in = c.inputs();
+    in.features = view(f.data(), {B, c.d.D});
+    require_error([&] { c.run(ctx, in, c.outputs()); }, kind, {"'features'", "1 to 65535 rows", "(65536, 8)"});
   }
   SECTION("tensor on the wrong device") {
     auto in = c.inputs();

@@ -4,7 +4,7 @@
 // last place (2^-8 relative) where a value sits on a rounding boundary.
 #include "common/bf16.h"
 #include "common/nce_fixture.h"
-#include "nce.h"
+#include "common/layout_override.h"
 
 using namespace npid;
 using test::NceData;
@@ -70,7 +70,7 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
   for (int lanes : {8, 16})
     for (int stages : {2, 3, 4}) variants.push_back({lanes, stages, 7, 128});
   for (const Variant& v : variants) {
-    nce_set_layout_override(v.lanes, v.stages);
+    test::LayoutOverride layout(v.lanes, v.stages);
     {
       const std::int64_t B = v.B, D = v.D;
       NceData d(B, D, 5000, 4096, static_cast<std::uint64_t>(B + D));
@@ -100,5 +100,4 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
       CHECK(test::relative_error(to_host<float>(gpu, grad), cgrad) < 2e-5);
     }
   }
-  nce_set_layout_override(0, 0);
 }

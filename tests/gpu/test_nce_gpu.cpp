@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "common/nce_fixture.h"
-#include "nce.h"
+#include "common/layout_override.h"
 
 using namespace npid;
 using test::NceData;
@@ -190,7 +190,7 @@ TEST_CASE("fused NCE: every D <= 128 layout and pipeline depth matches the CPU r
   Context cpu = Context::cpu();
   for (int lanes : {8, 16}) {
     for (int stages : {2, 3, 4}) {
-      nce_set_layout_override(lanes, stages);
+      test::LayoutOverride layout(lanes, stages);
       for (std::int64_t K : {1, 15, 4096}) {
         for (std::int64_t D : {32, 128}) {
           NceData d(7, D, 5000, K, static_cast<std::uint64_t>(K + D));
@@ -204,5 +204,4 @@ TEST_CASE("fused NCE: every D <= 128 layout and pipeline depth matches the CPU r
       }
     }
   }
-  nce_set_layout_override(0, 0);
 }
