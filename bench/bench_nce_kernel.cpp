@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "cuda_events.h"
 #include "nce.h"
 #include "npid/npid.h"
 
@@ -31,28 +32,7 @@ namespace {
 
 constexpr std::int64_t kDim = 128;
 
-class CudaEvents {
- public:
-  CudaEvents() {
-    NPID_CUDA_CHECK(cudaEventCreate(&start_));
-    NPID_CUDA_CHECK(cudaEventCreate(&stop_));
-  }
-  ~CudaEvents() {
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
-  }
-  void start(StreamHandle s) { NPID_CUDA_CHECK(cudaEventRecord(start_, s)); }
-  double stop_seconds(StreamHandle s) {
-    NPID_CUDA_CHECK(cudaEventRecord(stop_, s));
-    NPID_CUDA_CHECK(cudaEventSynchronize(stop_));
-    float ms = 0;
-    NPID_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
-    return ms * 1e-3;
-  }
-
- private:
-  cudaEvent_t start_ = nullptr, stop_ = nullptr;
-};
+using bench::CudaEvents;
 
 struct Gpu {
   Context ctx = Context::cuda();

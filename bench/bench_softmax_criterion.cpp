@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "cuda_events.h"
 #include "core/context_impl.h"
 #include "npid/npid.h"
 
@@ -42,30 +43,7 @@ Gpu* gpu() {
   return g.get();
 }
 
-class Events {
- public:
-  Events() {
-    NPID_CUDA_CHECK(cudaEventCreate(&a_));
-    NPID_CUDA_CHECK(cudaEventCreate(&b_));
-  }
-  ~Events() {
-    cudaEventDestroy(a_);
-    cudaEventDestroy(b_);
-  }
-  template <typename Fn>
-  double seconds(StreamHandle s, Fn&& fn) {
-    NPID_CUDA_CHECK(cudaEventRecord(a_, s));
-    fn();
-    NPID_CUDA_CHECK(cudaEventRecord(b_, s));
-    NPID_CUDA_CHECK(cudaEventSynchronize(b_));
-    float ms = 0;
-    NPID_CUDA_CHECK(cudaEventElapsedTime(&ms, a_, b_));
-    return ms * 1e-3;
-  }
-
- private:
-  cudaEvent_t a_ = nullptr, b_ = nullptr;
-};
+using Events = bench::CudaEvents;
 
 // Median time of the two plain TF32 GEMMs over the whole (fp32) bank.
 double gemm_reference_seconds(Context& ctx, const Tensor& features, const Tensor& bank, std::int64_t B,

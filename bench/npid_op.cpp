@@ -99,6 +99,17 @@ std::vector<float> gather_rows(Context& ctx, const Tensor& bank, const std::vect
   return rows;
 }
 
+// loss.f32, grad.f32 and updated_rows.f32 for the equivalence check.
+void write_outputs(Context& ctx, const std::string& dir, const Tensor& loss, const Tensor& grad,
+                   const Tensor& bank, const std::vector<std::int64_t>& targets) {
+  std::vector<float> loss_h(1), grad_h(static_cast<std::size_t>(grad.numel()));
+  copy(ctx, view(loss_h.data(), {1}), loss);
+  copy(ctx, view(grad_h.data(), grad.shape()), grad);
+  write_array(dir + "/loss.f32", loss_h);
+  write_array(dir + "/grad.f32", grad_h);
+  write_array(dir + "/updated_rows.f32", gather_rows(ctx, bank, targets));
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
@@ -177,12 +188,7 @@ int run_nce(const std::string& dir, Context& ctx, int warmup, int iters) {
   // 1. Equivalence: one step on the given inputs, explicit negatives, checked.
   nce_forward_backward(ctx, cfg, {features, targets, bank, negatives}, 0, ZUpdate::kKeep, z, {loss, grad, {}, {}});
   bank_update(ctx, bank, features, targets, momentum);
-  std::vector<float> loss_h(1), grad_h(B * D);
-  copy(ctx, view(loss_h.data(), {1}), loss);
-  copy(ctx, view(grad_h.data(), {B, D}), grad);
-  write_array(dir + "/loss.f32", loss_h);
-  write_array(dir + "/grad.f32", grad_h);
-  write_array(dir + "/updated_rows.f32", gather_rows(ctx, bank, targets_h));
+  write_outputs(ctx, dir, loss, grad, bank, targets_h);
 
   // 2. Timing: the steady-state training step -- in-kernel negatives, no
   // input validation (no host sync), forward+backward then the bank update.
@@ -218,12 +224,7 @@ int run_softmax(const std::string& dir, Context& ctx, int warmup, int iters) {
   cfg.math = SoftmaxMath::kFP32;  // equivalence in exact fp32
   softmax_forward_backward(ctx, cfg, {features, targets, bank}, {loss, grad});
   bank_update(ctx, bank, features, targets, momentum);
-  std::vector<float> loss_h(1), grad_h(B * D);
-  copy(ctx, view(loss_h.data(), {1}), loss);
-  copy(ctx, view(grad_h.data(), {B, D}), grad);
-  write_array(dir + "/loss.f32", loss_h);
-  write_array(dir + "/grad.f32", grad_h);
-  write_array(dir + "/updated_rows.f32", gather_rows(ctx, bank, targets_h));
+  write_outputs(ctx, dir, loss, grad, bank, targets_h);
 
   cfg.math = SoftmaxMath::kTF32;
   cfg.validate_inputs = false;

@@ -57,27 +57,7 @@ void nce_forward_backward(Context& ctx, const NceConfig& config, const NceInputs
                           std::uint64_t step, ZUpdate z_update, const TensorView& z,
                           const NceOutputs& out) {
   check_config(config, kOp);
-  // Shapes: B and D come from features, N from the bank.
-  require_present(in.features, kOp, "features");
-  require_dtype(in.features, DType::kFloat32, kOp, "features");
-  require_on(in.features, ctx, kOp, "features");
-  require_rank(in.features, 2, kOp, "features");
-  const std::int64_t B = in.features.shape[0], D = in.features.shape[1];
-  NPID_CHECK_ARG(B >= 1 && B <= kNceMaxBatch, kOp, "features",
-                 "expected a batch of 1 to " << kNceMaxBatch << " rows, got shape " << in.features.shape.str());
-  NPID_CHECK_ARG(D >= 1 && D <= kMaxDim, kOp, "features",
-                 "expected an embedding width D in [1, " << kMaxDim << "], got shape "
-                                                          << in.features.shape.str());
-  require_present(in.bank, kOp, "bank");
-  require_bank_dtype(in.bank, kOp, "bank");
-  require_on(in.bank, ctx, kOp, "bank");
-  require_rank(in.bank, 2, kOp, "bank");
-  const std::int64_t N = in.bank.shape[0];
-  NPID_CHECK_ARG(in.bank.shape[1] == D, kOp, "bank",
-                 "expected rows D = " << D << " wide (the features' width), got shape "
-                                      << in.bank.shape.str());
-  NPID_CHECK_ARG(N >= 1 && N <= 2147483647, kOp, "bank",
-                 "expected between 1 and 2^31 - 1 rows, got shape " << in.bank.shape.str());
+  const auto [B, D, N] = require_features_and_bank(ctx, in.features, in.bank, kNceMaxBatch, kOp);
   if (config.exclude_positive)
     NPID_CHECK_ARG(N >= 2, kOp, "bank",
                    "expected N >= 2 rows when exclude_positive is set, got " << N);

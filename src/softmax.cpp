@@ -50,25 +50,8 @@ std::size_t softmax_workspace_bytes(const Context& ctx, const SoftmaxConfig& con
 void softmax_forward_backward(Context& ctx, const SoftmaxConfig& config, const SoftmaxInputs& in,
                               const SoftmaxOutputs& out) {
   check_config(config, kOp);
-  require_present(in.features, kOp, "features");
-  require_dtype(in.features, DType::kFloat32, kOp, "features");
-  require_on(in.features, ctx, kOp, "features");
-  require_rank(in.features, 2, kOp, "features");
-  const std::int64_t B = in.features.shape[0], D = in.features.shape[1];
-  NPID_CHECK_ARG(B >= 1, kOp, "features",
-                 "expected a batch of at least 1 row, got shape " << in.features.shape.str());
-  NPID_CHECK_ARG(D >= 1 && D <= kMaxDim, kOp, "features",
-                 "expected an embedding width D in [1, " << kMaxDim << "], got shape "
-                                                          << in.features.shape.str());
-  require_present(in.bank, kOp, "bank");
-  require_bank_dtype(in.bank, kOp, "bank");
-  require_on(in.bank, ctx, kOp, "bank");
-  require_rank(in.bank, 2, kOp, "bank");
-  const std::int64_t N = in.bank.shape[0];
-  NPID_CHECK_ARG(in.bank.shape[1] == D, kOp, "bank",
-                 "expected rows D = " << D << " wide (the features' width), got shape "
-                                      << in.bank.shape.str());
-  NPID_CHECK_ARG(N >= 1, kOp, "bank", "expected at least one row, got shape " << in.bank.shape.str());
+  // B is a grid dimension of one block per sample: far beyond any batch.
+  const auto [B, D, N] = require_features_and_bank(ctx, in.features, in.bank, 2147483647, kOp);
   require_tensor(in.targets, DType::kInt64, {B}, ctx, kOp, "targets");
   require_tensor(out.loss, DType::kFloat32, {1}, ctx, kOp, "loss");
   require_tensor(out.grad_features, DType::kFloat32, {B, D}, ctx, kOp, "grad_features");

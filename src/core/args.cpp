@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "core/context_impl.h"
 #include "npid/error.h"
+#include "common/limits.h"
 #include "validate.h"
 
 namespace npid {
@@ -60,6 +61,29 @@ void require_no_overlap(const TensorView& out, const TensorView& in, const char*
   const auto i0 = reinterpret_cast<std::uintptr_t>(in.data), i1 = i0 + in.bytes();
   NPID_CHECK_ARG(o1 <= i0 || i1 <= o0, op, out_arg,
                  "expected memory disjoint from '" << in_arg << "', got an overlapping view");
+}
+
+CriterionShapes require_features_and_bank(const Context& ctx, const TensorView& features,
+                                          const TensorView& bank, std::int64_t max_batch, const char* op) {
+  require_present(features, op, "features");
+  require_dtype(features, DType::kFloat32, op, "features");
+  require_on(features, ctx, op, "features");
+  require_rank(features, 2, op, "features");
+  const std::int64_t B = features.shape[0], D = features.shape[1];
+  NPID_CHECK_ARG(B >= 1 && B <= max_batch, op, "features",
+                 "expected a batch of 1 to " << max_batch << " rows, got shape " << features.shape.str());
+  NPID_CHECK_ARG(D >= 1 && D <= kMaxDim, op, "features",
+                 "expected an embedding width D in [1, " << kMaxDim << "], got shape " << features.shape.str());
+  require_present(bank, op, "bank");
+  require_bank_dtype(bank, op, "bank");
+  require_on(bank, ctx, op, "bank");
+  require_rank(bank, 2, op, "bank");
+  const std::int64_t N = bank.shape[0];
+  NPID_CHECK_ARG(bank.shape[1] == D, op, "bank",
+                 "expected rows D = " << D << " wide (the features' width), got shape " << bank.shape.str());
+  NPID_CHECK_ARG(N >= 1 && N <= 2147483647, op, "bank",
+                 "expected between 1 and 2^31 - 1 rows, got shape " << bank.shape.str());
+  return {B, D, N};
 }
 
 namespace {

@@ -27,6 +27,14 @@ void require_tensor(const TensorView& v, DType dtype, const Shape& shape, const 
 void require_no_overlap(const TensorView& out, const TensorView& in, const char* op,
                         const char* out_arg, const char* in_arg);
 
+// A criterion's features (B, D) float32 and bank (N, D) float32/bf16 on ctx's
+// device, with 1 <= B <= max_batch, 1 <= D <= kMaxDim, 1 <= N < 2^31.
+struct CriterionShapes {
+  std::int64_t batch, dim, bank_size;
+};
+CriterionShapes require_features_and_bank(const Context& ctx, const TensorView& features,
+                                          const TensorView& bank, std::int64_t max_batch, const char* op);
+
 // Every value in [0, upper).
 void require_indices_below(Context& ctx, const TensorView& v, std::int64_t upper, const char* op,
                            const char* arg);
