@@ -6,6 +6,7 @@
 #include "npid/error.h"
 #include "npid/memory_bank.h"
 #include "npid/nce.h"
+#include "npid/resnet.h"
 #include "npid/sampler.h"
 #include "npid/softmax.h"
 #include "npid/tensor.h"

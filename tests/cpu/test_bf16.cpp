@@ -44,7 +44,7 @@ TEST_CASE("bf16 rounding: nearest, ties to even, specials", "[bf16]") {
   }
 }
 
-TEST_CASE("bf16 bank init: the fp32 values rounded once; unit rows within 2^-8", "[bf16][bank]") {
+TEST_CASE("bf16 bank init: the fp32 values rounded once, unit rows within 2^-8", "[bf16][bank]") {
   Context ctx = Context::cpu();
   for (BankInit init : {BankInit::kUniform, BankInit::kUnit}) {
     const std::int64_t N = 300, D = 128;

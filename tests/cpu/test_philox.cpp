@@ -56,7 +56,7 @@ TEST_CASE("negative sampling is reproducible and keyed by seed, step, sample, co
   CHECK(nce_column_index(1, 2, 3, 0, n, 12345, false) == 12345);
 }
 
-TEST_CASE("negatives are uniform on [0, N): chi-square over a large draw", "[sampler]") {
+TEST_CASE("negatives are uniform below N: chi-square over a large draw", "[sampler]") {
   Context ctx = Context::cpu();
   const std::int64_t n = 997, B = 64, K = 4096;
   std::vector<std::int64_t> targets = test::random_indices(B, n, 1);

@@ -1,0 +1,120 @@
+// npid/resnet.h -- ResNet-18 embedding network and SGD (npid-reference s.6-7).
+//
+// ResNet-18 with a CIFAR stem (3x3 stride-1 conv, no max-pool) or the ImageNet
+// stem (7x7 stride-2 conv, 3x3 stride-2 max-pool), four stages of two
+// BasicBlocks (width w, 2w, 4w, 8w channels; w = 64 is the standard network),
+// global average pooling, a linear head to the embedding and L2 normalization.
+//
+// Parameters live in ONE contiguous float32 buffer and their gradients in
+// another with the same layout; BatchNorm running statistics in a third. Each
+// parameter is a named view whose name and logical shape follow torchvision's
+// resnet18 state_dict (conv1.weight (64, 3, 3, 3), layer2.0.downsample.0.weight,
+// bn1.running_mean, fc.weight (128, 512), ...). Convolution weights are stored
+// channels-last -- memory order (O, KH, KW, I), as PyTorch's channels_last
+// format -- to match the NHWC activations; an exporter to PyTorch permutes them.
+//
+// Activations are NHWC float32. Backends: the CPU reference (every layer in
+// kernels/resnet_layers_cpu.cpp, threaded); the CUDA backend (cuDNN graph API)
+// is not implemented yet and a CUDA context is rejected with kUnsupported.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "npid/context.h"
+#include "npid/tensor.h"
+
+namespace npid {
+
+enum class ResNetStem { kCifar, kImageNet };
+
+const char* to_string(ResNetStem stem) noexcept;
+
+struct ResNetConfig {
+  ResNetStem stem = ResNetStem::kCifar;
+  std::int64_t width = 64;          // channels of the first stage
+  std::int64_t embedding_dim = 128;
+  std::int64_t image_size = 32;     // input height = width
+  float bn_eps = 1e-5f;
+  float bn_momentum = 0.1f;         // running = (1 - m) running + m batch
+};
+
+struct ParameterInfo {
+  std::string name;                 // torchvision state_dict key
+  Shape shape;                      // torchvision's logical shape
+  Shape storage_shape;              // memory order ((O, KH, KW, I) for conv weights)
+  std::int64_t offset = 0;          // elements into the flat buffer
+  std::int64_t numel = 0;
+};
+
+class ResNet18 {
+ public:
+  // Sizes every activation for batches up to max_batch and initializes the
+  // parameters from `seed` (conv ~ N(0, 2/(k*k*out)), BN weight 1 / bias 0,
+  // linear ~ U(+-1/sqrt(fan_in)); running mean 0, running var 1).
+  ResNet18(Context& ctx, const ResNetConfig& config, std::int64_t max_batch, std::uint64_t seed);
+  ~ResNet18();
+  ResNet18(const ResNet18&) = delete;
+  ResNet18& operator=(const ResNet18&) = delete;
+
+  const ResNetConfig& config() const;
+  std::int64_t max_batch() const;
+  void initialize(std::uint64_t seed);
+
+  // images (B, S, S, 3) float32 NHWC, B <= max_batch, S = config.image_size;
+  // embeddings (B, embedding_dim) float32, written (unit rows).
+  // training: BatchNorm uses batch statistics and updates the running ones,
+  // and the activations are kept for backward(); else running statistics.
+  // `images` must stay valid until the matching backward().
+  void forward(const TensorView& images, const TensorView& embeddings, bool training);
+  // Gradient of the loss w.r.t. the embeddings (B, embedding_dim) of the last
+  // training forward -> gradients() (overwritten, not accumulated).
+  void backward(const TensorView& grad_embeddings);
+
+  const std::vector<ParameterInfo>& parameters() const;  // trainable, in state_dict order
+  const std::vector<ParameterInfo>& buffers() const;     // running_mean / running_var
+  TensorView parameter_buffer() const;                   // (P) float32
+  TensorView gradient_buffer() const;                    // (P) float32
+  TensorView buffer_buffer() const;                      // running statistics, float32
+  // The named parameter or buffer, as a view of its storage (storage_shape).
+  TensorView tensor(const std::string& name) const;
+  std::int64_t num_parameters() const;
+  // Training forwards so far (torchvision's num_batches_tracked, same for every BN).
+  std::int64_t num_batches_tracked() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+struct SgdConfig {
+  float momentum = 0.9f;
+  float weight_decay = 5e-4f;  // applied to every parameter, BN and biases too
+  bool nesterov = false;
+};
+
+// One SGD step with PyTorch semantics over flat buffers (dampening 0):
+//   g = grad + wd * w;  buf = first_step ? g : momentum * buf + g;
+//   w -= lr * (nesterov ? g + momentum * buf : buf)
+void sgd_step(Context& ctx, const SgdConfig& config, float lr, const TensorView& params,
+              const TensorView& grads, const TensorView& momentum_buffer, bool first_step);
+
+// Owns the momentum buffer and the first-step flag.
+class Sgd {
+ public:
+  Sgd(Context& ctx, const SgdConfig& config, std::int64_t count);
+  void step(const TensorView& params, const TensorView& grads, float lr);
+  TensorView momentum_buffer() const { return buffer_.view(); }
+  bool started() const { return started_; }
+
+ private:
+  Context* ctx_;
+  SgdConfig config_;
+  Tensor buffer_;
+  bool started_ = false;
+};
+
+}  // namespace npid

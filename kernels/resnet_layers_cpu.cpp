@@ -1,0 +1,374 @@
+// resnet_layers_cpu.cpp -- CPU references of the ResNet-18 layers (contracts
+// in resnet_layers.h). They are the oracle of the GPU layers and the CPU
+// training backend, so they are written for clarity first and speed second:
+// convolutions are im2col + a cache-friendly GEMM, threaded over images (or
+// output channels for the weight gradient); every sum has a fixed order, so
+// results do not depend on the thread count. Sums over many terms (BatchNorm
+// statistics) accumulate in double.
+#include "resnet_layers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/parallel.h"
+
+namespace npid {
+namespace layers {
+
+namespace {
+
+// col (M = Ho*Wo, K = KH*KW*C) for image `img`; rows in (oh, ow) order, columns
+// in (kh, kw, c) order -- the order of a weight row (O, KH, KW, I).
+template <typename Real>
+void im2col(const ConvShape& s, const Real* x, std::int64_t img, Real* col) {
+  const std::int64_t ho = s.out_h(), wo = s.out_w(), kk = s.k * s.k * s.c;
+  const Real* xi = x + img * s.h * s.w * s.c;
+  for (std::int64_t oh = 0; oh < ho; ++oh) {
+    for (std::int64_t ow = 0; ow < wo; ++ow) {
+      Real* row = col + (oh * wo + ow) * kk;
+      for (std::int64_t kh = 0; kh < s.k; ++kh) {
+        const std::int64_t ih = oh * s.stride - s.pad + kh;
+        for (std::int64_t kw = 0; kw < s.k; ++kw) {
+          const std::int64_t iw = ow * s.stride - s.pad + kw;
+          Real* dst = row + (kh * s.k + kw) * s.c;
+          if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) {
+            std::fill(dst, dst + s.c, Real(0));
+          } else {
+            const Real* src = xi + (ih * s.w + iw) * s.c;
+            std::copy(src, src + s.c, dst);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Adds dcol (M, K) back into dx for image `img` (the adjoint of im2col).
+template <typename Real>
+void col2im_add(const ConvShape& s, const Real* dcol, std::int64_t img, Real* dx) {
+  const std::int64_t ho = s.out_h(), wo = s.out_w(), kk = s.k * s.k * s.c;
+  Real* dxi = dx + img * s.h * s.w * s.c;
+  for (std::int64_t oh = 0; oh < ho; ++oh) {
+    for (std::int64_t ow = 0; ow < wo; ++ow) {
+      const Real* row = dcol + (oh * wo + ow) * kk;
+      for (std::int64_t kh = 0; kh < s.k; ++kh) {
+        const std::int64_t ih = oh * s.stride - s.pad + kh;
+        if (ih < 0 || ih >= s.h) continue;
+        for (std::int64_t kw = 0; kw < s.k; ++kw) {
+          const std::int64_t iw = ow * s.stride - s.pad + kw;
+          if (iw < 0 || iw >= s.w) continue;
+          const Real* src = row + (kh * s.k + kw) * s.c;
+          Real* dst = dxi + (ih * s.w + iw) * s.c;
+          for (std::int64_t c = 0; c < s.c; ++c) dst[c] += src[c];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename Real>
+void conv2d_forward_cpu(const ConvShape& s, const Real* x, const Real* w, Real* y, int threads) {
+  const std::int64_t m = s.out_h() * s.out_w(), kk = s.k * s.k * s.c;
+  parallel_for(s.n, threads, [&](std::int64_t img) {
+    std::vector<Real> col(static_cast<std::size_t>(m * kk));
+    im2col(s, x, img, col.data());
+    Real* yi = y + img * m * s.out_c;
+    // y (M, O) = col (M, K) w^T (K, O): dot products over contiguous K.
+    for (std::int64_t p = 0; p < m; ++p) {
+      const Real* a = col.data() + p * kk;
+      for (std::int64_t o = 0; o < s.out_c; ++o) {
+        const Real* b = w + o * kk;
+        Real acc = 0;
+        for (std::int64_t q = 0; q < kk; ++q) acc += a[q] * b[q];
+        yi[p * s.out_c + o] = acc;
+      }
+    }
+  });
+}
+
+template <typename Real>
+void conv2d_backward_data_cpu(const ConvShape& s, const Real* dy, const Real* w, Real* dx, int threads) {
+  const std::int64_t m = s.out_h() * s.out_w(), kk = s.k * s.k * s.c;
+  parallel_for(s.n, threads, [&](std::int64_t img) {
+    std::vector<Real> dcol(static_cast<std::size_t>(m * kk), Real(0));
+    const Real* dyi = dy + img * m * s.out_c;
+    // dcol (M, K) = dy (M, O) w (O, K).
+    for (std::int64_t p = 0; p < m; ++p) {
+      Real* row = dcol.data() + p * kk;
+      for (std::int64_t o = 0; o < s.out_c; ++o) {
+        const Real g = dyi[p * s.out_c + o];
+        const Real* b = w + o * kk;
+        for (std::int64_t q = 0; q < kk; ++q) row[q] += g * b[q];
+      }
+    }
+    Real* dxi = dx + img * s.h * s.w * s.c;
+    std::fill(dxi, dxi + s.h * s.w * s.c, Real(0));
+    col2im_add(s, dcol.data(), img, dx);
+  });
+}
+
+template <typename Real>
+void conv2d_backward_weight_cpu(const ConvShape& s, const Real* x, const Real* dy, Real* dw, int threads) {
+  const std::int64_t m = s.out_h() * s.out_w(), kk = s.k * s.k * s.c;
+  std::vector<Real> cols(static_cast<std::size_t>(s.n * m * kk));
+  parallel_for(s.n, threads, [&](std::int64_t img) { im2col(s, x, img, cols.data() + img * m * kk); });
+  // dw (O, K) = sum over images and positions of dy (M, O)^T col (M, K);
+  // threads own output channels, images and positions run in order.
+  parallel_for(s.out_c, threads, [&](std::int64_t o) {
+    Real* row = dw + o * kk;
+    std::fill(row, row + kk, Real(0));
+    for (std::int64_t img = 0; img < s.n; ++img) {
+      const Real* dyi = dy + img * m * s.out_c;
+      const Real* coli = cols.data() + img * m * kk;
+      for (std::int64_t p = 0; p < m; ++p) {
+        const Real g = dyi[p * s.out_c + o];
+        if (g == Real(0)) continue;
+        const Real* a = coli + p * kk;
+        for (std::int64_t q = 0; q < kk; ++q) row[q] += g * a[q];
+      }
+    }
+  });
+}
+
+// ---- BatchNorm ----------------------------------------------------------------
+
+template <typename Real>
+void batchnorm_train_forward_cpu(const NormShape& s, const Real* x, const Real* gamma, const Real* beta,
+                                 Real eps, Real momentum, Real* running_mean, Real* running_var,
+                                 const Real* residual, bool relu, Real* y, Real* save_mean,
+                                 Real* save_invstd) {
+  const std::int64_t count = s.count, ch = s.channels;
+  for (std::int64_t c = 0; c < ch; ++c) {
+    double sum = 0.0;
+    for (std::int64_t p = 0; p < count; ++p) sum += static_cast<double>(x[p * ch + c]);
+    const double mean = sum / static_cast<double>(count);
+    double sq = 0.0;
+    for (std::int64_t p = 0; p < count; ++p) {
+      const double d = static_cast<double>(x[p * ch + c]) - mean;
+      sq += d * d;
+    }
+    const double var = sq / static_cast<double>(count);
+    const double invstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
+    save_mean[c] = static_cast<Real>(mean);
+    save_invstd[c] = static_cast<Real>(invstd);
+    const double unbiased = count > 1 ? sq / static_cast<double>(count - 1) : var;
+    running_mean[c] = static_cast<Real>((1.0 - momentum) * running_mean[c] + momentum * mean);
+    running_var[c] = static_cast<Real>((1.0 - momentum) * running_var[c] + momentum * unbiased);
+    const double scale = static_cast<double>(gamma[c]) * invstd;
+    const double shift = static_cast<double>(beta[c]) - mean * scale;
+    for (std::int64_t p = 0; p < count; ++p) {
+      Real v = static_cast<Real>(static_cast<double>(x[p * ch + c]) * scale + shift);
+      if (residual != nullptr) v += residual[p * ch + c];
+      y[p * ch + c] = relu && v < Real(0) ? Real(0) : v;
+    }
+  }
+}
+
+template <typename Real>
+void batchnorm_eval_forward_cpu(const NormShape& s, const Real* x, const Real* gamma, const Real* beta,
+                                const Real* running_mean, const Real* running_var, Real eps,
+                                const Real* residual, bool relu, Real* y) {
+  const std::int64_t count = s.count, ch = s.channels;
+  for (std::int64_t c = 0; c < ch; ++c) {
+    const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + static_cast<double>(eps));
+    const double scale = static_cast<double>(gamma[c]) * invstd;
+    const double shift = static_cast<double>(beta[c]) - static_cast<double>(running_mean[c]) * scale;
+    for (std::int64_t p = 0; p < count; ++p) {
+      Real v = static_cast<Real>(static_cast<double>(x[p * ch + c]) * scale + shift);
+      if (residual != nullptr) v += residual[p * ch + c];
+      y[p * ch + c] = relu && v < Real(0) ? Real(0) : v;
+    }
+  }
+}
+
+template <typename Real>
+void batchnorm_backward_cpu(const NormShape& s, const Real* dy, const Real* x, const Real* y, bool relu,
+                            const Real* gamma, const Real* save_mean, const Real* save_invstd, Real* dx,
+                            Real* dgamma, Real* dbeta, Real* residual_grad) {
+  const std::int64_t count = s.count, ch = s.channels;
+  for (std::int64_t c = 0; c < ch; ++c) {
+    const double mean = save_mean[c], invstd = save_invstd[c];
+    double sum_g = 0.0, sum_gx = 0.0;
+    for (std::int64_t p = 0; p < count; ++p) {
+      const std::int64_t e = p * ch + c;
+      const double g = relu && !(y[e] > Real(0)) ? 0.0 : static_cast<double>(dy[e]);
+      if (residual_grad != nullptr) residual_grad[e] = static_cast<Real>(g);
+      sum_g += g;
+      sum_gx += g * (static_cast<double>(x[e]) - mean) * invstd;
+    }
+    dbeta[c] = static_cast<Real>(sum_g);
+    dgamma[c] = static_cast<Real>(sum_gx);
+    const double k = static_cast<double>(gamma[c]) * invstd / static_cast<double>(count);
+    for (std::int64_t p = 0; p < count; ++p) {
+      const std::int64_t e = p * ch + c;
+      const double g = relu && !(y[e] > Real(0)) ? 0.0 : static_cast<double>(dy[e]);
+      const double xhat = (static_cast<double>(x[e]) - mean) * invstd;
+      dx[e] = static_cast<Real>(k * (static_cast<double>(count) * g - sum_g - xhat * sum_gx));
+    }
+  }
+}
+
+// ---- pooling --------------------------------------------------------------------
+
+template <typename Real>
+void maxpool_forward_cpu(const PoolShape& s, const Real* x, Real* y, std::int64_t* argmax) {
+  const std::int64_t ho = s.out_h(), wo = s.out_w();
+  for (std::int64_t img = 0; img < s.n; ++img) {
+    for (std::int64_t oh = 0; oh < ho; ++oh) {
+      for (std::int64_t ow = 0; ow < wo; ++ow) {
+        for (std::int64_t c = 0; c < s.c; ++c) {
+          Real best = -std::numeric_limits<Real>::infinity();
+          std::int64_t where = -1;
+          for (std::int64_t kh = 0; kh < s.k; ++kh) {
+            const std::int64_t ih = oh * s.stride - s.pad + kh;
+            if (ih < 0 || ih >= s.h) continue;
+            for (std::int64_t kw = 0; kw < s.k; ++kw) {
+              const std::int64_t iw = ow * s.stride - s.pad + kw;
+              if (iw < 0 || iw >= s.w) continue;
+              const std::int64_t e = ((img * s.h + ih) * s.w + iw) * s.c + c;
+              if (x[e] > best || where < 0) {
+                best = x[e];
+                where = e;
+              }
+            }
+          }
+          const std::int64_t o = ((img * ho + oh) * wo + ow) * s.c + c;
+          y[o] = best;
+          argmax[o] = where;
+        }
+      }
+    }
+  }
+}
+
+template <typename Real>
+void maxpool_backward_cpu(const PoolShape& s, const Real* dy, const std::int64_t* argmax, Real* dx) {
+  std::fill(dx, dx + s.n * s.h * s.w * s.c, Real(0));
+  const std::int64_t outputs = s.n * s.out_h() * s.out_w() * s.c;
+  for (std::int64_t o = 0; o < outputs; ++o) dx[argmax[o]] += dy[o];
+}
+
+template <typename Real>
+void avgpool_forward_cpu(std::int64_t n, std::int64_t hw, std::int64_t c, const Real* x, Real* y) {
+  for (std::int64_t img = 0; img < n; ++img) {
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+      double sum = 0.0;
+      for (std::int64_t p = 0; p < hw; ++p) sum += static_cast<double>(x[(img * hw + p) * c + ch]);
+      y[img * c + ch] = static_cast<Real>(sum / static_cast<double>(hw));
+    }
+  }
+}
+
+template <typename Real>
+void avgpool_backward_cpu(std::int64_t n, std::int64_t hw, std::int64_t c, const Real* dy, Real* dx) {
+  const Real inv = Real(1) / static_cast<Real>(hw);
+  for (std::int64_t img = 0; img < n; ++img)
+    for (std::int64_t p = 0; p < hw; ++p)
+      for (std::int64_t ch = 0; ch < c; ++ch) dx[(img * hw + p) * c + ch] = dy[img * c + ch] * inv;
+}
+
+// ---- head -----------------------------------------------------------------------
+
+template <typename Real>
+void linear_forward_cpu(std::int64_t n, std::int64_t in, std::int64_t out, const Real* x, const Real* w,
+                        const Real* b, Real* y) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t o = 0; o < out; ++o) {
+      Real acc = b[o];
+      for (std::int64_t k = 0; k < in; ++k) acc += x[i * in + k] * w[o * in + k];
+      y[i * out + o] = acc;
+    }
+  }
+}
+
+template <typename Real>
+void linear_backward_cpu(std::int64_t n, std::int64_t in, std::int64_t out, const Real* x, const Real* w,
+                         const Real* dy, Real* dx, Real* dw, Real* db) {
+  std::fill(dx, dx + n * in, Real(0));
+  std::fill(dw, dw + out * in, Real(0));
+  std::fill(db, db + out, Real(0));
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t o = 0; o < out; ++o) {
+      const Real g = dy[i * out + o];
+      db[o] += g;
+      for (std::int64_t k = 0; k < in; ++k) {
+        dx[i * in + k] += g * w[o * in + k];
+        dw[o * in + k] += g * x[i * in + k];
+      }
+    }
+  }
+}
+
+template <typename Real>
+void l2norm_forward_cpu(std::int64_t n, std::int64_t d, const Real* x, Real* y) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    double ss = 0.0;
+    for (std::int64_t k = 0; k < d; ++k) ss += static_cast<double>(x[i * d + k]) * static_cast<double>(x[i * d + k]);
+    const double inv = 1.0 / std::max(std::sqrt(ss), 1e-12);
+    for (std::int64_t k = 0; k < d; ++k) y[i * d + k] = static_cast<Real>(static_cast<double>(x[i * d + k]) * inv);
+  }
+}
+
+template <typename Real>
+void l2norm_backward_cpu(std::int64_t n, std::int64_t d, const Real* x, const Real* y, const Real* dy, Real* dx) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    double ss = 0.0, ydy = 0.0;
+    for (std::int64_t k = 0; k < d; ++k) {
+      ss += static_cast<double>(x[i * d + k]) * static_cast<double>(x[i * d + k]);
+      ydy += static_cast<double>(y[i * d + k]) * static_cast<double>(dy[i * d + k]);
+    }
+    const double norm = std::sqrt(ss);
+    for (std::int64_t k = 0; k < d; ++k) {
+      // Below the clamp y = x / 1e-12 is linear in x.
+      dx[i * d + k] = static_cast<Real>(norm > 1e-12 ? (static_cast<double>(dy[i * d + k]) - static_cast<double>(y[i * d + k]) * ydy) / norm
+                                                     : static_cast<double>(dy[i * d + k]) / 1e-12);
+    }
+  }
+}
+
+template <typename Real>
+void sgd_step_cpu(std::int64_t count, Real* w, const Real* grad, Real* buf, Real lr, Real momentum,
+                  Real weight_decay, bool nesterov, bool first) {
+  for (std::int64_t e = 0; e < count; ++e) {
+    const Real g = grad[e] + weight_decay * w[e];
+    const Real b = first ? g : momentum * buf[e] + g;
+    buf[e] = b;
+    w[e] -= lr * (nesterov ? g + momentum * b : b);
+  }
+}
+
+#define NPID_INSTANTIATE_LAYERS(Real)                                                                   \
+  template void conv2d_forward_cpu<Real>(const ConvShape&, const Real*, const Real*, Real*, int);       \
+  template void conv2d_backward_data_cpu<Real>(const ConvShape&, const Real*, const Real*, Real*, int); \
+  template void conv2d_backward_weight_cpu<Real>(const ConvShape&, const Real*, const Real*, Real*, int); \
+  template void batchnorm_train_forward_cpu<Real>(const NormShape&, const Real*, const Real*, const Real*, \
+                                                  Real, Real, Real*, Real*, const Real*, bool, Real*, Real*, \
+                                                  Real*);                                               \
+  template void batchnorm_eval_forward_cpu<Real>(const NormShape&, const Real*, const Real*, const Real*, \
+                                                 const Real*, const Real*, Real, const Real*, bool, Real*); \
+  template void batchnorm_backward_cpu<Real>(const NormShape&, const Real*, const Real*, const Real*, bool, \
+                                             const Real*, const Real*, const Real*, Real*, Real*, Real*, \
+                                             Real*);                                                    \
+  template void maxpool_forward_cpu<Real>(const PoolShape&, const Real*, Real*, std::int64_t*);          \
+  template void maxpool_backward_cpu<Real>(const PoolShape&, const Real*, const std::int64_t*, Real*);   \
+  template void avgpool_forward_cpu<Real>(std::int64_t, std::int64_t, std::int64_t, const Real*, Real*); \
+  template void avgpool_backward_cpu<Real>(std::int64_t, std::int64_t, std::int64_t, const Real*, Real*); \
+  template void linear_forward_cpu<Real>(std::int64_t, std::int64_t, std::int64_t, const Real*, const Real*, \
+                                         const Real*, Real*);                                           \
+  template void linear_backward_cpu<Real>(std::int64_t, std::int64_t, std::int64_t, const Real*, const Real*, \
+                                          const Real*, Real*, Real*, Real*);                            \
+  template void l2norm_forward_cpu<Real>(std::int64_t, std::int64_t, const Real*, Real*);               \
+  template void l2norm_backward_cpu<Real>(std::int64_t, std::int64_t, const Real*, const Real*, const Real*, \
+                                          Real*);                                                       \
+  template void sgd_step_cpu<Real>(std::int64_t, Real*, const Real*, Real*, Real, Real, Real, bool, bool);
+
+NPID_INSTANTIATE_LAYERS(float)
+NPID_INSTANTIATE_LAYERS(double)
+#undef NPID_INSTANTIATE_LAYERS
+
+}  // namespace layers
+}  // namespace npid

@@ -1,0 +1,139 @@
+// ResNet-18's public face: argument checks, the parameter / gradient /
+// statistics buffers, and dispatch to a runner (src/resnet_net.h). The CPU
+// backend runs the layer references; the CUDA backend is not implemented yet.
+#include "npid/resnet.h"
+
+#include <cmath>
+
+#include "core/args.h"
+#include "npid/error.h"
+#include "resnet_net.h"
+
+namespace npid {
+
+const char* to_string(ResNetStem stem) noexcept { return stem == ResNetStem::kCifar ? "cifar" : "imagenet"; }
+
+struct ResNet18::Impl {
+  Context* ctx = nullptr;
+  resnet::NetSpec spec;
+  std::int64_t max_batch = 0;
+  Tensor param_buf, grad_buf, stat_buf;
+  std::unique_ptr<resnet::CpuRunner<float>> cpu;
+  std::int64_t batches_tracked = 0;
+};
+
+ResNet18::ResNet18(Context& ctx, const ResNetConfig& config, std::int64_t max_batch, std::uint64_t seed)
+    : impl_(std::make_unique<Impl>()) {
+  constexpr const char* op = "ResNet18";
+  NPID_CHECK_ARG(max_batch >= 1, op, "max_batch", "expected >= 1, got " << max_batch);
+  impl_->spec = resnet::NetSpec::build(config);
+  if (ctx.is_cuda())
+    throw Error(ErrorKind::kUnsupported,
+                "ResNet18: the CUDA backend (cuDNN graph API) is not implemented yet; use a CPU context");
+  Impl& m = *impl_;
+  m.ctx = &ctx;
+  m.max_batch = max_batch;
+  m.param_buf = Tensor({m.spec.num_params()}, DType::kFloat32, ctx.device());
+  m.grad_buf = Tensor({m.spec.num_params()}, DType::kFloat32, ctx.device());
+  m.stat_buf = Tensor({m.spec.num_stats()}, DType::kFloat32, ctx.device());
+  fill_zero(ctx, m.grad_buf);
+  m.cpu = std::make_unique<resnet::CpuRunner<float>>(m.spec, max_batch, ctx.cpu_threads());
+  initialize(seed);
+}
+
+ResNet18::~ResNet18() = default;
+
+const ResNetConfig& ResNet18::config() const { return impl_->spec.cfg; }
+std::int64_t ResNet18::max_batch() const { return impl_->max_batch; }
+void ResNet18::initialize(std::uint64_t seed) {
+  resnet::initialize(impl_->spec, seed, impl_->param_buf.data_as<float>(), impl_->stat_buf.data_as<float>(),
+                     impl_->ctx->cpu_threads());
+  impl_->batches_tracked = 0;
+}
+const std::vector<ParameterInfo>& ResNet18::parameters() const { return impl_->spec.params; }
+const std::vector<ParameterInfo>& ResNet18::buffers() const { return impl_->spec.bufs; }
+TensorView ResNet18::parameter_buffer() const { return impl_->param_buf.view(); }
+TensorView ResNet18::gradient_buffer() const { return impl_->grad_buf.view(); }
+TensorView ResNet18::buffer_buffer() const { return impl_->stat_buf.view(); }
+std::int64_t ResNet18::num_parameters() const { return impl_->param_buf.numel(); }
+std::int64_t ResNet18::num_batches_tracked() const { return impl_->batches_tracked; }
+
+TensorView ResNet18::tensor(const std::string& name) const {
+  auto it = impl_->spec.by_name.find(name);
+  NPID_CHECK_ARG(it != impl_->spec.by_name.end(), "ResNet18::tensor", "name",
+                 "expected a parameter or buffer name such as 'layer1.0.conv1.weight', got '" << name << "'");
+  const auto& info = it->second.first ? impl_->spec.params[it->second.second] : impl_->spec.bufs[it->second.second];
+  const Tensor& buf = it->second.first ? impl_->param_buf : impl_->stat_buf;
+  return TensorView(buf.data_as<float>() + info.offset, DType::kFloat32, info.storage_shape, buf.device());
+}
+
+void ResNet18::forward(const TensorView& images, const TensorView& embeddings, bool training) {
+  constexpr const char* op = "ResNet18::forward";
+  Impl& m = *impl_;
+  const ResNetConfig& cfg = m.spec.cfg;
+  const std::int64_t s = cfg.image_size;
+  require_present(images, op, "images");
+  require_dtype(images, DType::kFloat32, op, "images");
+  require_on(images, *m.ctx, op, "images");
+  NPID_CHECK_ARG(images.shape.rank() == 4 && images.shape[0] >= 1 && images.shape[0] <= m.max_batch &&
+                     images.shape[1] == s && images.shape[2] == s && images.shape[3] == 3,
+                 op, "images",
+                 "expected NHWC (B, " << s << ", " << s << ", 3) with 1 <= B <= " << m.max_batch
+                                  << ", got " << images.shape.str());
+  const std::int64_t n = images.shape[0];
+  require_tensor(embeddings, DType::kFloat32, {n, cfg.embedding_dim}, *m.ctx, op, "embeddings");
+  require_no_overlap(embeddings, images, op, "embeddings", "images");
+  m.cpu->forward(m.param_buf.data_as<float>(), m.stat_buf.data_as<float>(), static_cast<const float*>(images.data), n,
+                 static_cast<float*>(embeddings.data), training);
+  if (training) ++m.batches_tracked;
+}
+
+void ResNet18::backward(const TensorView& grad_embeddings) {
+  constexpr const char* op = "ResNet18::backward";
+  Impl& m = *impl_;
+  const std::int64_t n = m.cpu->pending_batch();
+  if (n == 0)
+    throw Error(ErrorKind::kInvalidArgument,
+                std::string(op) + ": expected a preceding forward(..., training = true), got none");
+  require_tensor(grad_embeddings, DType::kFloat32, {n, m.spec.cfg.embedding_dim}, *m.ctx, op, "grad_embeddings");
+  m.cpu->backward(m.param_buf.data_as<float>(), m.grad_buf.data_as<float>(),
+                  static_cast<const float*>(grad_embeddings.data));
+}
+
+// ---- SGD ---------------------------------------------------------------------
+
+void sgd_step(Context& ctx, const SgdConfig& config, float lr, const TensorView& params, const TensorView& grads,
+              const TensorView& momentum_buffer, bool first_step) {
+  constexpr const char* op = "sgd_step";
+  NPID_CHECK_ARG(std::isfinite(lr) && lr >= 0.f, op, "lr", "expected a finite lr >= 0, got " << lr);
+  NPID_CHECK_ARG(config.momentum >= 0.f, op, "momentum", "expected >= 0, got " << config.momentum);
+  NPID_CHECK_ARG(config.weight_decay >= 0.f, op, "weight_decay", "expected >= 0, got " << config.weight_decay);
+  NPID_CHECK_ARG(!config.nesterov || config.momentum > 0.f, op, "nesterov",
+                 "expected momentum > 0 with Nesterov, got " << config.momentum);
+  require_present(params, op, "params");
+  require_rank(params, 1, op, "params");
+  const Shape shape{params.shape[0]};
+  require_tensor(params, DType::kFloat32, shape, ctx, op, "params");
+  require_tensor(grads, DType::kFloat32, shape, ctx, op, "grads");
+  require_tensor(momentum_buffer, DType::kFloat32, shape, ctx, op, "momentum_buffer");
+  require_no_overlap(params, grads, op, "params", "grads");
+  require_no_overlap(momentum_buffer, params, op, "momentum_buffer", "params");
+  require_no_overlap(momentum_buffer, grads, op, "momentum_buffer", "grads");
+  if (ctx.is_cuda())
+    throw Error(ErrorKind::kUnsupported, "sgd_step: the CUDA kernel is not implemented yet; use a CPU context");
+  layers::sgd_step_cpu(shape[0], static_cast<float*>(params.data), static_cast<const float*>(grads.data),
+                       static_cast<float*>(momentum_buffer.data), lr, config.momentum, config.weight_decay,
+                       config.nesterov, first_step);
+}
+
+Sgd::Sgd(Context& ctx, const SgdConfig& config, std::int64_t count)
+    : ctx_(&ctx), config_(config), buffer_({count}, DType::kFloat32, ctx.device()) {
+  fill_zero(ctx, buffer_);
+}
+
+void Sgd::step(const TensorView& params, const TensorView& grads, float lr) {
+  sgd_step(*ctx_, config_, lr, params, grads, buffer_, !started_);
+  started_ = true;
+}
+
+}  // namespace npid
