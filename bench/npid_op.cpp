@@ -4,7 +4,7 @@
 // on exactly those inputs and writes the outputs back (equivalence), then times
 // the op as training runs it (warm-up, then CUDA events per iteration; median).
 //
-//   npid_op nce|softmax --dir DIR [--device cpu|cuda] [--warmup 5] [--iters 50]
+//   npid_op nce|softmax|resnet --dir DIR [--device cpu|cuda] [--warmup 5] [--iters 50]
 //
 // DIR holds meta.txt ("key value" lines: B D N tau momentum lambda, for nce
 // also K z, optional bf16 = 1 to store the bank as bfloat16) and raw
@@ -18,6 +18,14 @@
 // loop draws them in-kernel (the baseline draws them with torch.randint inside
 // its loop). softmax: equivalence in exact fp32 math, timing with TF32 GEMMs
 // (the baseline is timed with TF32 matmuls too).
+//
+// resnet: meta.txt holds stem (0 cifar, 1 imagenet) width D S B seed tf32
+// lr; images.f32 (B,S,S,3) NHWC and grad.f32 (B,D). One training forward and
+// backward at exact fp32 (tf32 = 0 for equivalence) writes emb.f32 (B,D),
+// params.f32 and grads.f32 (flat, our storage order: conv weights
+// (O,KH,KW,I)), stats.f32 (running statistics after the step) and layout.txt
+// ("name offset numel d0 d1 ... | s0 s1 ..." per tensor: logical | storage
+// shape); then times forward + backward + SGD steps with tf32 as given.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -237,11 +245,73 @@ int run_softmax(const std::string& dir, Context& ctx, int warmup, int iters) {
   return 0;
 }
 
+int run_resnet(const std::string& dir, Context& ctx, int warmup, int iters) {
+  const auto meta = read_meta(dir + "/meta.txt", {"stem", "width", "D", "S", "B", "seed", "tf32", "lr"});
+  ResNetConfig cfg;
+  cfg.stem = meta.at("stem") != 0 ? ResNetStem::kImageNet : ResNetStem::kCifar;
+  cfg.width = static_cast<std::int64_t>(meta.at("width"));
+  cfg.embedding_dim = static_cast<std::int64_t>(meta.at("D"));
+  cfg.image_size = static_cast<std::int64_t>(meta.at("S"));
+  const auto B = static_cast<std::int64_t>(meta.at("B")), S = cfg.image_size, D = cfg.embedding_dim;
+  const Device dev = ctx.device();
+  auto images_h = read_array<float>(dir + "/images.f32", B * S * S * 3);
+  auto grad_h = read_array<float>(dir + "/grad.f32", B * D);
+  Tensor images({B, S, S, 3}, DType::kFloat32, dev), grad({B, D}, DType::kFloat32, dev), emb({B, D}, DType::kFloat32, dev);
+  copy(ctx, images, view(images_h.data(), {B, S, S, 3}));
+  copy(ctx, grad, view(grad_h.data(), {B, D}));
+
+  // 1. Equivalence at exact fp32.
+  cfg.tf32_convolutions = false;
+  {
+    ResNet18 net(ctx, cfg, B, static_cast<std::uint64_t>(meta.at("seed")));
+    std::vector<float> params(static_cast<std::size_t>(net.num_parameters()));
+    copy(ctx, view(params.data(), {net.num_parameters()}), net.parameter_buffer());  // before the step
+    net.forward(images, emb, true);
+    net.backward(grad);
+    std::vector<float> emb_h(B * D), grads(params.size()), stats(static_cast<std::size_t>(net.buffer_buffer().numel()));
+    copy(ctx, view(emb_h.data(), {B, D}), emb);
+    copy(ctx, view(grads.data(), {net.num_parameters()}), net.gradient_buffer());
+    copy(ctx, view(stats.data(), {static_cast<std::int64_t>(stats.size())}), net.buffer_buffer());
+    write_array(dir + "/emb.f32", emb_h);
+    write_array(dir + "/params.f32", params);
+    write_array(dir + "/grads.f32", grads);
+    write_array(dir + "/stats.f32", stats);
+    FILE* f = std::fopen((dir + "/layout.txt").c_str(), "w");
+    if (f == nullptr) throw Error(ErrorKind::kIo, "npid_op: cannot write layout.txt");
+    auto write = [f](const ParameterInfo& p, const char* kind) {
+      std::fprintf(f, "%s %s %lld %lld", kind, p.name.c_str(), static_cast<long long>(p.offset),
+                   static_cast<long long>(p.numel));
+      for (int k = 0; k < p.shape.rank(); ++k) std::fprintf(f, " %lld", static_cast<long long>(p.shape[k]));
+      std::fprintf(f, " |");
+      for (int k = 0; k < p.storage_shape.rank(); ++k)
+        std::fprintf(f, " %lld", static_cast<long long>(p.storage_shape[k]));
+      std::fprintf(f, "\n");
+    };
+    for (const ParameterInfo& p : net.parameters()) write(p, "param");
+    for (const ParameterInfo& p : net.buffers()) write(p, "buffer");
+    std::fclose(f);
+  }
+
+  // 2. Timing: forward + backward + SGD, convolutions as the meta says.
+  cfg.tf32_convolutions = meta.at("tf32") != 0;
+  ResNet18 net(ctx, cfg, B, static_cast<std::uint64_t>(meta.at("seed")));
+  Sgd sgd(ctx, SgdConfig{}, net.num_parameters());
+  const float lr = static_cast<float>(meta.at("lr"));
+  const auto ms = time_steps(ctx, warmup, iters, [&](int) {
+    net.forward(images, emb, true);
+    net.backward(grad);
+    sgd.step(net.parameter_buffer(), net.gradient_buffer(), lr);
+  });
+  write_timing(dir, "resnet_step", ctx, ms);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || (std::strcmp(argv[1], "nce") != 0 && std::strcmp(argv[1], "softmax") != 0)) {
-    std::fprintf(stderr, "usage: %s nce|softmax --dir DIR [--device cpu|cuda|auto] [--warmup W] [--iters N]\n",
+  if (argc < 2 || (std::strcmp(argv[1], "nce") != 0 && std::strcmp(argv[1], "softmax") != 0 &&
+                    std::strcmp(argv[1], "resnet") != 0)) {
+    std::fprintf(stderr, "usage: %s nce|softmax|resnet --dir DIR [--device cpu|cuda|auto] [--warmup W] [--iters N]\n",
                  argv[0]);
     return 2;
   }
@@ -266,6 +336,7 @@ int main(int argc, char** argv) {
   try {
     const bool cuda = device == "cuda" || (device == "auto" && cuda_available());
     Context ctx = cuda ? Context::cuda() : Context::cpu();
+    if (op == "resnet") return run_resnet(dir, ctx, warmup, iters);
     return op == "nce" ? run_nce(dir, ctx, warmup, iters) : run_softmax(dir, ctx, warmup, iters);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "npid_op: %s\n", e.what());

@@ -1,6 +1,6 @@
 // kernels/resnet_layers.h -- the ResNet-18 layer family's internal interface:
-// CPU references (resnet_layers_cpu.cpp) of every layer, forward and
-// backward, on raw pointers. Templated on the real type so that the finite-
+// CPU references (resnet_layers_cpu.cpp) and CUDA launchers (resnet_layers.cu)
+// of every layer, forward and backward, on raw pointers. Templated on the real type so that the finite-
 // difference tests run them in double; the library instantiates float.
 //
 // Layouts (the same on every backend):
@@ -12,7 +12,11 @@
 // Backward functions overwrite their outputs (no accumulation) unless noted.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+
+#include "common/hostdevice.h"
+#include "npid/context.h"
 
 namespace npid {
 namespace layers {
@@ -20,9 +24,9 @@ namespace layers {
 struct ConvShape {
   std::int64_t n = 0, h = 0, w = 0, c = 0;  // input (N, H, W, C)
   std::int64_t out_c = 0, k = 1, stride = 1, pad = 0;
-  std::int64_t out_h() const { return (h + 2 * pad - k) / stride + 1; }
-  std::int64_t out_w() const { return (w + 2 * pad - k) / stride + 1; }
-  std::int64_t weight_size() const { return out_c * k * k * c; }
+  NPID_HD std::int64_t out_h() const { return (h + 2 * pad - k) / stride + 1; }
+  NPID_HD std::int64_t out_w() const { return (w + 2 * pad - k) / stride + 1; }
+  NPID_HD std::int64_t weight_size() const { return out_c * k * k * c; }
 };
 
 // y (N, Ho, Wo, O) = conv(x, w) by im2col + GEMM; threads over images.
@@ -68,8 +72,8 @@ void batchnorm_backward_cpu(const NormShape& s, const Real* dy, const Real* x, c
 struct PoolShape {
   std::int64_t n = 0, h = 0, w = 0, c = 0;
   std::int64_t k = 3, stride = 2, pad = 1;
-  std::int64_t out_h() const { return (h + 2 * pad - k) / stride + 1; }
-  std::int64_t out_w() const { return (w + 2 * pad - k) / stride + 1; }
+  NPID_HD std::int64_t out_h() const { return (h + 2 * pad - k) / stride + 1; }
+  NPID_HD std::int64_t out_w() const { return (w + 2 * pad - k) / stride + 1; }
 };
 template <typename Real>
 void maxpool_forward_cpu(const PoolShape& s, const Real* x, Real* y, std::int64_t* argmax);
@@ -102,6 +106,39 @@ void l2norm_backward_cpu(std::int64_t n, std::int64_t d, const Real* x, const Re
 template <typename Real>
 void sgd_step_cpu(std::int64_t count, Real* w, const Real* grad, Real* buf, Real lr, Real momentum,
                   Real weight_decay, bool nesterov, bool first);
+
+// ---- CUDA (kernels/resnet_layers.cu) ---------------------------------------------
+// Same contracts, float, on ctx.stream(); deterministic (fixed reduction
+// orders, no atomics). Convolutions are cuDNN graphs (kernels/cudnn_conv.h);
+// the head's GEMMs are cuBLAS calls made by the network runner.
+
+// Scratch bytes the BatchNorm launchers need for this shape.
+std::size_t batchnorm_cuda_workspace_bytes(const NormShape& s);
+
+void launch_batchnorm_train_forward(Context& ctx, const NormShape& s, const float* x, const float* gamma,
+                                    const float* beta, float eps, float momentum, float* running_mean,
+                                    float* running_var, const float* residual, bool relu, float* y, float* save_mean,
+                                    float* save_invstd, void* workspace);
+void launch_batchnorm_eval_forward(Context& ctx, const NormShape& s, const float* x, const float* gamma,
+                                   const float* beta, const float* running_mean, const float* running_var, float eps,
+                                   const float* residual, bool relu, float* y, void* workspace);
+void launch_batchnorm_backward(Context& ctx, const NormShape& s, const float* dy, const float* x, const float* y,
+                               bool relu, const float* gamma, const float* save_mean, const float* save_invstd,
+                               float* dx, float* dgamma, float* dbeta, float* residual_grad, void* workspace);
+void launch_maxpool_forward(Context& ctx, const PoolShape& s, const float* x, float* y, std::int64_t* argmax);
+void launch_maxpool_backward(Context& ctx, const PoolShape& s, const float* dy, const std::int64_t* argmax, float* dx);
+void launch_avgpool_forward(Context& ctx, std::int64_t n, std::int64_t hw, std::int64_t c, const float* x, float* y);
+void launch_avgpool_backward(Context& ctx, std::int64_t n, std::int64_t hw, std::int64_t c, const float* dy, float* dx);
+void launch_l2norm_forward(Context& ctx, std::int64_t n, std::int64_t d, const float* x, float* y);
+void launch_l2norm_backward(Context& ctx, std::int64_t n, std::int64_t d, const float* x, const float* y,
+                            const float* dy, float* dx);
+// y (n, d) += bias (d);  db (d) = column sums of dy (n, d).
+void launch_add_bias(Context& ctx, std::int64_t n, std::int64_t d, const float* bias, float* y);
+void launch_bias_grad(Context& ctx, std::int64_t n, std::int64_t d, const float* dy, float* db);
+// dst += src, elementwise.
+void launch_add(Context& ctx, std::int64_t count, const float* src, float* dst);
+void launch_sgd_step(Context& ctx, std::int64_t count, float* w, const float* grad, float* buf, float lr,
+                     float momentum, float weight_decay, bool nesterov, bool first);
 
 }  // namespace layers
 }  // namespace npid

@@ -1,12 +1,13 @@
 // ResNet-18's public face: argument checks, the parameter / gradient /
-// statistics buffers, and dispatch to a runner (src/resnet_net.h). The CPU
-// backend runs the layer references; the CUDA backend is not implemented yet.
+// statistics buffers on the context's device, and dispatch to a runner
+// (src/resnet_net.h): CpuRunner<float> or CudaRunner.
 #include "npid/resnet.h"
 
 #include <cmath>
 
 #include "core/args.h"
 #include "npid/error.h"
+#include "resnet_layers.h"
 #include "resnet_net.h"
 
 namespace npid {
@@ -17,9 +18,12 @@ struct ResNet18::Impl {
   Context* ctx = nullptr;
   resnet::NetSpec spec;
   std::int64_t max_batch = 0;
-  Tensor param_buf, grad_buf, stat_buf;
+  Tensor param_buf, grad_buf, stat_buf;  // on the context's device
   std::unique_ptr<resnet::CpuRunner<float>> cpu;
+  std::unique_ptr<resnet::CudaRunner> cuda;
   std::int64_t batches_tracked = 0;
+
+  std::int64_t pending() const { return cuda ? cuda->pending_batch() : cpu->pending_batch(); }
 };
 
 ResNet18::ResNet18(Context& ctx, const ResNetConfig& config, std::int64_t max_batch, std::uint64_t seed)
@@ -27,9 +31,6 @@ ResNet18::ResNet18(Context& ctx, const ResNetConfig& config, std::int64_t max_ba
   constexpr const char* op = "ResNet18";
   NPID_CHECK_ARG(max_batch >= 1, op, "max_batch", "expected >= 1, got " << max_batch);
   impl_->spec = resnet::NetSpec::build(config);
-  if (ctx.is_cuda())
-    throw Error(ErrorKind::kUnsupported,
-                "ResNet18: the CUDA backend (cuDNN graph API) is not implemented yet; use a CPU context");
   Impl& m = *impl_;
   m.ctx = &ctx;
   m.max_batch = max_batch;
@@ -37,7 +38,11 @@ ResNet18::ResNet18(Context& ctx, const ResNetConfig& config, std::int64_t max_ba
   m.grad_buf = Tensor({m.spec.num_params()}, DType::kFloat32, ctx.device());
   m.stat_buf = Tensor({m.spec.num_stats()}, DType::kFloat32, ctx.device());
   fill_zero(ctx, m.grad_buf);
-  m.cpu = std::make_unique<resnet::CpuRunner<float>>(m.spec, max_batch, ctx.cpu_threads());
+  if (ctx.is_cuda()) {
+    m.cuda = std::make_unique<resnet::CudaRunner>(ctx, m.spec, max_batch);
+  } else {
+    m.cpu = std::make_unique<resnet::CpuRunner<float>>(m.spec, max_batch, ctx.cpu_threads());
+  }
   initialize(seed);
 }
 
@@ -46,9 +51,16 @@ ResNet18::~ResNet18() = default;
 const ResNetConfig& ResNet18::config() const { return impl_->spec.cfg; }
 std::int64_t ResNet18::max_batch() const { return impl_->max_batch; }
 void ResNet18::initialize(std::uint64_t seed) {
-  resnet::initialize(impl_->spec, seed, impl_->param_buf.data_as<float>(), impl_->stat_buf.data_as<float>(),
-                     impl_->ctx->cpu_threads());
-  impl_->batches_tracked = 0;
+  Impl& m = *impl_;
+  if (m.ctx->is_cuda()) {  // drawn on the host (the same values), then uploaded
+    std::vector<float> p(static_cast<std::size_t>(m.spec.num_params())), s(static_cast<std::size_t>(m.spec.num_stats()));
+    resnet::initialize(m.spec, seed, p.data(), s.data(), m.ctx->cpu_threads());
+    copy(*m.ctx, m.param_buf, view(p.data(), {m.spec.num_params()}));
+    copy(*m.ctx, m.stat_buf, view(s.data(), {m.spec.num_stats()}));
+  } else {
+    resnet::initialize(m.spec, seed, m.param_buf.data_as<float>(), m.stat_buf.data_as<float>(), m.ctx->cpu_threads());
+  }
+  m.batches_tracked = 0;
 }
 const std::vector<ParameterInfo>& ResNet18::parameters() const { return impl_->spec.params; }
 const std::vector<ParameterInfo>& ResNet18::buffers() const { return impl_->spec.bufs; }
@@ -83,21 +95,30 @@ void ResNet18::forward(const TensorView& images, const TensorView& embeddings, b
   const std::int64_t n = images.shape[0];
   require_tensor(embeddings, DType::kFloat32, {n, cfg.embedding_dim}, *m.ctx, op, "embeddings");
   require_no_overlap(embeddings, images, op, "embeddings", "images");
-  m.cpu->forward(m.param_buf.data_as<float>(), m.stat_buf.data_as<float>(), static_cast<const float*>(images.data), n,
-                 static_cast<float*>(embeddings.data), training);
+  const auto* x = static_cast<const float*>(images.data);
+  auto* e = static_cast<float*>(embeddings.data);
+  if (m.cuda) {
+    m.cuda->forward(m.param_buf.data_as<float>(), m.stat_buf.data_as<float>(), x, n, e, training);
+  } else {
+    m.cpu->forward(m.param_buf.data_as<float>(), m.stat_buf.data_as<float>(), x, n, e, training);
+  }
   if (training) ++m.batches_tracked;
 }
 
 void ResNet18::backward(const TensorView& grad_embeddings) {
   constexpr const char* op = "ResNet18::backward";
   Impl& m = *impl_;
-  const std::int64_t n = m.cpu->pending_batch();
+  const std::int64_t n = m.pending();
   if (n == 0)
     throw Error(ErrorKind::kInvalidArgument,
                 std::string(op) + ": expected a preceding forward(..., training = true), got none");
   require_tensor(grad_embeddings, DType::kFloat32, {n, m.spec.cfg.embedding_dim}, *m.ctx, op, "grad_embeddings");
-  m.cpu->backward(m.param_buf.data_as<float>(), m.grad_buf.data_as<float>(),
-                  static_cast<const float*>(grad_embeddings.data));
+  const auto* g = static_cast<const float*>(grad_embeddings.data);
+  if (m.cuda) {
+    m.cuda->backward(m.param_buf.data_as<float>(), m.grad_buf.data_as<float>(), g);
+  } else {
+    m.cpu->backward(m.param_buf.data_as<float>(), m.grad_buf.data_as<float>(), g);
+  }
 }
 
 // ---- SGD ---------------------------------------------------------------------
@@ -119,11 +140,15 @@ void sgd_step(Context& ctx, const SgdConfig& config, float lr, const TensorView&
   require_no_overlap(params, grads, op, "params", "grads");
   require_no_overlap(momentum_buffer, params, op, "momentum_buffer", "params");
   require_no_overlap(momentum_buffer, grads, op, "momentum_buffer", "grads");
-  if (ctx.is_cuda())
-    throw Error(ErrorKind::kUnsupported, "sgd_step: the CUDA kernel is not implemented yet; use a CPU context");
-  layers::sgd_step_cpu(shape[0], static_cast<float*>(params.data), static_cast<const float*>(grads.data),
-                       static_cast<float*>(momentum_buffer.data), lr, config.momentum, config.weight_decay,
-                       config.nesterov, first_step);
+  auto* w = static_cast<float*>(params.data);
+  const auto* g = static_cast<const float*>(grads.data);
+  auto* buf = static_cast<float*>(momentum_buffer.data);
+  if (ctx.is_cuda()) {
+    layers::launch_sgd_step(ctx, shape[0], w, g, buf, lr, config.momentum, config.weight_decay, config.nesterov,
+                            first_step);
+  } else {
+    layers::sgd_step_cpu(shape[0], w, g, buf, lr, config.momentum, config.weight_decay, config.nesterov, first_step);
+  }
 }
 
 Sgd::Sgd(Context& ctx, const SgdConfig& config, std::int64_t count)

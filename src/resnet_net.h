@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -108,6 +109,26 @@ class CpuRunner {
 
 extern template class CpuRunner<float>;
 extern template class CpuRunner<double>;
+
+// The same network on CUDA (src/resnet_cuda.cpp): device pointers throughout,
+// work on ctx.stream(). Convolution plans for max_batch are built at
+// construction, so steady-state steps at that batch allocate nothing.
+class CudaRunner {
+ public:
+  CudaRunner(Context& ctx, const NetSpec& spec, std::int64_t max_batch);
+  ~CudaRunner();
+  CudaRunner(const CudaRunner&) = delete;
+  CudaRunner& operator=(const CudaRunner&) = delete;
+  void forward(const float* params, float* stats, const float* images, std::int64_t n, float* embeddings,
+               bool training);
+  void backward(const float* params, float* grads, const float* grad_embeddings);
+  std::int64_t pending_batch() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace resnet
 }  // namespace npid

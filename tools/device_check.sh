@@ -6,12 +6,12 @@
 #   1. device facts (nvidia-smi)
 #   2. CPU tests and GPU tests (every CUDA op against its CPU reference)
 #   3. compute-sanitizer memcheck (and racecheck on a small case) on the GPU tests
-#   4. bench_nce_kernel and bench_softmax_criterion (Google Benchmark JSON)
+#   4. bench_nce_kernel, bench_softmax_criterion, bench_resnet18 (Google Benchmark JSON)
 #   5. the example training run on CUDA
 #   6. tools/side_by_side.sh, when it exists (PyTorch baselines)
 # Writes to $OUT (or $1): summary.md, device_check.json, bench_nce.json,
-# bench_softmax.json, side_by_side.{md,json} and logs.txt (every step's
-# output, in order).
+# bench_softmax.json, bench_resnet.json, side_by_side.{md,json} and logs.txt
+# (every step's output, in order): 8 files, the most that come back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-device_check_out}}
@@ -70,6 +70,8 @@ step bench_nce 300 logs.txt "$BIN/bench_nce_kernel" \
      --benchmark_out="$OUT/bench_nce.json" --benchmark_out_format=json
 step bench_softmax 300 logs.txt "$BIN/bench_softmax_criterion" \
      --benchmark_out="$OUT/bench_softmax.json" --benchmark_out_format=json
+step bench_resnet 300 logs.txt "$BIN/bench_resnet18" --benchmark_filter=Gpu \
+     --benchmark_out="$OUT/bench_resnet.json" --benchmark_out_format=json
 step example_cuda 120 logs.txt "$BIN/nce_training" --device cuda --steps 300
 if [ -x tools/side_by_side.sh ]; then
   # Real CIFAR-10 for the training pair when the bundle carries it.
@@ -95,7 +97,7 @@ def load(name):
 def short(name):
     return re.sub(r"/(min_time:[0-9.]+|manual_time)", "", name)
 
-nce, softmax = load("bench_nce.json"), load("bench_softmax.json")
+nce, softmax, resnet = load("bench_nce.json"), load("bench_softmax.json"), load("bench_resnet.json")
 lines = [f"# device_check: {device}", "", f"commit: {commit}", "", "| step | status | seconds |", "|---|---|---|"]
 for k, (s, t) in sorted(status.items()):
     lines.append(f"| {k} | {s} | {t} |")
@@ -121,11 +123,18 @@ if softmax:
     for b in softmax:
         lines.append(f"| {short(b['name'])} | {b['real_time']:.1f} {b['time_unit']} | {b.get('TFLOPs', 0):.1f} | "
                      f"{b.get('gemm_TFLOPs', 0):.1f} | {b.get('frac_gemm', 0):.2f} | {b.get('chunk', 0):.0f} |")
+if resnet:
+    lines += ["", "## bench_resnet18 (forward + backward + SGD, TF32 convolutions)", "",
+              "| benchmark | time per step | images/s | TFLOP/s (3x forward) |", "|---|---|---|---|"]
+    for b in resnet:
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {b.get('images_per_s', 0):.0f} | "
+                     f"{b.get('TFLOPs', 0):.1f} |")
 sbs = os.path.join(out, "side_by_side.md")
 if os.path.exists(sbs):
     lines += ["", open(sbs).read()]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
-json.dump({"device": device, "commit": commit, "steps": status, "bench_nce": nce, "bench_softmax": softmax},
+json.dump({"device": device, "commit": commit, "steps": status, "bench_nce": nce, "bench_softmax": softmax,
+           "bench_resnet": resnet},
           open(os.path.join(out, "device_check.json"), "w"), indent=1)
 print("\n".join(lines))
 PY

@@ -2,11 +2,12 @@
 # Installs the build and test dependencies from Debian (when missing) and
 # checks for the CUDA toolkit. Safe to re-run.
 set -euo pipefail
-# --with-torch also installs Debian's CPU-only PyTorch for the side-by-side
-# harness test (optional: that test is skipped without it).
+# --with-torch also installs Debian's CPU-only PyTorch and torchvision for the
+# side-by-side harness test (optional: that test is skipped without them).
 need=()
 if [ "${1:-}" = "--with-torch" ]; then
-  /usr/bin/python3 -c "import torch, numpy" 2>/dev/null || need+=(python3-torch python3-numpy)
+  /usr/bin/python3 -c "import torch, numpy, torchvision" 2>/dev/null ||
+    need+=(python3-torch python3-numpy python3-torchvision python3-pil)
 fi
 command -v cmake >/dev/null || need+=(cmake)
 command -v ninja >/dev/null || need+=(ninja-build)

@@ -54,6 +54,10 @@ CONFIGS = {
     "knn": ([dict(label="cifar 10k x 50k k=200", Q=10000, N=50000, D=128, k=200, C=10),
              dict(label="imagenet 50k x 1.28M k=200", Q=50000, N=1281167, D=128, k=200, C=1000)],
             [dict(label="small 200 x 2000 k=20", Q=200, N=2000, D=128, k=20, C=10)]),
+    "resnet": ([dict(label="cifar width 64, 32x32, B=256, TF32", stem="cifar", width=64, S=32, B=256),
+                dict(label="imagenet width 64, 224x224, B=64, TF32", stem="imagenet", width=64, S=224, B=64)],
+               [dict(label="small cifar width 64, 16x16, B=2", stem="cifar", width=64, S=16, B=2),
+                dict(label="small imagenet width 4, 32x32, B=3", stem="imagenet", width=4, S=32, B=3)]),
     "train": ([dict(label="cifar NCE K=4096 B=128", criterion="nce", B=128, K=4096, steps=40, warmup=8),
                dict(label="cifar softmax B=128", criterion="softmax", B=128, K=0, steps=40, warmup=8)],
               [dict(label="small NCE K=64 B=8", criterion="nce", B=8, K=64, steps=2, warmup=1, N=64),
@@ -217,6 +221,95 @@ def pair_softmax(cfg, args, device, timer):
     return res
 
 
+def pair_resnet(cfg, args, device, timer):
+    """ResNet-18 forward+backward+SGD. Equivalence at exact fp32 on both sides:
+    our weights load into the PyTorch module (and, at width 64, into
+    torchvision's resnet18 itself); embeddings, every parameter gradient and
+    the running statistics after one training step are compared. Timing:
+    TF32 convolutions on both sides, channels_last on PyTorch's."""
+    import numpy as np
+    import resnet_torch as rt
+    stem, width, s, b, d = cfg["stem"], cfg["width"], cfg["S"], cfg["B"], 128
+    g = torch.Generator().manual_seed(99)
+    images = torch.randn(b, s, s, 3, generator=g)  # NHWC
+    grad = torch.randn(b, d, generator=g)
+    res = {"rate_unit": "images/s", "work": b, "theirs": {}}
+    with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
+        meta = dict(stem=0 if stem == "cifar" else 1, width=width, D=d, S=s, B=b, seed=3,
+                    tf32=1 if device == "cuda" else 0, lr=0.03)
+        with open(os.path.join(folder, "meta.txt"), "w") as f:
+            for key, val in meta.items():
+                f.write(f"{key} {val!r}\n")
+        images.numpy().tofile(os.path.join(folder, "images.f32"))
+        grad.numpy().tofile(os.path.join(folder, "grad.f32"))
+        proc = subprocess.run([args.npid_op, "resnet", "--dir", folder, "--device", device,
+                               "--warmup", str(min(args.warmup, 3)), "--iters", str(min(args.iters, 10))],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            res["error"] = f"npid_op failed ({proc.returncode}): {proc.stderr.strip()}"
+            return res
+        rd = lambda name: torch.from_numpy(np.fromfile(os.path.join(folder, name), dtype=np.float32))
+        layout = rt.read_layout(os.path.join(folder, "layout.txt"))
+        params, grads, stats, emb = rd("params.f32"), rd("grads.f32"), rd("stats.f32"), rd("emb.f32").view(b, d)
+        res["ours_ms"] = json.load(open(os.path.join(folder, "timing.json")))["median_ms"]
+
+    # The initial running statistics (0, 1) go in; ours after the step come out.
+    init_stats = torch.cat([torch.zeros(r[3]) if r[1].endswith("mean") else torch.ones(r[3])
+                            for r in layout if r[0] == "buffer"])
+    state = rt.state_from_npid(layout, params, init_stats)
+    models = {"pytorch": rt.ResNet18Embedding(stem, width, d)}
+    if width == 64:
+        models["torchvision"] = rt.torchvision_embedding(stem, d)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for name, model in models.items():
+        entry = {"what": {"pytorch": "PyTorch module written from the reference doc, torchvision names",
+                          "torchvision": "torchvision.models.resnet18 itself, our weights loaded strictly"}[name]}
+        try:
+            prefix = "net." if name == "torchvision" else ""
+            model.load_state_dict({prefix + k: v for k, v in state.items()}, strict=True)
+            model = model.to(device).train()
+            x = images.permute(0, 3, 1, 2).to(device)
+            out = model(x)
+            (out * grad.to(device)).sum().backward()
+            ours_grads = rt.state_from_npid(layout, grads, init_stats)
+            theirs = dict(model.named_parameters())
+            g_ours = torch.cat([ours_grads[k].flatten() for k in ours_grads if prefix + k in theirs])
+            g_theirs = torch.cat([theirs[prefix + k].grad.detach().cpu().flatten() for k in ours_grads
+                                  if prefix + k in theirs])
+            buffers = dict(model.named_buffers())
+            st_ours = rt.state_from_npid(layout, params, stats)
+            s_ours = torch.cat([st_ours[k].flatten() for k in st_ours if "running" in k])
+            s_theirs = torch.cat([buffers[prefix + k].detach().cpu().flatten() for k in st_ours if "running" in k])
+            c = {"loss_rel": rel(emb, out.detach().cpu()), "grad_rel": rel(g_ours, g_theirs),
+                 "rows_max_abs": float((s_ours - s_theirs).abs().max())}
+            c["ok"] = c["loss_rel"] < 1e-4 and c["grad_rel"] < 1e-3 and c["rows_max_abs"] < 1e-4
+            c["against"] = "ours (emb, grads, running stats)"
+            entry["check"] = c
+            if c["ok"] and name == "pytorch":
+                torch.backends.cudnn.allow_tf32 = device == "cuda"
+                torch.backends.cuda.matmul.allow_tf32 = device == "cuda"
+                model = rt.ResNet18Embedding(stem, width, d).to(device).train()
+                xt, gt = images.permute(0, 3, 1, 2).to(device), grad.to(device)
+                if device == "cuda":
+                    model = model.to(memory_format=torch.channels_last)
+                    xt = xt.contiguous(memory_format=torch.channels_last)
+                opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
+
+                def step():
+                    opt.zero_grad(set_to_none=True)
+                    (model(xt) * gt).sum().backward()
+                    opt.step()
+                entry["ms"] = timer.median_ms(step, min(args.warmup, 3), min(args.iters, 10))
+                entry["rate"] = b / entry["ms"] * 1e3
+        except Exception as e:
+            entry["error"] = f"{type(e).__name__}: {e}"
+        res["theirs"][name] = entry
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return res
+
+
 def pair_knn(cfg, args, device, timer):
     """Baseline only until the fused kNN lands (issue 7)."""
     q, n, d, k, c = cfg["Q"], cfg["N"], cfg["D"], cfg["k"], cfg["C"]
@@ -262,7 +355,7 @@ def pair_train(cfg, args, device, timer):
     return res
 
 
-PAIRS = {"nce": pair_nce, "softmax": pair_softmax, "knn": pair_knn, "train": pair_train}
+PAIRS = {"nce": pair_nce, "softmax": pair_softmax, "resnet": pair_resnet, "knn": pair_knn, "train": pair_train}
 
 
 # ---- report ------------------------------------------------------------------
@@ -311,7 +404,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--pairs", default="nce,softmax,knn,train")
+    ap.add_argument("--pairs", default="nce,softmax,resnet,knn,train")
     ap.add_argument("--data", default=None, help="image folder for the training pair (e.g. CIFAR-10 train/)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)

@@ -14,8 +14,10 @@
 // format -- to match the NHWC activations; an exporter to PyTorch permutes them.
 //
 // Activations are NHWC float32. Backends: the CPU reference (every layer in
-// kernels/resnet_layers_cpu.cpp, threaded); the CUDA backend (cuDNN graph API)
-// is not implemented yet and a CUDA context is rejected with kUnsupported.
+// kernels/resnet_layers_cpu.cpp, threaded) and CUDA (convolutions through
+// cuDNN's graph API, our BatchNorm / pooling / normalization kernels, the head
+// on cuBLAS). On CUDA the parameter, gradient and statistics buffers are
+// device memory; images and embeddings must be on the context's device.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +41,9 @@ struct ResNetConfig {
   std::int64_t image_size = 32;     // input height = width
   float bn_eps = 1e-5f;
   float bn_momentum = 0.1f;         // running = (1 - m) running + m batch
+  // CUDA: let cuDNN run convolutions on TF32 tensor cores (fp32 storage and
+  // accumulation, ~1e-3 relative error); false restricts it to exact fp32.
+  bool tf32_convolutions = true;
 };
 
 struct ParameterInfo {

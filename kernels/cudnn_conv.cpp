@@ -1,0 +1,271 @@
+// cudnn_conv.cpp -- convolution plans on cuDNN's graph (backend) API.
+//
+// Graph per call kind: tensors X (N, C, H, W), W (O, I, KH, KW), Y (N, O, Ho, Wo)
+// with NHWC / channels-last strides; one convolution operation; heuristics
+// (mode A, then FALLBACK) list engine configurations, and the first one that
+// finalizes into an execution plan -- skipping, for ConvMath::kFP32, engines
+// that down-convert inputs (TF32) -- is kept with its workspace size.
+#include "cudnn_conv.h"
+
+#include <cudnn.h>
+
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "core/context_impl.h"
+#include "npid/error.h"
+
+namespace npid {
+namespace cudnn {
+
+namespace {
+
+// RAII owner of one backend descriptor.
+class Desc {
+ public:
+  explicit Desc(cudnnBackendDescriptorType_t type) { NPID_CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &d_)); }
+  ~Desc() {
+    if (d_ != nullptr) cudnnBackendDestroyDescriptor(d_);
+  }
+  Desc(const Desc&) = delete;
+  Desc& operator=(const Desc&) = delete;
+  Desc(Desc&& o) noexcept : d_(o.d_) { o.d_ = nullptr; }
+  cudnnBackendDescriptor_t get() const { return d_; }
+
+  template <typename T>
+  Desc& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, const T* values, std::int64_t count) {
+    NPID_CUDNN_CHECK(cudnnBackendSetAttribute(d_, name, type, count, values));
+    return *this;
+  }
+  Desc& set_i64(cudnnBackendAttributeName_t name, std::int64_t v) { return set(name, CUDNN_TYPE_INT64, &v, 1); }
+  Desc& set_i64s(cudnnBackendAttributeName_t name, const std::vector<std::int64_t>& v) {
+    return set(name, CUDNN_TYPE_INT64, v.data(), static_cast<std::int64_t>(v.size()));
+  }
+  Desc& set_desc(cudnnBackendAttributeName_t name, const Desc& other) {
+    cudnnBackendDescriptor_t d = other.get();
+    return set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, &d, 1);
+  }
+  void finalize() { NPID_CUDNN_CHECK(cudnnBackendFinalize(d_)); }
+
+ private:
+  cudnnBackendDescriptor_t d_ = nullptr;
+};
+
+// NHWC strides of a tensor described as (N, C, H, W).
+std::vector<std::int64_t> nhwc_strides(std::int64_t c, std::int64_t h, std::int64_t w) {
+  return {h * w * c, 1, w * c, c};
+}
+
+Desc tensor(std::int64_t uid, std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
+  Desc t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  const cudnnDataType_t dtype = CUDNN_DATA_FLOAT;
+  t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, &dtype, 1)
+      .set_i64s(CUDNN_ATTR_TENSOR_DIMENSIONS, {n, c, h, w})
+      .set_i64s(CUDNN_ATTR_TENSOR_STRIDES, nhwc_strides(c, h, w))
+      .set_i64(CUDNN_ATTR_TENSOR_UNIQUE_ID, uid)
+      .set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, 16);
+  t.finalize();
+  return t;
+}
+
+constexpr std::int64_t kUidX = 'x', kUidW = 'w', kUidY = 'y';
+
+// True when the engine behind `cfg` down-converts fp32 inputs (TF32).
+bool down_converts(const Desc& cfg) {
+  Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  cudnnBackendDescriptor_t e = engine.get();
+  std::int64_t count = 0;
+  if (cudnnBackendGetAttribute(cfg.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count, &e) !=
+      CUDNN_STATUS_SUCCESS)
+    return true;  // unknown: treat as TF32 so that kFP32 skips it
+  cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+  std::int64_t n = 0;
+  if (cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                               CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, notes) != CUDNN_STATUS_SUCCESS)
+    return true;
+  for (std::int64_t k = 0; k < n; ++k)
+    if (notes[k] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) return true;
+  return false;
+}
+
+const char* name_of(ConvDirection d) {
+  switch (d) {
+    case ConvDirection::kForward: return "forward";
+    case ConvDirection::kBackwardData: return "backward data";
+    case ConvDirection::kBackwardFilter: return "backward filter";
+  }
+  return "?";
+}
+
+}  // namespace
+
+class ConvPlan {
+ public:
+  ConvPlan(cudnnHandle_t handle, ConvDirection dir, const layers::ConvShape& s, ConvMath math) : dir_(dir) {
+    const std::int64_t ho = s.out_h(), wo = s.out_w();
+    Desc x = tensor(kUidX, s.n, s.c, s.h, s.w);
+    // Filter (O, I, KH, KW) stored channels-last: strides of (O, KH, KW, I).
+    Desc w(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    const cudnnDataType_t dtype = CUDNN_DATA_FLOAT;
+    w.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, &dtype, 1)
+        .set_i64s(CUDNN_ATTR_TENSOR_DIMENSIONS, {s.out_c, s.c, s.k, s.k})
+        .set_i64s(CUDNN_ATTR_TENSOR_STRIDES, nhwc_strides(s.c, s.k, s.k))
+        .set_i64(CUDNN_ATTR_TENSOR_UNIQUE_ID, kUidW)
+        .set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, 16);
+    w.finalize();
+    Desc y = tensor(kUidY, s.n, s.out_c, ho, wo);
+
+    Desc conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+    const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+    conv.set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, &dtype, 1)
+        .set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, &mode, 1)
+        .set_i64(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, 2)
+        .set_i64s(CUDNN_ATTR_CONVOLUTION_DILATIONS, {1, 1})
+        .set_i64s(CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, {s.stride, s.stride})
+        .set_i64s(CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, {s.pad, s.pad})
+        .set_i64s(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, {s.pad, s.pad});
+    conv.finalize();
+
+    const float alpha = 1.f, beta = 0.f;
+    std::unique_ptr<Desc> op;
+    if (dir == ConvDirection::kForward) {
+      op = std::make_unique<Desc>(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+      op->set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, x)
+          .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
+          .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y)
+          .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, &alpha, 1)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, &beta, 1);
+    } else if (dir == ConvDirection::kBackwardData) {
+      op = std::make_unique<Desc>(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
+      op->set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, x)
+          .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, w)
+          .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, y)
+          .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, conv)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_TYPE_FLOAT, &alpha, 1)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_TYPE_FLOAT, &beta, 1);
+    } else {
+      op = std::make_unique<Desc>(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
+      op->set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, x)
+          .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, w)
+          .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, y)
+          .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, conv)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, &alpha, 1)
+          .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, &beta, 1);
+    }
+    op->finalize();
+
+    Desc graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    cudnnBackendDescriptor_t ops = op->get();
+    graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, &ops, 1)
+        .set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
+    graph.finalize();
+
+    std::string tried;
+    for (cudnnBackendHeurMode_t heur : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+      Desc h(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+      h.set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph).set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE,
+                                                                   &heur, 1);
+      if (cudnnBackendFinalize(h.get()) != CUDNN_STATUS_SUCCESS) continue;
+      std::int64_t available = 0;
+      if (cudnnBackendGetAttribute(h.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
+                                   &available, nullptr) != CUDNN_STATUS_SUCCESS ||
+          available <= 0)
+        continue;
+      std::vector<Desc> cfgs;
+      std::vector<cudnnBackendDescriptor_t> raw;
+      for (std::int64_t k = 0; k < available; ++k) {
+        cfgs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+        raw.push_back(cfgs.back().get());
+      }
+      std::int64_t got = 0;
+      if (cudnnBackendGetAttribute(h.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, available,
+                                   &got, raw.data()) != CUDNN_STATUS_SUCCESS)
+        continue;
+      for (std::int64_t k = 0; k < got; ++k) {
+        if (math == ConvMath::kFP32 && down_converts(cfgs[static_cast<std::size_t>(k)])) {
+          tried += " [cfg " + std::to_string(k) + ": TF32, skipped]";
+          continue;
+        }
+        auto plan = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+        cudnnBackendDescriptor_t cfg = raw[static_cast<std::size_t>(k)];
+        plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1)
+            .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, &cfg, 1);
+        const cudnnStatus_t st = cudnnBackendFinalize(plan->get());
+        if (st != CUDNN_STATUS_SUCCESS) {
+          tried += std::string(" [cfg ") + std::to_string(k) + ": " + cudnnGetErrorString(st) + "]";
+          continue;
+        }
+        std::int64_t ws = 0, n = 0;
+        NPID_CUDNN_CHECK(cudnnBackendGetAttribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                                  CUDNN_TYPE_INT64, 1, &n, &ws));
+        plan_ = std::move(plan);
+        workspace_ = static_cast<std::size_t>(ws);
+        return;
+      }
+    }
+    throw Error(ErrorKind::kCudnn, std::string("cuDNN: no engine supports the convolution ") + name_of(dir) +
+                                       " for x (" + std::to_string(s.n) + ", " + std::to_string(s.h) + ", " +
+                                       std::to_string(s.w) + ", " + std::to_string(s.c) + "), " + std::to_string(s.k) +
+                                       "x" + std::to_string(s.k) + " stride " + std::to_string(s.stride) + " pad " +
+                                       std::to_string(s.pad) + " -> " + std::to_string(s.out_c) +
+                                       " channels;" + (tried.empty() ? " heuristics returned nothing" : tried));
+  }
+
+  std::size_t workspace() const { return workspace_; }
+
+  void run(cudnnHandle_t handle, const float* a, const float* b, float* out, void* workspace) const {
+    // Pointers in uid order x, w, y.
+    void* ptrs[3];
+    if (dir_ == ConvDirection::kForward) {
+      ptrs[0] = const_cast<float*>(a);  // x
+      ptrs[1] = const_cast<float*>(b);  // w
+      ptrs[2] = out;                    // y
+    } else if (dir_ == ConvDirection::kBackwardData) {
+      ptrs[0] = out;                    // dx
+      ptrs[1] = const_cast<float*>(b);  // w
+      ptrs[2] = const_cast<float*>(a);  // dy
+    } else {
+      ptrs[0] = const_cast<float*>(a);  // x
+      ptrs[1] = out;                    // dw
+      ptrs[2] = const_cast<float*>(b);  // dy
+    }
+    const std::int64_t uids[3] = {kUidX, kUidW, kUidY};
+    Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, ptrs, 3)
+        .set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, uids, 3)
+        .set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, &workspace, 1);
+    pack.finalize();
+    NPID_CUDNN_CHECK(cudnnBackendExecute(handle, plan_->get(), pack.get()));
+  }
+
+ private:
+  ConvDirection dir_;
+  std::unique_ptr<Desc> plan_;
+  std::size_t workspace_ = 0;
+};
+
+ConvPlans::ConvPlans(Context& ctx) : ctx_(&ctx) {}
+ConvPlans::~ConvPlans() = default;
+
+std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math) {
+  const Key key{static_cast<int>(dir), s.n, s.h, s.w, s.c, s.out_c, s.k, s.stride, s.pad, static_cast<int>(math)};
+  auto it = plans_.find(key);
+  if (it == plans_.end()) {
+    DeviceGuard guard(ctx_->device());
+    it = plans_.emplace(key, std::make_unique<ConvPlan>(cudnn_handle(*ctx_), dir, s, math)).first;
+  }
+  return it->second->workspace();
+}
+
+void ConvPlans::run(ConvDirection dir, const layers::ConvShape& s, ConvMath math, const float* a, const float* b,
+                    float* out, void* workspace) {
+  prepare(dir, s, math);
+  const Key key{static_cast<int>(dir), s.n, s.h, s.w, s.c, s.out_c, s.k, s.stride, s.pad, static_cast<int>(math)};
+  DeviceGuard guard(ctx_->device());
+  plans_.at(key)->run(cudnn_handle(*ctx_), a, b, out, workspace);
+}
+
+}  // namespace cudnn
+}  // namespace npid

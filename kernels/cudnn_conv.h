@@ -1,0 +1,55 @@
+// kernels/cudnn_conv.h -- convolutions through cuDNN's graph (backend) API
+// (library-internal; the legacy cudnnConvolution* entry points are deprecated
+// in cuDNN 9 and not used).
+//
+// One operation graph per (direction, shape, math): forward (y = conv(x, w)),
+// data gradient (dx = conv^T(dy, w)) and weight gradient (dw from x, dy).
+// Tensors are NHWC activations and channels-last (O, KH, KW, I) filters,
+// described to cuDNN by their logical (N, C, H, W) / (O, I, KH, KW) dimensions
+// and the matching strides. Plans are built on first use -- heuristics mode A,
+// then the fallback list, taking the first engine configuration that
+// finalizes -- and cached per shape in the ConvPlans object, so steady-state
+// calls only execute. Every descriptor is RAII.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "npid/context.h"
+#include "resnet_layers.h"
+
+namespace npid {
+namespace cudnn {
+
+enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
+enum class ConvMath { kTF32, kFP32 };
+
+class ConvPlan;  // an execution plan with its workspace size
+
+class ConvPlans {
+ public:
+  explicit ConvPlans(Context& ctx);
+  ~ConvPlans();
+  ConvPlans(const ConvPlans&) = delete;
+  ConvPlans& operator=(const ConvPlans&) = delete;
+
+  // Builds (or finds) the plan; returns its workspace bytes.
+  std::size_t prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math);
+  // Runs on ctx.stream(). Pointers: forward (x, w -> y), backward data
+  // (dy, w -> dx), backward filter (x, dy -> dw); outputs are overwritten.
+  // `workspace` must hold prepare()'s bytes.
+  void run(ConvDirection dir, const layers::ConvShape& s, ConvMath math, const float* a, const float* b, float* out,
+           void* workspace);
+
+ private:
+  using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                         std::int64_t, std::int64_t, int>;
+  Context* ctx_;
+  std::map<Key, std::unique_ptr<ConvPlan>> plans_;
+};
+
+}  // namespace cudnn
+}  // namespace npid

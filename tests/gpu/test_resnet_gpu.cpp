@@ -1,0 +1,253 @@
+// ResNet-18 on CUDA against the CPU reference: each layer (cuDNN graph
+// convolutions in exact fp32 and in TF32, BatchNorm, pools, head, SGD), then
+// the whole network -- both stems, batch 1, 7 and a real size -- forward
+// output, every parameter gradient and the running statistics.
+#include <cmath>
+
+#include "common/fd.h"
+#include "cudnn_conv.h"
+#include "resnet_layers.h"
+#include "resnet_net.h"
+
+using namespace npid;
+using namespace npid::layers;
+using test::to_device;
+using test::to_host;
+
+namespace {
+
+std::vector<float> randf(std::size_t n, std::uint64_t seed, double scale = 1.0) {
+  const auto d = test::randn(n, seed, scale);
+  return {d.begin(), d.end()};
+}
+
+Tensor dev(Context& ctx, const std::vector<float>& v) {
+  return to_device(ctx, v, {static_cast<std::int64_t>(v.size())});
+}
+Tensor dev_zeros(Context& ctx, std::int64_t n) {
+  Tensor t({n}, DType::kFloat32, ctx.device());
+  fill_zero(ctx, t);
+  return t;
+}
+
+ConvShape conv_shape(std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c, std::int64_t o, std::int64_t k,
+                     std::int64_t stride, std::int64_t pad) {
+  ConvShape s;
+  s.n = n;
+  s.h = h;
+  s.w = w;
+  s.c = c;
+  s.out_c = o;
+  s.k = k;
+  s.stride = stride;
+  s.pad = pad;
+  return s;
+}
+
+double cosine(const std::vector<float>& a, const std::vector<float>& b) {
+  double ab = 0, aa = 0, bb = 0;
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    ab += double(a[k]) * b[k];
+    aa += double(a[k]) * a[k];
+    bb += double(b[k]) * b[k];
+  }
+  return ab / std::sqrt(aa * bb);
+}
+
+}  // namespace
+
+TEST_CASE("cuDNN graph convolutions match the CPU reference", "[gpu][resnet][conv]") {
+  Context gpu = Context::cuda();
+  cudnn::ConvPlans plans(gpu);
+  for (const ConvShape& s : {conv_shape(2, 32, 32, 3, 16, 3, 1, 1), conv_shape(3, 33, 31, 3, 8, 7, 2, 3),
+                             conv_shape(4, 16, 16, 16, 32, 1, 2, 0), conv_shape(1, 9, 9, 24, 24, 3, 2, 1),
+                             conv_shape(7, 8, 8, 64, 64, 3, 1, 1)}) {
+    const std::int64_t nx = s.n * s.h * s.w * s.c, ny = s.n * s.out_h() * s.out_w() * s.out_c;
+    const auto x = randf(static_cast<std::size_t>(nx), 1), w = randf(static_cast<std::size_t>(s.weight_size()), 2, 0.2);
+    const auto dy = randf(static_cast<std::size_t>(ny), 3);
+    std::vector<float> y(ny), dx(nx), dw(w.size());
+    conv2d_forward_cpu(s, x.data(), w.data(), y.data(), 16);
+    conv2d_backward_data_cpu(s, dy.data(), w.data(), dx.data(), 16);
+    conv2d_backward_weight_cpu(s, x.data(), dy.data(), dw.data(), 16);
+    Tensor gx = dev(gpu, x), gw = dev(gpu, w), gdy = dev(gpu, dy);
+    Tensor gy = dev_zeros(gpu, ny), gdx = dev_zeros(gpu, nx), gdw = dev_zeros(gpu, s.weight_size());
+    for (cudnn::ConvMath math : {cudnn::ConvMath::kFP32, cudnn::ConvMath::kTF32}) {
+      std::size_t ws = 0;
+      for (auto dir : {cudnn::ConvDirection::kForward, cudnn::ConvDirection::kBackwardData,
+                       cudnn::ConvDirection::kBackwardFilter})
+        ws = std::max(ws, plans.prepare(dir, s, math));
+      Tensor work({static_cast<std::int64_t>(std::max<std::size_t>(ws, 1))}, DType::kUInt8, gpu.device());
+      plans.run(cudnn::ConvDirection::kForward, s, math, gx.data_as<float>(), gw.data_as<float>(), gy.data_as<float>(),
+                work.data());
+      plans.run(cudnn::ConvDirection::kBackwardData, s, math, gdy.data_as<float>(), gw.data_as<float>(),
+                gdx.data_as<float>(), work.data());
+      plans.run(cudnn::ConvDirection::kBackwardFilter, s, math, gx.data_as<float>(), gdy.data_as<float>(),
+                gdw.data_as<float>(), work.data());
+      // TF32 keeps 11 significant bits per operand: ~1e-3 relative per product.
+      const double tol = math == cudnn::ConvMath::kFP32 ? 1e-5 : 5e-3;
+      INFO("k=" << s.k << " stride=" << s.stride << " C=" << s.c << " O=" << s.out_c
+                << (math == cudnn::ConvMath::kFP32 ? " fp32" : " tf32"));
+      CHECK(test::relative_error(to_host<float>(gpu, gy), y) < tol);
+      CHECK(test::relative_error(to_host<float>(gpu, gdx), dx) < tol);
+      CHECK(test::relative_error(to_host<float>(gpu, gdw), dw) < tol);
+    }
+  }
+}
+
+TEST_CASE("BatchNorm kernels match the CPU reference (train, eval, backward)", "[gpu][resnet][bn]") {
+  Context gpu = Context::cuda();
+  for (bool relu : {false, true}) {
+    for (bool residual : {false, true}) {
+      for (const NormShape s : {NormShape{7 * 16 * 16, 64}, NormShape{3, 5}, NormShape{256 * 4 * 4, 512}}) {
+        const auto x = randf(static_cast<std::size_t>(s.count * s.channels), 1, 2.0);
+        const auto res = randf(x.size(), 2), dy = randf(x.size(), 3);
+        const auto gamma = randf(static_cast<std::size_t>(s.channels), 4), beta = randf(gamma.size(), 5);
+        std::vector<float> rm(gamma.size(), 0.1f), rv(gamma.size(), 2.f), y(x.size()), sm(gamma.size()),
+            si(gamma.size()), dx(x.size()), dg(gamma.size()), db(gamma.size()), dres(x.size()), ye(x.size());
+        std::vector<float> rm_gpu = rm, rv_gpu = rv;
+        batchnorm_train_forward_cpu(s, x.data(), gamma.data(), beta.data(), 1e-5f, 0.1f, rm.data(), rv.data(),
+                                    residual ? res.data() : nullptr, relu, y.data(), sm.data(), si.data());
+        batchnorm_backward_cpu(s, dy.data(), x.data(), y.data(), relu, gamma.data(), sm.data(), si.data(), dx.data(),
+                               dg.data(), db.data(), residual ? dres.data() : nullptr);
+        batchnorm_eval_forward_cpu(s, x.data(), gamma.data(), beta.data(), rm.data(), rv.data(), 1e-5f,
+                                   residual ? res.data() : nullptr, relu, ye.data());
+
+        Tensor gx = dev(gpu, x), gres = dev(gpu, res), gdy = dev(gpu, dy), gg = dev(gpu, gamma), gb = dev(gpu, beta);
+        Tensor grm = dev(gpu, rm_gpu), grv = dev(gpu, rv_gpu);
+        const std::int64_t n = s.count * s.channels, c = s.channels;
+        Tensor gy = dev_zeros(gpu, n), gsm = dev_zeros(gpu, c), gsi = dev_zeros(gpu, c), gdx = dev_zeros(gpu, n),
+               gdg = dev_zeros(gpu, c), gdb = dev_zeros(gpu, c), gdres = dev_zeros(gpu, n), gye = dev_zeros(gpu, n);
+        Tensor ws({static_cast<std::int64_t>(batchnorm_cuda_workspace_bytes(s))}, DType::kUInt8, gpu.device());
+        const float* r = residual ? gres.data_as<float>() : nullptr;
+        launch_batchnorm_train_forward(gpu, s, gx.data_as<float>(), gg.data_as<float>(), gb.data_as<float>(), 1e-5f, 0.1f,
+                                       grm.data_as<float>(), grv.data_as<float>(), r, relu, gy.data_as<float>(),
+                                       gsm.data_as<float>(), gsi.data_as<float>(), ws.data());
+        launch_batchnorm_backward(gpu, s, gdy.data_as<float>(), gx.data_as<float>(), gy.data_as<float>(), relu,
+                                  gg.data_as<float>(), gsm.data_as<float>(), gsi.data_as<float>(), gdx.data_as<float>(),
+                                  gdg.data_as<float>(), gdb.data_as<float>(), residual ? gdres.data_as<float>() : nullptr,
+                                  ws.data());
+        launch_batchnorm_eval_forward(gpu, s, gx.data_as<float>(), gg.data_as<float>(), gb.data_as<float>(),
+                                      grm.data_as<float>(), grv.data_as<float>(), 1e-5f, r, relu, gye.data_as<float>(),
+                                      ws.data());
+        INFO("count=" << s.count << " C=" << s.channels << " relu=" << relu << " residual=" << residual);
+        CHECK(test::relative_error(to_host<float>(gpu, gy), y) < 1e-5);
+        CHECK(test::relative_error(to_host<float>(gpu, grm), rm) < 1e-5);
+        CHECK(test::relative_error(to_host<float>(gpu, grv), rv) < 1e-5);
+        CHECK(test::relative_error(to_host<float>(gpu, gdx), dx) < 1e-4);
+        CHECK(test::relative_error(to_host<float>(gpu, gdg), dg) < 1e-5);
+        CHECK(test::relative_error(to_host<float>(gpu, gdb), db) < 1e-5);
+        CHECK(test::relative_error(to_host<float>(gpu, gye), ye) < 1e-5);
+        if (residual) CHECK(test::max_abs_diff(to_host<float>(gpu, gdres), dres) == 0.0);
+      }
+    }
+  }
+}
+
+TEST_CASE("pooling, head and SGD kernels match the CPU reference", "[gpu][resnet]") {
+  Context gpu = Context::cuda();
+  PoolShape ps;
+  ps.n = 3;
+  ps.h = 17;
+  ps.w = 16;
+  ps.c = 5;
+  const auto x = randf(static_cast<std::size_t>(ps.n * ps.h * ps.w * ps.c), 1);
+  const std::int64_t ny = ps.n * ps.out_h() * ps.out_w() * ps.c;
+  const auto dy = randf(static_cast<std::size_t>(ny), 2);
+  std::vector<float> y(ny), dx(x.size());
+  std::vector<std::int64_t> arg(ny);
+  maxpool_forward_cpu(ps, x.data(), y.data(), arg.data());
+  maxpool_backward_cpu(ps, dy.data(), arg.data(), dx.data());
+  Tensor gx = dev(gpu, x), gdy = dev(gpu, dy), gy = dev_zeros(gpu, ny), gdx = dev_zeros(gpu, x.size());
+  Tensor garg({ny}, DType::kInt64, gpu.device());
+  launch_maxpool_forward(gpu, ps, gx.data_as<float>(), gy.data_as<float>(), garg.data_as<std::int64_t>());
+  launch_maxpool_backward(gpu, ps, gdy.data_as<float>(), garg.data_as<std::int64_t>(), gdx.data_as<float>());
+  CHECK(to_host<float>(gpu, gy) == y);
+  CHECK(to_host<std::int64_t>(gpu, garg) == arg);
+  CHECK(to_host<float>(gpu, gdx) == dx);  // same summation order
+
+  const std::int64_t n = 7, hw = 16, c = 64, d = 128;
+  const auto a = randf(static_cast<std::size_t>(n * hw * c), 3), pg = randf(static_cast<std::size_t>(n * c), 4);
+  std::vector<float> pooled(n * c), apg(a.size());
+  avgpool_forward_cpu(n, hw, c, a.data(), pooled.data());
+  avgpool_backward_cpu(n, hw, c, pg.data(), apg.data());
+  Tensor ga = dev(gpu, a), gpg = dev(gpu, pg), gpooled = dev_zeros(gpu, n * c), gapg = dev_zeros(gpu, a.size());
+  launch_avgpool_forward(gpu, n, hw, c, ga.data_as<float>(), gpooled.data_as<float>());
+  launch_avgpool_backward(gpu, n, hw, c, gpg.data_as<float>(), gapg.data_as<float>());
+  CHECK(test::relative_error(to_host<float>(gpu, gpooled), pooled) < 1e-6);
+  CHECK(test::relative_error(to_host<float>(gpu, gapg), apg) < 1e-7);
+
+  const auto z = randf(static_cast<std::size_t>(n * d), 5), dz = randf(z.size(), 6);
+  std::vector<float> u(z.size()), du(z.size());
+  l2norm_forward_cpu(n, d, z.data(), u.data());
+  l2norm_backward_cpu(n, d, z.data(), u.data(), dz.data(), du.data());
+  Tensor gz = dev(gpu, z), gdz = dev(gpu, dz), gu = dev_zeros(gpu, n * d), gdu = dev_zeros(gpu, n * d);
+  launch_l2norm_forward(gpu, n, d, gz.data_as<float>(), gu.data_as<float>());
+  launch_l2norm_backward(gpu, n, d, gz.data_as<float>(), gu.data_as<float>(), gdz.data_as<float>(), gdu.data_as<float>());
+  CHECK(test::relative_error(to_host<float>(gpu, gu), u) < 1e-6);
+  CHECK(test::relative_error(to_host<float>(gpu, gdu), du) < 1e-5);
+
+  for (bool nesterov : {false, true}) {
+    auto w = randf(1000, 7), buf = randf(1000, 8);
+    const auto g = randf(1000, 9);
+    Tensor gw = dev(gpu, w), gg = dev(gpu, g), gbuf = dev(gpu, buf);
+    for (int step = 0; step < 3; ++step) {
+      sgd_step_cpu(1000, w.data(), g.data(), buf.data(), 0.1f, 0.9f, 5e-4f, nesterov, step == 0);
+      launch_sgd_step(gpu, 1000, gw.data_as<float>(), gg.data_as<float>(), gbuf.data_as<float>(), 0.1f, 0.9f, 5e-4f,
+                      nesterov, step == 0);
+    }
+    CHECK(test::relative_error(to_host<float>(gpu, gw), w) < 1e-6);
+  }
+}
+
+TEST_CASE("ResNet18 on CUDA matches the CPU network: both stems, several batches", "[gpu][resnet]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  struct Case {
+    ResNetStem stem;
+    std::int64_t width, image, batch;
+  };
+  // Small widths at batch 1 and 7, then a real size of each variant.
+  for (const Case c : {Case{ResNetStem::kCifar, 8, 32, 1}, Case{ResNetStem::kCifar, 8, 32, 7},
+                       Case{ResNetStem::kImageNet, 8, 64, 1}, Case{ResNetStem::kImageNet, 8, 64, 7},
+                       Case{ResNetStem::kCifar, 64, 32, 16}, Case{ResNetStem::kImageNet, 64, 224, 2}}) {
+    for (bool tf32 : {false, true}) {
+      ResNetConfig cfg;
+      cfg.stem = c.stem;
+      cfg.width = c.width;
+      cfg.image_size = c.image;
+      cfg.tf32_convolutions = tf32;
+      ResNet18 gnet(gpu, cfg, c.batch, 42), cnet(cpu, cfg, c.batch, 42);
+      const std::int64_t n = c.batch, s = c.image, d = cfg.embedding_dim;
+      const auto img = randf(static_cast<std::size_t>(n * s * s * 3), 5);
+      const auto r = randf(static_cast<std::size_t>(n * d), 6);
+      std::vector<float> emb(n * d);
+      cnet.forward(view(img.data(), {n, s, s, 3}), view(emb.data(), {n, d}), true);
+      cnet.backward(view(r.data(), {n, d}));
+      Tensor gimg = to_device(gpu, img, {n, s, s, 3}), gr = to_device(gpu, r, {n, d});
+      Tensor gemb({n, d}, DType::kFloat32, gpu.device());
+      gnet.forward(gimg, gemb, true);
+      gnet.backward(gr);
+      const auto cg = to_host<float>(cpu, cnet.gradient_buffer());
+      const auto gg = to_host<float>(gpu, gnet.gradient_buffer());
+      const auto cs = to_host<float>(cpu, cnet.buffer_buffer());
+      const auto gs = to_host<float>(gpu, gnet.buffer_buffer());
+      INFO(to_string(c.stem) << " width " << c.width << " image " << s << " batch " << n << (tf32 ? " tf32" : " fp32"));
+      if (!tf32) {
+        CHECK(test::relative_error(to_host<float>(gpu, gemb), emb) < 1e-4);
+        CHECK(test::relative_error(gg, cg) < 1e-3);
+        CHECK(test::relative_error(gs, cs) < 1e-4);
+        // Every parameter's gradient, so that a wrong small tensor cannot hide.
+        for (const ParameterInfo& p : gnet.parameters()) {
+          std::vector<float> a(gg.begin() + p.offset, gg.begin() + p.offset + p.numel);
+          std::vector<float> b(cg.begin() + p.offset, cg.begin() + p.offset + p.numel);
+          INFO(p.name);
+          CHECK(test::relative_error(a, b) < 5e-3);
+        }
+      } else {
+        // TF32 convolutions: the same function to ~1e-3 per layer.
+        CHECK(cosine(to_host<float>(gpu, gemb), emb) > 0.999);
+        CHECK(cosine(gg, cg) > 0.99);
+      }
+    }
+  }
+}
