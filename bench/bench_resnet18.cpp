@@ -34,7 +34,7 @@ double forward_flops(const ResNetConfig& cfg) {
 
 void run(benchmark::State& state, Context& ctx, const ResNetConfig& cfg, std::int64_t batch) {
   ResNet18 net(ctx, cfg, batch, 1);
-  Sgd sgd(ctx, SgdConfig{}, net.num_parameters());
+  Sgd sgd(ctx, SgdConfig{}, net.parameter_buffer().numel());
   const std::int64_t s = cfg.image_size, d = cfg.embedding_dim;
   Tensor images({batch, s, s, 3}, DType::kFloat32, ctx.device()), emb({batch, d}, DType::kFloat32, ctx.device());
   Tensor grad({batch, d}, DType::kFloat32, ctx.device());

@@ -264,13 +264,14 @@ int run_resnet(const std::string& dir, Context& ctx, int warmup, int iters) {
   cfg.tf32_convolutions = false;
   {
     ResNet18 net(ctx, cfg, B, static_cast<std::uint64_t>(meta.at("seed")));
-    std::vector<float> params(static_cast<std::size_t>(net.num_parameters()));
-    copy(ctx, view(params.data(), {net.num_parameters()}), net.parameter_buffer());  // before the step
+    const std::int64_t np = net.parameter_buffer().numel();
+    std::vector<float> params(static_cast<std::size_t>(np));
+    copy(ctx, view(params.data(), {np}), net.parameter_buffer());  // before the step
     net.forward(images, emb, true);
     net.backward(grad);
     std::vector<float> emb_h(B * D), grads(params.size()), stats(static_cast<std::size_t>(net.buffer_buffer().numel()));
     copy(ctx, view(emb_h.data(), {B, D}), emb);
-    copy(ctx, view(grads.data(), {net.num_parameters()}), net.gradient_buffer());
+    copy(ctx, view(grads.data(), {np}), net.gradient_buffer());
     copy(ctx, view(stats.data(), {static_cast<std::int64_t>(stats.size())}), net.buffer_buffer());
     write_array(dir + "/emb.f32", emb_h);
     write_array(dir + "/params.f32", params);
@@ -295,7 +296,7 @@ int run_resnet(const std::string& dir, Context& ctx, int warmup, int iters) {
   // 2. Timing: forward + backward + SGD, convolutions as the meta says.
   cfg.tf32_convolutions = meta.at("tf32") != 0;
   ResNet18 net(ctx, cfg, B, static_cast<std::uint64_t>(meta.at("seed")));
-  Sgd sgd(ctx, SgdConfig{}, net.num_parameters());
+  Sgd sgd(ctx, SgdConfig{}, net.parameter_buffer().numel());
   const float lr = static_cast<float>(meta.at("lr"));
   const auto ms = time_steps(ctx, warmup, iters, [&](int) {
     net.forward(images, emb, true);

@@ -3,8 +3,10 @@
 // Graph per call kind: tensors X (N, C, H, W), W (O, I, KH, KW), Y (N, O, Ho, Wo)
 // with NHWC / channels-last strides; one convolution operation; heuristics
 // (mode A, then FALLBACK) list engine configurations, and the first one that
-// finalizes into an execution plan -- skipping, for ConvMath::kFP32, engines
-// that down-convert inputs (TF32) -- is kept with its workspace size.
+// finalizes into an execution plan is kept with its workspace size, its graph
+// and its configuration. Engines are filtered by their numerical notes: never
+// fp16 down-conversion; no tensor cores (TF32) for ConvMath::kFP32; and
+// deterministic ones first, nondeterministic only when nothing else finalizes.
 #include "cudnn_conv.h"
 
 #include <cudnn.h>
@@ -57,6 +59,11 @@ std::vector<std::int64_t> nhwc_strides(std::int64_t c, std::int64_t h, std::int6
   return {h * w * c, 1, w * c, c};
 }
 
+// Every pointer handed to a plan is 16-byte aligned: activations and
+// workspaces come from cudaMalloc, parameter views are padded to 4 floats
+// (src/resnet_net.cpp), and ResNet18::forward checks the images.
+constexpr std::int64_t kAlignment = 16;
+
 Desc tensor(std::int64_t uid, std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
   Desc t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
   const cudnnDataType_t dtype = CUDNN_DATA_FLOAT;
@@ -64,29 +71,43 @@ Desc tensor(std::int64_t uid, std::int64_t n, std::int64_t c, std::int64_t h, st
       .set_i64s(CUDNN_ATTR_TENSOR_DIMENSIONS, {n, c, h, w})
       .set_i64s(CUDNN_ATTR_TENSOR_STRIDES, nhwc_strides(c, h, w))
       .set_i64(CUDNN_ATTR_TENSOR_UNIQUE_ID, uid)
-      .set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, 16);
+      .set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, kAlignment);
   t.finalize();
   return t;
 }
 
 constexpr std::int64_t kUidX = 'x', kUidW = 'w', kUidY = 'y';
 
-// True when the engine behind `cfg` down-converts fp32 inputs (TF32).
-bool down_converts(const Desc& cfg) {
+// The numerical notes of the engine behind `cfg`, as a bit set (bit = note);
+// all bits set when they cannot be read, so that every filter rejects it.
+unsigned numerical_notes(const Desc& cfg) {
   Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
   cudnnBackendDescriptor_t e = engine.get();
   std::int64_t count = 0;
   if (cudnnBackendGetAttribute(cfg.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count, &e) !=
       CUDNN_STATUS_SUCCESS)
-    return true;  // unknown: treat as TF32 so that kFP32 skips it
+    return ~0u;
   cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
   std::int64_t n = 0;
   if (cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
                                CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, notes) != CUDNN_STATUS_SUCCESS)
-    return true;
-  for (std::int64_t k = 0; k < n; ++k)
-    if (notes[k] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) return true;
-  return false;
+    return ~0u;
+  unsigned bits = 0;
+  for (std::int64_t k = 0; k < n; ++k) bits |= 1u << static_cast<unsigned>(notes[k]);
+  return bits;
+}
+
+constexpr unsigned note(cudnnBackendNumericalNote_t n) { return 1u << static_cast<unsigned>(n); }
+
+// Engines a configuration must not use: never fp16 down-conversion of fp32
+// inputs; for exact fp32 no tensor cores (TF32); and, on the first pass,
+// nothing nondeterministic (the library's determinism promise; a second pass
+// allows it only when no deterministic engine finalizes).
+unsigned rejected_notes(ConvMath math, bool allow_nondeterministic) {
+  unsigned r = note(CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS);
+  if (math == ConvMath::kFP32) r |= note(CUDNN_NUMERICAL_NOTE_TENSOR_CORE);
+  if (!allow_nondeterministic) r |= note(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC);
+  return r;
 }
 
 const char* name_of(ConvDirection d) {
@@ -112,7 +133,7 @@ class ConvPlan {
         .set_i64s(CUDNN_ATTR_TENSOR_DIMENSIONS, {s.out_c, s.c, s.k, s.k})
         .set_i64s(CUDNN_ATTR_TENSOR_STRIDES, nhwc_strides(s.c, s.k, s.k))
         .set_i64(CUDNN_ATTR_TENSOR_UNIQUE_ID, kUidW)
-        .set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, 16);
+        .set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, kAlignment);
     w.finalize();
     Desc y = tensor(kUidY, s.n, s.out_c, ho, wo);
 
@@ -156,53 +177,56 @@ class ConvPlan {
     }
     op->finalize();
 
-    Desc graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    graph_ = std::make_unique<Desc>(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     cudnnBackendDescriptor_t ops = op->get();
-    graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, &ops, 1)
+    graph_->set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, &ops, 1)
         .set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
-    graph.finalize();
+    graph_->finalize();
 
     std::string tried;
-    for (cudnnBackendHeurMode_t heur : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-      Desc h(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-      h.set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph).set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE,
-                                                                   &heur, 1);
-      if (cudnnBackendFinalize(h.get()) != CUDNN_STATUS_SUCCESS) continue;
-      std::int64_t available = 0;
-      if (cudnnBackendGetAttribute(h.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
-                                   &available, nullptr) != CUDNN_STATUS_SUCCESS ||
-          available <= 0)
-        continue;
-      std::vector<Desc> cfgs;
-      std::vector<cudnnBackendDescriptor_t> raw;
-      for (std::int64_t k = 0; k < available; ++k) {
-        cfgs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-        raw.push_back(cfgs.back().get());
-      }
-      std::int64_t got = 0;
-      if (cudnnBackendGetAttribute(h.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, available,
-                                   &got, raw.data()) != CUDNN_STATUS_SUCCESS)
-        continue;
-      for (std::int64_t k = 0; k < got; ++k) {
-        if (math == ConvMath::kFP32 && down_converts(cfgs[static_cast<std::size_t>(k)])) {
-          tried += " [cfg " + std::to_string(k) + ": TF32, skipped]";
+    for (bool allow_nondeterministic : {false, true}) {
+      const unsigned rejected = rejected_notes(math, allow_nondeterministic);
+      for (cudnnBackendHeurMode_t heur : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+        Desc h(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+        h.set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *graph_)
+            .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, &heur, 1);
+        if (cudnnBackendFinalize(h.get()) != CUDNN_STATUS_SUCCESS) continue;
+        std::int64_t available = 0;
+        if (cudnnBackendGetAttribute(h.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
+                                     &available, nullptr) != CUDNN_STATUS_SUCCESS ||
+            available <= 0)
           continue;
+        std::vector<Desc> cfgs;
+        std::vector<cudnnBackendDescriptor_t> raw;
+        for (std::int64_t k = 0; k < available; ++k) {
+          cfgs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+          raw.push_back(cfgs.back().get());
         }
-        auto plan = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-        cudnnBackendDescriptor_t cfg = raw[static_cast<std::size_t>(k)];
-        plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1)
-            .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, &cfg, 1);
-        const cudnnStatus_t st = cudnnBackendFinalize(plan->get());
-        if (st != CUDNN_STATUS_SUCCESS) {
-          tried += std::string(" [cfg ") + std::to_string(k) + ": " + cudnnGetErrorString(st) + "]";
+        std::int64_t got = 0;
+        if (cudnnBackendGetAttribute(h.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                     available, &got, raw.data()) != CUDNN_STATUS_SUCCESS)
           continue;
+        for (std::int64_t k = 0; k < got; ++k) {
+          if (numerical_notes(cfgs[static_cast<std::size_t>(k)]) & rejected) continue;
+          auto plan = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+          cudnnBackendDescriptor_t cfg = raw[static_cast<std::size_t>(k)];
+          plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1)
+              .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, &cfg, 1);
+          const cudnnStatus_t st = cudnnBackendFinalize(plan->get());
+          if (st != CUDNN_STATUS_SUCCESS) {
+            tried += std::string(" [cfg ") + std::to_string(k) + ": " + cudnnGetErrorString(st) + "]";
+            continue;
+          }
+          std::int64_t ws = 0, n = 0;
+          NPID_CUDNN_CHECK(cudnnBackendGetAttribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                                    CUDNN_TYPE_INT64, 1, &n, &ws));
+          // Keep what the plan was built from alive with it.
+          config_ = std::make_unique<Desc>(std::move(cfgs[static_cast<std::size_t>(k)]));
+          plan_ = std::move(plan);
+          workspace_ = static_cast<std::size_t>(ws);
+          deterministic_ = !allow_nondeterministic;
+          return;
         }
-        std::int64_t ws = 0, n = 0;
-        NPID_CUDNN_CHECK(cudnnBackendGetAttribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                                  CUDNN_TYPE_INT64, 1, &n, &ws));
-        plan_ = std::move(plan);
-        workspace_ = static_cast<std::size_t>(ws);
-        return;
       }
     }
     throw Error(ErrorKind::kCudnn, std::string("cuDNN: no engine supports the convolution ") + name_of(dir) +
@@ -214,6 +238,7 @@ class ConvPlan {
   }
 
   std::size_t workspace() const { return workspace_; }
+  bool deterministic() const { return deterministic_; }
 
   void run(cudnnHandle_t handle, const float* a, const float* b, float* out, void* workspace) const {
     // Pointers in uid order x, w, y.
@@ -242,8 +267,9 @@ class ConvPlan {
 
  private:
   ConvDirection dir_;
-  std::unique_ptr<Desc> plan_;
+  std::unique_ptr<Desc> graph_, config_, plan_;
   std::size_t workspace_ = 0;
+  bool deterministic_ = true;
 };
 
 ConvPlans::ConvPlans(Context& ctx) : ctx_(&ctx) {}

@@ -6,10 +6,12 @@
 // data gradient (dx = conv^T(dy, w)) and weight gradient (dw from x, dy).
 // Tensors are NHWC activations and channels-last (O, KH, KW, I) filters,
 // described to cuDNN by their logical (N, C, H, W) / (O, I, KH, KW) dimensions
-// and the matching strides. Plans are built on first use -- heuristics mode A,
-// then the fallback list, taking the first engine configuration that
-// finalizes -- and cached per shape in the ConvPlans object, so steady-state
-// calls only execute. Every descriptor is RAII.
+// and the matching strides; every pointer must be 16-byte aligned. Plans are
+// built on first use -- heuristics mode A, then the fallback list, taking the
+// first engine configuration that finalizes and whose numerical notes suit the
+// math (no TF32 for kFP32; deterministic engines first) -- and cached per
+// shape in the ConvPlans object, so steady-state calls only execute. Every
+// descriptor is RAII.
 #pragma once
 
 #include <cstddef>

@@ -67,7 +67,7 @@ const std::vector<ParameterInfo>& ResNet18::buffers() const { return impl_->spec
 TensorView ResNet18::parameter_buffer() const { return impl_->param_buf.view(); }
 TensorView ResNet18::gradient_buffer() const { return impl_->grad_buf.view(); }
 TensorView ResNet18::buffer_buffer() const { return impl_->stat_buf.view(); }
-std::int64_t ResNet18::num_parameters() const { return impl_->param_buf.numel(); }
+std::int64_t ResNet18::num_parameters() const { return impl_->spec.parameter_count(); }
 std::int64_t ResNet18::num_batches_tracked() const { return impl_->batches_tracked; }
 
 TensorView ResNet18::tensor(const std::string& name) const {
@@ -93,6 +93,8 @@ void ResNet18::forward(const TensorView& images, const TensorView& embeddings, b
                  "expected NHWC (B, " << s << ", " << s << ", 3) with 1 <= B <= " << m.max_batch
                                   << ", got " << images.shape.str());
   const std::int64_t n = images.shape[0];
+  NPID_CHECK_ARG(!m.ctx->is_cuda() || reinterpret_cast<std::uintptr_t>(images.data) % 16 == 0, op, "images",
+                 "expected 16-byte aligned data on CUDA (cuDNN), got a view at address " << images.data);
   require_tensor(embeddings, DType::kFloat32, {n, cfg.embedding_dim}, *m.ctx, op, "embeddings");
   require_no_overlap(embeddings, images, op, "embeddings", "images");
   const auto* x = static_cast<const float*>(images.data);

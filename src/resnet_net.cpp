@@ -29,16 +29,20 @@ namespace {
 struct Builder {
   NetSpec& spec;
 
+  // Offsets are rounded up to 4 floats so that every parameter (and gradient)
+  // view is 16-byte aligned, as cuDNN's vectorized engines require; the
+  // padding elements stay zero (their gradient is zero).
+  static std::int64_t aligned(std::int64_t offset) { return (offset + 3) / 4 * 4; }
   std::int64_t add_param(const std::string& name, Shape shape, Shape storage) {
     ParameterInfo p{name, shape, storage, 0, shape.numel()};
-    p.offset = spec.params.empty() ? 0 : spec.params.back().offset + spec.params.back().numel;
+    p.offset = spec.params.empty() ? 0 : aligned(spec.params.back().offset + spec.params.back().numel);
     spec.by_name[name] = {true, spec.params.size()};
     spec.params.push_back(p);
     return p.offset;
   }
   std::int64_t add_buffer(const std::string& name, std::int64_t c) {
     ParameterInfo b{name, {c}, {c}, 0, c};
-    b.offset = spec.bufs.empty() ? 0 : spec.bufs.back().offset + spec.bufs.back().numel;
+    b.offset = spec.bufs.empty() ? 0 : aligned(spec.bufs.back().offset + spec.bufs.back().numel);
     spec.by_name[name] = {false, spec.bufs.size()};
     spec.bufs.push_back(b);
     return b.offset;
@@ -149,6 +153,8 @@ Kind kind_of(const NetSpec& spec, std::size_t index) {
 }  // namespace
 
 void initialize(const NetSpec& spec, std::uint64_t seed, float* params, float* stats, int threads) {
+  std::fill(params, params + spec.num_params(), 0.f);  // alignment padding included
+  std::fill(stats, stats + spec.num_stats(), 0.f);
   const std::uint32_t k0 = static_cast<std::uint32_t>(seed), k1 = static_cast<std::uint32_t>(seed >> 32);
   const double fc_bound = 1.0 / std::sqrt(static_cast<double>(spec.fc_in));
   parallel_for(static_cast<std::int64_t>(spec.params.size()), threads, [&](std::int64_t idx) {

@@ -54,8 +54,15 @@ struct NetSpec {
   std::int64_t fc_weight = 0, fc_bias = 0, fc_in = 0;
   std::vector<ParameterInfo> params, bufs;
   std::map<std::string, std::pair<bool, std::size_t>> by_name;  // (is parameter, index)
+  // Buffer lengths (parameter offsets are padded to 4 floats).
   std::int64_t num_params() const { return params.back().offset + params.back().numel; }
   std::int64_t num_stats() const { return bufs.back().offset + bufs.back().numel; }
+  // The number of trainable values (no padding).
+  std::int64_t parameter_count() const {
+    std::int64_t n = 0;
+    for (const ParameterInfo& p : params) n += p.numel;
+    return n;
+  }
 
   // Validates the configuration (errors name the layer and the shapes).
   static NetSpec build(const ResNetConfig& cfg);

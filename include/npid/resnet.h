@@ -72,7 +72,8 @@ class ResNet18 {
   // embeddings (B, embedding_dim) float32, written (unit rows).
   // training: BatchNorm uses batch statistics and updates the running ones,
   // and the activations are kept for backward(); else running statistics.
-  // `images` must stay valid until the matching backward().
+  // `images` must stay valid and unchanged until the matching backward(); on
+  // CUDA it must be 16-byte aligned (any Tensor is).
   void forward(const TensorView& images, const TensorView& embeddings, bool training);
   // Gradient of the loss w.r.t. the embeddings (B, embedding_dim) of the last
   // training forward -> gradients() (overwritten, not accumulated).
@@ -80,12 +81,14 @@ class ResNet18 {
 
   const std::vector<ParameterInfo>& parameters() const;  // trainable, in state_dict order
   const std::vector<ParameterInfo>& buffers() const;     // running_mean / running_var
-  TensorView parameter_buffer() const;                   // (P) float32
-  TensorView gradient_buffer() const;                    // (P) float32
+  // (P) float32; each parameter's offset is rounded up to 4 floats (16-byte
+  // aligned views), the padding is zero, so P >= num_parameters().
+  TensorView parameter_buffer() const;
+  TensorView gradient_buffer() const;                    // (P) float32, same layout
   TensorView buffer_buffer() const;                      // running statistics, float32
   // The named parameter or buffer, as a view of its storage (storage_shape).
   TensorView tensor(const std::string& name) const;
-  std::int64_t num_parameters() const;
+  std::int64_t num_parameters() const;  // trainable values (no padding)
   // Training forwards so far (torchvision's num_batches_tracked, same for every BN).
   std::int64_t num_batches_tracked() const;
 

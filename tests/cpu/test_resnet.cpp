@@ -58,9 +58,10 @@ TEST_CASE("ResNet-18 parameters follow torchvision's names, shapes and counts", 
     std::int64_t offset = 0;
     for (const ParameterInfo& p : ps) {
       CHECK(names.insert(p.name).second);
-      CHECK(p.offset == offset);  // contiguous, in state_dict order
-      offset += p.numel;
+      CHECK(p.offset == (offset + 3) / 4 * 4);  // in state_dict order, 16-byte aligned
+      offset = p.offset + p.numel;
     }
+    CHECK(net.parameter_buffer().numel() == offset);
     auto shape_of = [&](const std::string& name) {
       for (const ParameterInfo& p : ps)
         if (p.name == name) return p.shape;
@@ -162,7 +163,7 @@ TEST_CASE("ResNet18 (float) matches the double-precision network", "[resnet]") {
     const resnet::NetSpec spec = resnet::NetSpec::build(cfg);
     const float* pf = static_cast<const float*>(net.parameter_buffer().data);
     const float* sf = static_cast<const float*>(net.buffer_buffer().data);
-    std::vector<double> params(pf, pf + net.num_parameters()), stats(sf, sf + spec.num_stats());
+    std::vector<double> params(pf, pf + spec.num_params()), stats(sf, sf + spec.num_stats());
     const auto img = test::randn(static_cast<std::size_t>(n * s * s * 3), 12);
     const auto r = test::randn(static_cast<std::size_t>(n * cfg.embedding_dim), 13);
     std::vector<float> img_f(img.begin(), img.end()), r_f(r.begin(), r.end()), emb_f(r.size());
@@ -175,7 +176,7 @@ TEST_CASE("ResNet18 (float) matches the double-precision network", "[resnet]") {
     const float* gf = static_cast<const float*>(net.gradient_buffer().data);
     INFO(to_string(stem));
     CHECK(test::relative_error(std::vector<double>(emb_f.begin(), emb_f.end()), emb) < 1e-5);
-    CHECK(test::relative_error(std::vector<double>(gf, gf + net.num_parameters()), grads) < 1e-4);
+    CHECK(test::relative_error(std::vector<double>(gf, gf + spec.num_params()), grads) < 1e-4);
     CHECK(net.num_batches_tracked() == 1);
   }
 }
@@ -226,7 +227,7 @@ TEST_CASE("ResNet18 + SGD: a few steps pull embeddings toward targets", "[resnet
   const ResNetConfig cfg = small_config(ResNetStem::kCifar);
   const std::int64_t n = 8, s = cfg.image_size, d = cfg.embedding_dim;
   ResNet18 net(ctx, cfg, n, 1);
-  Sgd sgd(ctx, SgdConfig{0.9f, 5e-4f, false}, net.num_parameters());
+  Sgd sgd(ctx, SgdConfig{0.9f, 5e-4f, false}, net.parameter_buffer().numel());
   const auto img = test::randn(static_cast<std::size_t>(n * s * s * 3), 2);
   const auto tgt = test::randn(static_cast<std::size_t>(n * d), 3);
   std::vector<float> x(img.begin(), img.end()), emb(n * d), grad(n * d);
