@@ -58,6 +58,23 @@ BnScratch carve(const NormShape& s, void* workspace) {
 
 // ---- BatchNorm kernels ------------------------------------------------------------
 
+// Combines the kPosLanes position lanes' sums (a, b) of this thread's channel
+// in a fixed order; lane 0 writes them to *out when `valid`.
+__device__ __forceinline__ void store_partial(double a, double b, bool valid, double2* out) {
+  __shared__ double s_a[kPosLanes][kChanTile], s_b[kPosLanes][kChanTile];
+  s_a[threadIdx.y][threadIdx.x] = a;
+  s_b[threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y == 0 && valid) {
+    double ta = 0.0, tb = 0.0;
+    for (int l = 0; l < kPosLanes; ++l) {
+      ta += s_a[l][threadIdx.x];
+      tb += s_b[l][threadIdx.x];
+    }
+    *out = make_double2(ta, tb);
+  }
+}
+
 // Per (chunk, channel): sum and sum of squares of x.
 __global__ void __launch_bounds__(kChanTile * kPosLanes)
     bn_stats_partial_kernel(const float* __restrict__ x, std::int64_t count, std::int64_t channels,
@@ -73,18 +90,7 @@ __global__ void __launch_bounds__(kChanTile * kPosLanes)
       sq += v * v;
     }
   }
-  __shared__ double s_sum[kPosLanes][kChanTile], s_sq[kPosLanes][kChanTile];
-  s_sum[threadIdx.y][threadIdx.x] = sum;
-  s_sq[threadIdx.y][threadIdx.x] = sq;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < channels) {
-    double a = 0.0, b = 0.0;
-    for (int l = 0; l < kPosLanes; ++l) {
-      a += s_sum[l][threadIdx.x];
-      b += s_sq[l][threadIdx.x];
-    }
-    partial[chunk * channels + c] = make_double2(a, b);
-  }
+  store_partial(sum, sq, c < channels, partial + chunk * channels + c);
 }
 
 __global__ void bn_stats_finalize_kernel(const double2* __restrict__ partial, std::int64_t count,
@@ -160,18 +166,7 @@ __global__ void __launch_bounds__(kChanTile * kPosLanes)
       sgx += static_cast<double>(g) * (static_cast<double>(x[e]) - mean) * invstd;
     }
   }
-  __shared__ double s_a[kPosLanes][kChanTile], s_b[kPosLanes][kChanTile];
-  s_a[threadIdx.y][threadIdx.x] = sg;
-  s_b[threadIdx.y][threadIdx.x] = sgx;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < channels) {
-    double a = 0.0, b = 0.0;
-    for (int l = 0; l < kPosLanes; ++l) {
-      a += s_a[l][threadIdx.x];
-      b += s_b[l][threadIdx.x];
-    }
-    partial[chunk * channels + c] = make_double2(a, b);
-  }
+  store_partial(sg, sgx, c < channels, partial + chunk * channels + c);
 }
 
 __global__ void bn_backward_finalize_kernel(const double2* __restrict__ partial, std::int64_t count,

@@ -24,6 +24,19 @@ namespace layers {
 struct ConvShape {
   std::int64_t n = 0, h = 0, w = 0, c = 0;  // input (N, H, W, C)
   std::int64_t out_c = 0, k = 1, stride = 1, pad = 0;
+  static ConvShape of(std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c, std::int64_t out_c,
+                      std::int64_t k, std::int64_t stride, std::int64_t pad) {
+    ConvShape s;
+    s.n = n;
+    s.h = h;
+    s.w = w;
+    s.c = c;
+    s.out_c = out_c;
+    s.k = k;
+    s.stride = stride;
+    s.pad = pad;
+    return s;
+  }
   NPID_HD std::int64_t out_h() const { return (h + 2 * pad - k) / stride + 1; }
   NPID_HD std::int64_t out_w() const { return (w + 2 * pad - k) / stride + 1; }
   NPID_HD std::int64_t weight_size() const { return out_c * k * k * c; }

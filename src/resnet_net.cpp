@@ -12,16 +12,7 @@ namespace npid {
 namespace resnet {
 
 layers::ConvShape Conv::shape(std::int64_t n) const {
-  layers::ConvShape s;
-  s.n = n;
-  s.h = in_h;
-  s.w = in_w;
-  s.c = in_c;
-  s.out_c = out_c;
-  s.k = k;
-  s.stride = stride;
-  s.pad = pad;
-  return s;
+  return layers::ConvShape::of(n, in_h, in_w, in_c, out_c, k, stride, pad);
 }
 
 namespace {

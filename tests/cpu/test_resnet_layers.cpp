@@ -34,25 +34,12 @@ std::vector<double> direct_conv(const ConvShape& s, const std::vector<double>& x
   return y;
 }
 
-ConvShape conv_shape(std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c, std::int64_t o, std::int64_t k,
-                     std::int64_t stride, std::int64_t pad) {
-  ConvShape s;
-  s.n = n;
-  s.h = h;
-  s.w = w;
-  s.c = c;
-  s.out_c = o;
-  s.k = k;
-  s.stride = stride;
-  s.pad = pad;
-  return s;
-}
 
 }  // namespace
 
 TEST_CASE("conv2d: im2col forward equals the direct convolution", "[layers][conv]") {
-  for (const ConvShape& s : {conv_shape(2, 5, 6, 3, 4, 3, 1, 1), conv_shape(1, 9, 9, 2, 3, 7, 2, 3),
-                             conv_shape(3, 4, 4, 5, 2, 1, 2, 0), conv_shape(1, 8, 5, 4, 6, 3, 2, 1)}) {
+  for (const ConvShape& s : {ConvShape::of(2, 5, 6, 3, 4, 3, 1, 1), ConvShape::of(1, 9, 9, 2, 3, 7, 2, 3),
+                             ConvShape::of(3, 4, 4, 5, 2, 1, 2, 0), ConvShape::of(1, 8, 5, 4, 6, 3, 2, 1)}) {
     auto x = randn(static_cast<std::size_t>(s.n * s.h * s.w * s.c), 1);
     auto w = randn(static_cast<std::size_t>(s.weight_size()), 2);
     std::vector<double> y(static_cast<std::size_t>(s.n * s.out_h() * s.out_w() * s.out_c));
@@ -64,8 +51,8 @@ TEST_CASE("conv2d: im2col forward equals the direct convolution", "[layers][conv
 }
 
 TEST_CASE("conv2d: data and weight gradients match finite differences", "[layers][conv]") {
-  for (const ConvShape& s : {conv_shape(2, 4, 5, 3, 2, 3, 1, 1), conv_shape(1, 7, 7, 2, 3, 3, 2, 1),
-                             conv_shape(2, 3, 3, 2, 2, 1, 2, 0)}) {
+  for (const ConvShape& s : {ConvShape::of(2, 4, 5, 3, 2, 3, 1, 1), ConvShape::of(1, 7, 7, 2, 3, 3, 2, 1),
+                             ConvShape::of(2, 3, 3, 2, 2, 1, 2, 0)}) {
     auto x = randn(static_cast<std::size_t>(s.n * s.h * s.w * s.c), 3);
     auto w = randn(static_cast<std::size_t>(s.weight_size()), 4);
     const std::size_t ny = static_cast<std::size_t>(s.n * s.out_h() * s.out_w() * s.out_c);
@@ -85,7 +72,7 @@ TEST_CASE("conv2d: data and weight gradients match finite differences", "[layers
 }
 
 TEST_CASE("conv2d: results do not depend on the thread count", "[layers][conv]") {
-  const ConvShape s = conv_shape(5, 6, 6, 4, 7, 3, 1, 1);
+  const ConvShape s = ConvShape::of(5, 6, 6, 4, 7, 3, 1, 1);
   std::vector<float> x(static_cast<std::size_t>(s.n * s.h * s.w * s.c)), w(static_cast<std::size_t>(s.weight_size()));
   for (std::size_t k = 0; k < x.size(); ++k) x[k] = std::sin(0.37f * static_cast<float>(k));
   for (std::size_t k = 0; k < w.size(); ++k) w[k] = std::cos(0.11f * static_cast<float>(k));

@@ -30,19 +30,6 @@ Tensor dev_zeros(Context& ctx, std::int64_t n) {
   return t;
 }
 
-ConvShape conv_shape(std::int64_t n, std::int64_t h, std::int64_t w, std::int64_t c, std::int64_t o, std::int64_t k,
-                     std::int64_t stride, std::int64_t pad) {
-  ConvShape s;
-  s.n = n;
-  s.h = h;
-  s.w = w;
-  s.c = c;
-  s.out_c = o;
-  s.k = k;
-  s.stride = stride;
-  s.pad = pad;
-  return s;
-}
 
 double cosine(const std::vector<float>& a, const std::vector<float>& b) {
   double ab = 0, aa = 0, bb = 0;
@@ -59,9 +46,9 @@ double cosine(const std::vector<float>& a, const std::vector<float>& b) {
 TEST_CASE("cuDNN graph convolutions match the CPU reference", "[gpu][resnet][conv]") {
   Context gpu = Context::cuda();
   cudnn::ConvPlans plans(gpu);
-  for (const ConvShape& s : {conv_shape(2, 32, 32, 3, 16, 3, 1, 1), conv_shape(3, 33, 31, 3, 8, 7, 2, 3),
-                             conv_shape(4, 16, 16, 16, 32, 1, 2, 0), conv_shape(1, 9, 9, 24, 24, 3, 2, 1),
-                             conv_shape(7, 8, 8, 64, 64, 3, 1, 1)}) {
+  for (const ConvShape& s : {ConvShape::of(2, 32, 32, 3, 16, 3, 1, 1), ConvShape::of(3, 33, 31, 3, 8, 7, 2, 3),
+                             ConvShape::of(4, 16, 16, 16, 32, 1, 2, 0), ConvShape::of(1, 9, 9, 24, 24, 3, 2, 1),
+                             ConvShape::of(7, 8, 8, 64, 64, 3, 1, 1)}) {
     const std::int64_t nx = s.n * s.h * s.w * s.c, ny = s.n * s.out_h() * s.out_w() * s.out_c;
     const auto x = randf(static_cast<std::size_t>(nx), 1), w = randf(static_cast<std::size_t>(s.weight_size()), 2, 0.2);
     const auto dy = randf(static_cast<std::size_t>(ny), 3);
