@@ -15,6 +15,8 @@ command -v ccache >/dev/null || need+=(ccache)
 command -v g++ >/dev/null || need+=(g++)
 [ -f /usr/include/catch2/catch.hpp ] || need+=(catch2)
 [ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+[ -f /usr/include/turbojpeg.h ] || need+=(libturbojpeg0-dev)
+[ -f /usr/include/png.h ] || need+=(libpng-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -1,7 +1,9 @@
 // npid/npid.h -- umbrella header for libnpid_cuda's public API.
 #pragma once
 
+#include "npid/augment.h"
 #include "npid/context.h"
+#include "npid/data.h"
 #include "npid/device.h"
 #include "npid/error.h"
 #include "npid/memory_bank.h"

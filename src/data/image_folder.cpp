@@ -1,0 +1,121 @@
+// Image folder scanning and parallel decoding.
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <filesystem>
+#include <thread>
+
+#include "common/parallel.h"
+#include "npid/data.h"
+#include "npid/error.h"
+
+namespace npid {
+namespace fs = std::filesystem;
+namespace {
+
+bool has_image_extension(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+}
+
+int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+}  // namespace
+
+ImageFolderIndex scan_image_folder(const std::string& root) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) {
+    throw Error(ErrorKind::kIo, root + ": not a directory (expected root/<class>/<image files>)");
+  }
+  ImageFolderIndex index;
+  index.root = root;
+  std::vector<std::string> classes;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    if (entry.is_directory()) classes.push_back(entry.path().filename().string());
+  }
+  std::sort(classes.begin(), classes.end());
+  for (const std::string& cls : classes) {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(fs::path(root) / cls)) {
+      if (entry.is_regular_file() && has_image_extension(entry.path())) {
+        names.push_back(entry.path().filename().string());
+      }
+    }
+    if (names.empty()) continue;  // like torchvision: classes without images are ignored
+    std::sort(names.begin(), names.end());
+    const auto label = static_cast<std::int64_t>(index.class_names.size());
+    index.class_names.push_back(cls);
+    for (const std::string& n : names) {
+      index.files.push_back(cls + "/" + n);
+      index.labels.push_back(label);
+    }
+  }
+  if (index.files.empty()) {
+    throw Error(ErrorKind::kIo, root +
+                                    ": no images found (expected root/<class>/<file>.jpg|jpeg|png)");
+  }
+  return index;
+}
+
+ImageSet load_image_folder(const std::string& root, const ImageFolderOptions& options) {
+  NPID_CHECK_ARG(options.limit >= 0, "load_image_folder", "options.limit",
+                 "expected >= 0, got " << options.limit);
+  ImageFolderIndex index = scan_image_folder(root);
+  std::int64_t n = static_cast<std::int64_t>(index.files.size());
+  if (options.limit > 0) n = std::min(n, options.limit);
+
+  std::vector<DecodedImage> images(static_cast<std::size_t>(n));
+  std::vector<std::string> errors(static_cast<std::size_t>(n));
+  // Dynamic scheduling: files differ in size, so workers take the next file.
+  std::atomic<std::int64_t> next{0};
+  const int threads = resolve_threads(options.threads);
+  parallel_for(threads, threads, [&](std::int64_t) {
+    for (std::int64_t i = next++; i < n; i = next++) {
+      try {
+        images[i] = decode_image_file((fs::path(root) / index.files[i]).string());
+      } catch (const Error& e) {
+        errors[i] = e.what();
+        if (errors[i].empty()) errors[i] = "unreadable";
+      }
+    }
+  });
+  std::vector<char> bad(static_cast<std::size_t>(n), 0);
+  std::int64_t num_bad = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    bad[i] = !errors[i].empty();
+    num_bad += bad[i];
+  }
+  if (options.on_bad_file == OnBadFile::kFail && num_bad > 0) {
+    // The first bad file in instance order, whatever thread met it first.
+    const auto first = std::find(bad.begin(), bad.end(), 1) - bad.begin();
+    throw Error(ErrorKind::kIo, errors[first] + (num_bad > 1 ? " (and " + std::to_string(num_bad - 1) +
+                                                                  " more unreadable files)"
+                                                            : std::string()));
+  }
+
+  ImageSetBuilder builder;
+  std::vector<std::string> skipped;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (bad[i]) {
+      skipped.push_back(index.files[i]);
+      continue;
+    }
+    builder.add(images[i].pixels.data(), images[i].height, images[i].width, index.labels[i],
+                index.files[i]);
+    images[i] = DecodedImage();
+  }
+  ImageSet set = builder.finish(index.class_names);
+  set.skipped_files = std::move(skipped);
+  if (set.size() == 0) {
+    throw Error(ErrorKind::kIo, root + ": every image file failed to decode");
+  }
+  return set;
+}
+
+}  // namespace npid

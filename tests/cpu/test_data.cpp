@@ -1,0 +1,258 @@
+// Data sets: image-folder order and labels, JPEG/PNG decoding, bad-file
+// policies, the CIFAR-10 binary reader, the synthetic set's determinism.
+#include <turbojpeg.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "common/test_util.h"
+
+using namespace npid;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name) {
+    path = fs::temp_directory_path() / ("npid_test_" + name + "_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// A smooth test image whose pixels encode (seed, y, x).
+std::vector<std::uint8_t> pattern(int h, int w, int seed) {
+  std::vector<std::uint8_t> px(static_cast<std::size_t>(h * w * 3));
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      px[(y * w + x) * 3 + 0] = static_cast<std::uint8_t>(40 + 4 * x + seed * 10);
+      px[(y * w + x) * 3 + 1] = static_cast<std::uint8_t>(30 + 5 * y);
+      px[(y * w + x) * 3 + 2] = static_cast<std::uint8_t>(200 - 3 * x - 2 * y);
+    }
+  return px;
+}
+
+std::vector<std::uint8_t> encode_jpeg(const std::vector<std::uint8_t>& px, int h, int w) {
+  tjhandle tj = tjInitCompress();
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  REQUIRE(tjCompress2(tj, px.data(), w, 0, h, TJPF_RGB, &buf, &size, TJSAMP_444, 100,
+                      TJFLAG_ACCURATEDCT) == 0);
+  std::vector<std::uint8_t> out(buf, buf + size);
+  tjFree(buf);
+  tjDestroy(tj);
+  return out;
+}
+
+void write_file(const fs::path& p, const std::vector<std::uint8_t>& bytes) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                           static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<std::uint8_t> image_bytes(const ImageSet& s, std::int64_t i) {
+  const auto* d = s.descs.data_as<const std::int64_t>();
+  const auto* px = s.pixels.data_as<const std::uint8_t>() + d[3 * i];
+  return {px, px + d[3 * i + 1] * d[3 * i + 2] * 3};
+}
+
+int max_diff(const std::vector<std::uint8_t>& a, const std::vector<std::uint8_t>& b) {
+  REQUIRE(a.size() == b.size());
+  int m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(int(a[i]) - int(b[i])));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("Image folder: classes sorted, files sorted, labels and instance order", "[data]") {
+  TempDir dir("folder");
+  // Created out of order; "empty" has no images and is ignored; a text file is not an image.
+  write_file(dir.path / "zebra" / "b.jpg", encode_jpeg(pattern(8, 12, 3), 8, 12));
+  write_file(dir.path / "zebra" / "a.JPEG", encode_jpeg(pattern(16, 16, 2), 16, 16));
+  write_file(dir.path / "ant" / "2.jpg", encode_jpeg(pattern(8, 8, 1), 8, 8));
+  {
+    const auto px = pattern(10, 6, 0);
+    write_png((dir.path / "ant" / "10.png").string(), px.data(), 10, 6);
+  }
+  write_file(dir.path / "ant" / "notes.txt", {'h', 'i'});
+  fs::create_directories(dir.path / "empty");
+
+  const ImageFolderIndex index = scan_image_folder(dir.path.string());
+  REQUIRE(index.class_names == std::vector<std::string>{"ant", "zebra"});
+  REQUIRE(index.files == std::vector<std::string>{"ant/10.png", "ant/2.jpg", "zebra/a.JPEG", "zebra/b.jpg"});
+  REQUIRE(index.labels == std::vector<std::int64_t>{0, 0, 1, 1});
+
+  ImageFolderOptions opt;
+  opt.threads = 3;
+  const ImageSet set = load_image_folder(dir.path.string(), opt);
+  REQUIRE(set.size() == 4);
+  REQUIRE(set.files == index.files);
+  REQUIRE(set.labels == index.labels);
+  REQUIRE(set.height(0) == 10);
+  REQUIRE(set.width(0) == 6);
+  REQUIRE(set.height(2) == 16);
+  REQUIRE(set.width(3) == 12);
+  REQUIRE_FALSE(set.uniform_size(nullptr, nullptr));
+  // PNG is lossless; JPEG at quality 100, 4:4:4 within a few levels.
+  REQUIRE(image_bytes(set, 0) == pattern(10, 6, 0));
+  REQUIRE(max_diff(image_bytes(set, 1), pattern(8, 8, 1)) <= 3);
+  REQUIRE(max_diff(image_bytes(set, 3), pattern(8, 12, 3)) <= 3);
+  // Stable across loads and thread counts.
+  opt.threads = 1;
+  const ImageSet again = load_image_folder(dir.path.string(), opt);
+  REQUIRE(std::equal(again.pixels.data_as<std::uint8_t>(),
+                     again.pixels.data_as<std::uint8_t>() + again.pixels.numel(),
+                     set.pixels.data_as<std::uint8_t>()));
+}
+
+TEST_CASE("Image folder: a corrupt file fails naming it, or is skipped and listed", "[data]") {
+  TempDir dir("corrupt");
+  const auto good = encode_jpeg(pattern(8, 8, 0), 8, 8);
+  write_file(dir.path / "a" / "0.jpg", good);
+  write_file(dir.path / "a" / "1.jpg", std::vector<std::uint8_t>(good.begin(), good.begin() + good.size() / 2));
+  write_file(dir.path / "b" / "0.jpg", {'n', 'o', 't', ' ', 'j', 'p', 'g'});
+  write_file(dir.path / "b" / "1.png", {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0});
+  write_file(dir.path / "b" / "2.jpg", good);
+
+  test::require_error([&] { load_image_folder(dir.path.string()); }, ErrorKind::kIo, {"a/1.jpg", "and 2 more unreadable files"});
+  test::require_error([&] { decode_image_file((dir.path / "b" / "0.jpg").string()); },
+                      ErrorKind::kIo, {"b/0.jpg", "neither a JPEG nor a PNG"});
+  test::require_error([&] { decode_image_file((dir.path / "b" / "1.png").string()); },
+                      ErrorKind::kIo, {"b/1.png", "PNG"});
+  test::require_error([&] { decode_image_file((dir.path / "missing.jpg").string()); },
+                      ErrorKind::kIo, {"missing.jpg", "cannot open"});
+
+  // A failed decode leaves the thread's decoder usable for the next file.
+  const std::vector<std::uint8_t> half(good.begin(), good.begin() + good.size() / 2);
+  test::require_error([&] { decode_image(half.data(), half.size(), "half.jpg"); }, ErrorKind::kIo, {"half.jpg"});
+  REQUIRE(decode_image(good.data(), good.size(), "good.jpg").width == 8);
+
+  ImageFolderOptions opt;
+  opt.on_bad_file = OnBadFile::kSkip;
+  const ImageSet set = load_image_folder(dir.path.string(), opt);
+  REQUIRE(set.size() == 2);
+  REQUIRE(set.files == std::vector<std::string>{"a/0.jpg", "b/2.jpg"});
+  REQUIRE(set.labels == std::vector<std::int64_t>{0, 1});
+  REQUIRE(set.skipped_files == std::vector<std::string>{"a/1.jpg", "b/0.jpg", "b/1.png"});
+
+  test::require_error([&] { scan_image_folder((dir.path / "nope").string()); }, ErrorKind::kIo,
+                      {"nope", "not a directory"});
+  TempDir empty("emptyfolder");
+  test::require_error([&] { scan_image_folder(empty.path.string()); }, ErrorKind::kIo,
+                      {"no images found"});
+}
+
+TEST_CASE("CIFAR-10 binary reader: planes to HWC, labels, file checks", "[data]") {
+  TempDir dir("cifarbin");
+  // Three records per file; record r of file f has label (f + r) % 10 and
+  // pixel (c, p) = (f * 31 + r * 7 + c * 50 + p) % 256.
+  auto record = [](int f, int r) {
+    std::vector<std::uint8_t> rec(3073);
+    rec[0] = static_cast<std::uint8_t>((f + r) % 10);
+    for (int c = 0; c < 3; ++c)
+      for (int p = 0; p < 1024; ++p) rec[1 + c * 1024 + p] = static_cast<std::uint8_t>((f * 31 + r * 7 + c * 50 + p) % 256);
+    return rec;
+  };
+  for (int f = 1; f <= 6; ++f) {
+    std::vector<std::uint8_t> bytes;
+    for (int r = 0; r < 3; ++r) {
+      const auto rec = record(f, r);
+      bytes.insert(bytes.end(), rec.begin(), rec.end());
+    }
+    write_file(dir.path / (f <= 5 ? "data_batch_" + std::to_string(f) + ".bin" : "test_batch.bin"), bytes);
+  }
+  REQUIRE(is_cifar10_binary_dir(dir.path.string()));
+  const ImageSet train = load_cifar10_binary(dir.path.string(), Split::kTrain);
+  const ImageSet test = load_cifar10_binary(dir.path.string(), Split::kTest);
+  REQUIRE(train.size() == 15);
+  REQUIRE(test.size() == 3);
+  REQUIRE(train.num_classes() == 10);
+  REQUIRE(train.class_names[9] == "truck");
+  std::int64_t h = 0, w = 0;
+  REQUIRE(train.uniform_size(&h, &w));
+  REQUIRE((h == 32 && w == 32));
+  for (int i = 0; i < 15; ++i) {
+    const int f = 1 + i / 3, r = i % 3;
+    REQUIRE(train.labels[i] == (f + r) % 10);
+    const auto px = image_bytes(train, i);
+    for (int p : {0, 1, 517, 1023})
+      for (int c = 0; c < 3; ++c) REQUIRE(px[3 * p + c] == (f * 31 + r * 7 + c * 50 + p) % 256);
+  }
+  REQUIRE(test.labels[2] == (6 + 2) % 10);
+
+  // A truncated file is named.
+  {
+    std::ofstream(dir.path / "data_batch_3.bin", std::ios::binary | std::ios::trunc).write("abc", 3);
+  }
+  test::require_error([&] { load_cifar10_binary(dir.path.string(), Split::kTrain); }, ErrorKind::kIo,
+                      {"data_batch_3.bin", "3073-byte record"});
+  TempDir none("cifarnone");
+  REQUIRE_FALSE(is_cifar10_binary_dir(none.path.string()));
+  test::require_error([&] { load_cifar10_binary(none.path.string(), Split::kTest); }, ErrorKind::kIo,
+                      {"test_batch.bin", "cannot open"});
+}
+
+TEST_CASE("Synthetic data set: deterministic, prefix-stable, balanced labels, seed matters", "[data]") {
+  SyntheticConfig c;
+  c.count = 40;
+  c.image_size = 24;
+  c.seed = 7;
+  c.threads = 2;
+  const ImageSet a = make_synthetic(c);
+  c.threads = 1;
+  const ImageSet b = make_synthetic(c);
+  REQUIRE(a.size() == 40);
+  REQUIRE(a.num_classes() == 10);
+  REQUIRE(a.pixels.numel() == 40 * 24 * 24 * 3);
+  REQUIRE(std::equal(a.pixels.data_as<std::uint8_t>(), a.pixels.data_as<std::uint8_t>() + a.pixels.numel(),
+                     b.pixels.data_as<std::uint8_t>()));
+  for (int i = 0; i < 40; ++i) REQUIRE(a.labels[i] == i % 10);
+  c.count = 13;
+  const ImageSet prefix = make_synthetic(c);
+  REQUIRE(std::equal(prefix.pixels.data_as<std::uint8_t>(),
+                     prefix.pixels.data_as<std::uint8_t>() + prefix.pixels.numel(),
+                     a.pixels.data_as<std::uint8_t>()));
+  c.seed = 8;
+  const ImageSet other = make_synthetic(c);
+  REQUIRE(image_bytes(other, 0) != image_bytes(a, 0));
+  // Images of one class differ from each other (random colour, place, size).
+  REQUIRE(image_bytes(a, 0) != image_bytes(a, 10));
+
+  // The shape is visible: in every image the pixels split into two groups
+  // (shape and background) whose mean brightness differs by > 0.2.
+  for (int i = 0; i < 40; ++i) {
+    const auto px = image_bytes(a, i);
+    std::vector<float> lum(px.size() / 3);
+    for (std::size_t p = 0; p < lum.size(); ++p) lum[p] = (px[3 * p] + px[3 * p + 1] + px[3 * p + 2]) / 765.0f;
+    const float mid = (*std::min_element(lum.begin(), lum.end()) + *std::max_element(lum.begin(), lum.end())) / 2;
+    double lo = 0, hi = 0;
+    int nlo = 0, nhi = 0;
+    for (float v : lum) (v < mid ? (lo += v, ++nlo) : (hi += v, ++nhi));
+    REQUIRE(nlo > 0);
+    REQUIRE(nhi > 0);
+    REQUIRE(hi / nhi - lo / nlo > 0.2);
+  }
+  test::require_error([] { SyntheticConfig bad; bad.num_classes = 11; make_synthetic(bad); },
+                      ErrorKind::kInvalidArgument, {"make_synthetic", "num_classes", "1..10", "11"});
+}
+
+TEST_CASE("ImageSet slice keeps images, labels and files", "[data]") {
+  SyntheticConfig c;
+  c.count = 12;
+  c.image_size = 8;
+  const ImageSet a = make_synthetic(c);
+  const ImageSet s = a.slice(5, 4);
+  REQUIRE(s.size() == 4);
+  REQUIRE(s.labels == std::vector<std::int64_t>{5, 6, 7, 8});
+  REQUIRE(image_bytes(s, 2) == image_bytes(a, 7));
+  test::require_error([&] { a.slice(10, 5); }, ErrorKind::kInvalidArgument, {"slice", "begin 10", "count 5", "12"});
+}
