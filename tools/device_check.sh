@@ -6,12 +6,13 @@
 #   1. device facts (nvidia-smi)
 #   2. CPU tests and GPU tests (every CUDA op against its CPU reference)
 #   3. compute-sanitizer memcheck (and racecheck on a small case) on the GPU tests
-#   4. bench_nce_kernel, bench_softmax_criterion, bench_resnet18 (Google Benchmark JSON)
+#   4. bench_nce_kernel, bench_softmax_criterion, bench_resnet18, bench_data (Google Benchmark JSON)
 #   5. the example training run on CUDA
 #   6. tools/side_by_side.sh, when it exists (PyTorch baselines)
 # Writes to $OUT (or $1): summary.md, device_check.json, bench_nce.json,
 # bench_softmax.json, bench_resnet.json, side_by_side.{md,json} and logs.txt
-# (every step's output, in order): 8 files, the most that come back.
+# (every step's output, in order): 8 files, the most that come back (so
+# bench_data's JSON goes into device_check.json, not a file of its own).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-device_check_out}}
@@ -56,6 +57,13 @@ step() {  # step NAME TIMEOUT LOGFILE CMD...
 } > "$OUT/logs.txt"
 DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)
 
+# Real CIFAR-10 (JPEG image folder) for the data tests, bench_data and the
+# training pair, when the bundle carries it.
+if [ -f .carry/data/cifar10-jpeg.tar.gz ] && [ ! -d /tmp/npid_cifar/train ]; then
+  mkdir -p /tmp/npid_cifar && tar -xzf .carry/data/cifar10-jpeg.tar.gz -C /tmp/npid_cifar
+fi
+[ -d /tmp/npid_cifar/train ] && export NPID_CIFAR_DIR=/tmp/npid_cifar
+
 step cpu_tests 300 logs.txt "$BIN/npid_tests" --durations no
 step gpu_tests 300 logs.txt "$BIN/npid_gpu_tests" --durations yes
 if command -v compute-sanitizer >/dev/null; then
@@ -72,24 +80,23 @@ step bench_softmax 300 logs.txt "$BIN/bench_softmax_criterion" \
      --benchmark_out="$OUT/bench_softmax.json" --benchmark_out_format=json
 step bench_resnet 300 logs.txt "$BIN/bench_resnet18" --benchmark_filter=Gpu \
      --benchmark_out="$OUT/bench_resnet.json" --benchmark_out_format=json
+DATA_JSON=$(mktemp /tmp/npid_bench_data.XXXXXX.json)
+step bench_data 300 logs.txt "$BIN/bench_data" \
+     --benchmark_out="$DATA_JSON" --benchmark_out_format=json
 step example_cuda 120 logs.txt "$BIN/nce_training" --device cuda --steps 300
 if [ -x tools/side_by_side.sh ]; then
-  # Real CIFAR-10 for the training pair when the bundle carries it.
-  if [ -f .carry/data/cifar10-jpeg.tar.gz ] && [ ! -d /tmp/npid_cifar/train ]; then
-    mkdir -p /tmp/npid_cifar && tar -xzf .carry/data/cifar10-jpeg.tar.gz -C /tmp/npid_cifar
-  fi
   [ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
   step side_by_side 420 logs.txt tools/side_by_side.sh "$OUT"
 fi
 
 # Summary (markdown + JSON) from the statuses and the benchmark JSON.
 STATUS_JSON=$(for k in "${!STATUS[@]}"; do printf '"%s": ["%s", %s], ' "$k" "${STATUS[$k]}" "${SECONDS_TAKEN[$k]:-0}"; done)
-python3 - "$OUT" "$DEVICE" "$COMMIT" "{${STATUS_JSON%, }}" <<'PY'
+python3 - "$OUT" "$DEVICE" "$COMMIT" "{${STATUS_JSON%, }}" "$DATA_JSON" <<'PY'
 import json, os, re, sys
 out, device, commit, status = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 
 def load(name):
-    path = os.path.join(out, name)
+    path = name if os.path.isabs(name) else os.path.join(out, name)
     if not os.path.exists(path):
         return []
     return [b for b in json.load(open(path)).get("benchmarks", []) if not b.get("error_occurred")]
@@ -98,6 +105,7 @@ def short(name):
     return re.sub(r"/(min_time:[0-9.]+|manual_time)", "", name)
 
 nce, softmax, resnet = load("bench_nce.json"), load("bench_softmax.json"), load("bench_resnet.json")
+data = load(sys.argv[5])
 lines = [f"# device_check: {device}", "", f"commit: {commit}", "", "| step | status | seconds |", "|---|---|---|"]
 for k, (s, t) in sorted(status.items()):
     lines.append(f"| {k} | {s} | {t} |")
@@ -129,12 +137,17 @@ if resnet:
     for b in resnet:
         lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {b.get('images_per_s', 0):.0f} | "
                      f"{b.get('TFLOPs', 0):.1f} |")
+if data:
+    lines += ["", "## bench_data (input pipeline)", "", "| benchmark | time | images/s |", "|---|---|---|"]
+    for b in data:
+        rate = b.get("images_per_s") or b.get("items_per_second") or 0
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {rate:,.0f} |")
 sbs = os.path.join(out, "side_by_side.md")
 if os.path.exists(sbs):
     lines += ["", open(sbs).read()]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
 json.dump({"device": device, "commit": commit, "steps": status, "bench_nce": nce, "bench_softmax": softmax,
-           "bench_resnet": resnet},
+           "bench_resnet": resnet, "bench_data": data},
           open(os.path.join(out, "device_check.json"), "w"), indent=1)
 print("\n".join(lines))
 PY
