@@ -6,6 +6,7 @@
 #include "npid/data.h"
 #include "npid/device.h"
 #include "npid/error.h"
+#include "npid/knn.h"
 #include "npid/loader.h"
 #include "npid/memory_bank.h"
 #include "npid/nce.h"
