@@ -4,7 +4,7 @@
 // on exactly those inputs and writes the outputs back (equivalence), then times
 // the op as training runs it (warm-up, then CUDA events per iteration; median).
 //
-//   npid_op nce|softmax|resnet --dir DIR [--device cpu|cuda] [--warmup 5] [--iters 50]
+//   npid_op nce|softmax|resnet|knn --dir DIR [--device cpu|cuda] [--warmup 5] [--iters 50]
 //
 // DIR holds meta.txt ("key value" lines: B D N tau momentum lambda, for nce
 // also K z, optional bf16 = 1 to store the bank as bfloat16) and raw
@@ -26,6 +26,10 @@
 // (O,KH,KW,I)), stats.f32 (running statistics after the step) and layout.txt
 // ("name offset numel d0 d1 ... | s0 s1 ..." per tensor: logical | storage
 // shape); then times forward + backward + SGD steps with tf32 as given.
+//
+// knn: meta.txt holds Q N D k C sigma; queries.f32 (Q,D), train.f32 (N,D),
+// labels.i64 (N), qlabels.i64 (Q). Writes values.f32 (Q,k) (the top-k
+// similarities) and predictions.i64 (Q); times knn_classify (fp32 GEMMs).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -307,12 +311,44 @@ int run_resnet(const std::string& dir, Context& ctx, int warmup, int iters) {
   return 0;
 }
 
+int run_knn(const std::string& dir, Context& ctx, int warmup, int iters) {
+  const auto meta = read_meta(dir + "/meta.txt", {"Q", "N", "D", "k", "C", "sigma"});
+  const auto Q = static_cast<std::int64_t>(meta.at("Q")), N = static_cast<std::int64_t>(meta.at("N"));
+  const auto D = static_cast<std::int64_t>(meta.at("D")), k = static_cast<std::int64_t>(meta.at("k"));
+  const Device dev = ctx.device();
+  auto q_h = read_array<float>(dir + "/queries.f32", Q * D);
+  auto t_h = read_array<float>(dir + "/train.f32", N * D);
+  auto l_h = read_array<std::int64_t>(dir + "/labels.i64", N);
+  auto ql_h = read_array<std::int64_t>(dir + "/qlabels.i64", Q);
+  Tensor q({Q, D}, DType::kFloat32, dev), t({N, D}, DType::kFloat32, dev), l({N}, DType::kInt64, dev),
+      ql({Q}, DType::kInt64, dev), values({Q, k}, DType::kFloat32, dev), indices({Q, k}, DType::kInt64, dev);
+  copy(ctx, q, view(q_h.data(), {Q, D}));
+  copy(ctx, t, view(t_h.data(), {N, D}));
+  copy(ctx, l, view(l_h.data(), {N}));
+  copy(ctx, ql, view(ql_h.data(), {Q}));
+  KnnConfig cfg;
+  cfg.k = k;
+  cfg.sigma = static_cast<float>(meta.at("sigma"));
+  cfg.num_classes = static_cast<std::int64_t>(meta.at("C"));
+  // 1. Equivalence: exact fp32 similarities.
+  knn_topk(ctx, q, t, k, values, indices);
+  const KnnResult r = knn_classify(ctx, cfg, q, ql, t, l);
+  std::vector<float> v_h(static_cast<std::size_t>(Q * k));
+  copy(ctx, view(v_h.data(), {Q, k}), values);
+  write_array(dir + "/values.f32", v_h);
+  write_array(dir + "/predictions.i64", r.predictions);
+  // 2. Timing: the whole evaluation (top-k search, vote, accuracy on the host).
+  const auto ms = time_steps(ctx, warmup, iters, [&](int) { (void)knn_classify(ctx, cfg, q, ql, t, l); });
+  write_timing(dir, "knn_classify", ctx, ms);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2 || (std::strcmp(argv[1], "nce") != 0 && std::strcmp(argv[1], "softmax") != 0 &&
-                    std::strcmp(argv[1], "resnet") != 0)) {
-    std::fprintf(stderr, "usage: %s nce|softmax|resnet --dir DIR [--device cpu|cuda|auto] [--warmup W] [--iters N]\n",
+                    std::strcmp(argv[1], "resnet") != 0 && std::strcmp(argv[1], "knn") != 0)) {
+    std::fprintf(stderr, "usage: %s nce|softmax|resnet|knn --dir DIR [--device cpu|cuda|auto] [--warmup W] [--iters N]\n",
                  argv[0]);
     return 2;
   }
@@ -338,6 +374,7 @@ int main(int argc, char** argv) {
     const bool cuda = device == "cuda" || (device == "auto" && cuda_available());
     Context ctx = cuda ? Context::cuda() : Context::cpu();
     if (op == "resnet") return run_resnet(dir, ctx, warmup, iters);
+    if (op == "knn") return run_knn(dir, ctx, warmup, iters);
     return op == "nce" ? run_nce(dir, ctx, warmup, iters) : run_softmax(dir, ctx, warmup, iters);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "npid_op: %s\n", e.what());

@@ -6,13 +6,14 @@
 #   1. device facts (nvidia-smi)
 #   2. CPU tests and GPU tests (every CUDA op against its CPU reference)
 #   3. compute-sanitizer memcheck (and racecheck on a small case) on the GPU tests
-#   4. bench_nce_kernel, bench_softmax_criterion, bench_resnet18, bench_data (Google Benchmark JSON)
+#   4. bench_nce_kernel, bench_softmax_criterion, bench_resnet18, bench_data, bench_knn
+#      (Google Benchmark JSON)
 #   5. the example training run on CUDA
 #   6. tools/side_by_side.sh, when it exists (PyTorch baselines)
 # Writes to $OUT (or $1): summary.md, device_check.json, bench_nce.json,
 # bench_softmax.json, bench_resnet.json, side_by_side.{md,json} and logs.txt
 # (every step's output, in order): 8 files, the most that come back (so
-# bench_data's JSON goes into device_check.json, not a file of its own).
+# bench_data's and bench_knn's JSON go into device_check.json, not files of their own).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-device_check_out}}
@@ -83,6 +84,9 @@ step bench_resnet 300 logs.txt "$BIN/bench_resnet18" --benchmark_filter=Gpu \
 DATA_JSON=$(mktemp /tmp/npid_bench_data.XXXXXX.json)
 step bench_data 300 logs.txt "$BIN/bench_data" \
      --benchmark_out="$DATA_JSON" --benchmark_out_format=json
+KNN_JSON=$(mktemp /tmp/npid_bench_knn.XXXXXX.json)
+step bench_knn 300 logs.txt "$BIN/bench_knn" --benchmark_filter=Gpu\|Gemm \
+     --benchmark_out="$KNN_JSON" --benchmark_out_format=json
 step example_cuda 120 logs.txt "$BIN/nce_training" --device cuda --steps 300
 if [ -x tools/side_by_side.sh ]; then
   [ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
@@ -91,7 +95,7 @@ fi
 
 # Summary (markdown + JSON) from the statuses and the benchmark JSON.
 STATUS_JSON=$(for k in "${!STATUS[@]}"; do printf '"%s": ["%s", %s], ' "$k" "${STATUS[$k]}" "${SECONDS_TAKEN[$k]:-0}"; done)
-python3 - "$OUT" "$DEVICE" "$COMMIT" "{${STATUS_JSON%, }}" "$DATA_JSON" <<'PY'
+python3 - "$OUT" "$DEVICE" "$COMMIT" "{${STATUS_JSON%, }}" "$DATA_JSON" "$KNN_JSON" <<'PY'
 import json, os, re, sys
 out, device, commit, status = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 
@@ -105,7 +109,7 @@ def short(name):
     return re.sub(r"/(min_time:[0-9.]+|manual_time)", "", name)
 
 nce, softmax, resnet = load("bench_nce.json"), load("bench_softmax.json"), load("bench_resnet.json")
-data = load(sys.argv[5])
+data, knn = load(sys.argv[5]), load(sys.argv[6])
 lines = [f"# device_check: {device}", "", f"commit: {commit}", "", "| step | status | seconds |", "|---|---|---|"]
 for k, (s, t) in sorted(status.items()):
     lines.append(f"| {k} | {s} | {t} |")
@@ -142,12 +146,17 @@ if data:
     for b in data:
         rate = b.get("images_per_s") or b.get("items_per_second") or 0
         lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {rate:,.0f} |")
+if knn:
+    lines += ["", "## bench_knn (k = 200, D = 128; whole evaluation, top-k search, and the similarity GEMM alone)", "",
+              "| benchmark | time | queries/s |", "|---|---|---|"]
+    for b in knn:
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {b.get('queries_per_s', 0):,.0f} |")
 sbs = os.path.join(out, "side_by_side.md")
 if os.path.exists(sbs):
     lines += ["", open(sbs).read()]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
 json.dump({"device": device, "commit": commit, "steps": status, "bench_nce": nce, "bench_softmax": softmax,
-           "bench_resnet": resnet, "bench_data": data},
+           "bench_resnet": resnet, "bench_data": data, "bench_knn": knn},
           open(os.path.join(out, "device_check.json"), "w"), indent=1)
 print("\n".join(lines))
 PY
