@@ -7,6 +7,7 @@
 #include "npid/device.h"
 #include "npid/error.h"
 #include "npid/knn.h"
+#include "npid/linear_eval.h"
 #include "npid/loader.h"
 #include "npid/memory_bank.h"
 #include "npid/nce.h"
