@@ -69,6 +69,7 @@ TensorView ResNet18::gradient_buffer() const { return impl_->grad_buf.view(); }
 TensorView ResNet18::buffer_buffer() const { return impl_->stat_buf.view(); }
 std::int64_t ResNet18::num_parameters() const { return impl_->spec.parameter_count(); }
 std::int64_t ResNet18::num_batches_tracked() const { return impl_->batches_tracked; }
+void ResNet18::set_num_batches_tracked(std::int64_t n) { impl_->batches_tracked = n; }
 
 TensorView ResNet18::tensor(const std::string& name) const {
   auto it = impl_->spec.by_name.find(name);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "npid/augment.h"
+#include "npid/checkpoint.h"
 #include "npid/context.h"
 #include "npid/data.h"
 #include "npid/device.h"
@@ -12,6 +13,7 @@
 #include "npid/memory_bank.h"
 #include "npid/nce.h"
 #include "npid/resnet.h"
+#include "npid/safetensors.h"
 #include "npid/sampler.h"
 #include "npid/softmax.h"
 #include "npid/tensor.h"

@@ -91,6 +91,7 @@ class ResNet18 {
   std::int64_t num_parameters() const;  // trainable values (no padding)
   // Training forwards so far (torchvision's num_batches_tracked, same for every BN).
   std::int64_t num_batches_tracked() const;
+  void set_num_batches_tracked(std::int64_t n);  // restoring a checkpoint
 
   struct Impl;
 
