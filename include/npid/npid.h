@@ -7,6 +7,7 @@
 #include "npid/data.h"
 #include "npid/device.h"
 #include "npid/error.h"
+#include "npid/evaluate.h"
 #include "npid/knn.h"
 #include "npid/linear_eval.h"
 #include "npid/loader.h"

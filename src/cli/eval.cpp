@@ -1,0 +1,119 @@
+// `npid eval`: kNN (recomputed features and/or the checkpoint's memory bank),
+// the linear classifier and a retrieval grid for a model file or training
+// checkpoint; JSON + a short table.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "cli/datasets.h"
+#include "cli/options.h"
+#include "npid/npid.h"
+
+namespace npid::cli {
+namespace {
+
+const char* kHelp = R"(usage: npid eval --checkpoint FILE --data DATA [options]
+
+Evaluates an embedding network: weighted kNN on recomputed features and on the
+checkpoint's memory bank, a linear classifier on frozen features, and a
+retrieval picture. Writes OUT/eval.json and OUT/retrieval.png.
+
+  --checkpoint FILE     model file or training checkpoint (.safetensors)
+  --data DATA           synthetic[:TRAIN[:TEST]] | CIFAR-10 binary dir | dir with train/ and test/
+  --device D            auto (default) | cpu | cuda
+  --out DIR             where results go (default: the checkpoint's directory)
+  --k K                 neighbours (default 200)
+  --sigma S             neighbour weight exp(sim / S) (default 0.1)
+  --knn MODES           recompute,bank (default) | recompute | bank | none
+  --linear LOSS         hinge (default) | softmax | none
+  --linear-iters N      gradient steps per fit (default 300)
+  --retrieval N         query rows in the retrieval picture (default 8; 0 = none)
+  --batch B             images per forward pass (default 256 on CUDA, 64 on CPU)
+  --limit-train N       use only the first N train images (0 = all)
+  --limit-test N        use only the first N test images (0 = all)
+  --seed S              synthetic data seed (default: the checkpoint's, else 0)
+  --threads T           decoding threads (default: all cores)
+)";
+
+}  // namespace
+
+int eval_main(const std::vector<std::string>& args) {
+  const std::set<std::string> flags = {"--help"};
+  Options o(args, flags);
+  if (o.has("--help")) {
+    std::cout << kHelp;
+    return 0;
+  }
+  o.reject_unknown({"--help", "--checkpoint", "--data", "--device", "--out", "--k", "--sigma", "--knn", "--linear",
+                    "--linear-iters", "--retrieval", "--batch", "--limit-train", "--limit-test", "--seed", "--threads"});
+  const std::string ckpt = o.required("--checkpoint");
+  const std::string data_spec = o.required("--data");
+  const std::string device = o.choice("--device", "auto", {"auto", "cpu", "cuda"});
+  const std::string knn_modes = o.choice("--knn", "recompute,bank", {"recompute,bank", "bank,recompute", "recompute", "bank", "none"});
+  const std::string linear = o.choice("--linear", "hinge", {"hinge", "softmax", "none"});
+  const int threads = static_cast<int>(o.integer("--threads", 0, 0, 1024));
+
+  // Every option is checked before any file is read.
+  const bool cuda = device == "cuda" || (device == "auto" && cuda_available());
+  const std::int64_t batch = o.integer("--batch", cuda ? 256 : 64, 1, 4096);
+  const std::int64_t lt = o.integer("--limit-train", 0, 0, INT64_MAX), le = o.integer("--limit-test", 0, 0, INT64_MAX);
+  EvalConfig ec;
+  ec.knn.k = o.integer("--k", 200, 1, kMaxKnnK);
+  ec.knn.sigma = static_cast<float>(o.number("--sigma", 0.1, 1e-4, 1e4));
+  ec.knn_recompute = knn_modes.find("recompute") != std::string::npos;
+  ec.knn_bank = knn_modes.find("bank") != std::string::npos;
+  ec.linear = linear != "none";
+  ec.linear_config.loss = linear == "softmax" ? LinearLoss::kSoftmax : LinearLoss::kHinge;
+  ec.linear_config.iterations = o.integer("--linear-iters", 300, 1, 100000);
+  ec.retrieval_queries = o.integer("--retrieval", 8, 0, 64);
+  const std::int64_t seed_option = o.integer("--seed", -1, 0, INT64_MAX);
+
+  const SafetensorsFile file = load_safetensors(ckpt);
+  const ResNetConfig mc = model_config_from(file, ckpt);
+  Context ctx = cuda ? Context::cuda() : Context::cpu();
+  std::uint64_t seed = 0;
+  if (const auto it = file.metadata.find("npid.data_seed"); it != file.metadata.end()) seed = std::stoull(it->second);
+  if (seed_option >= 0) seed = static_cast<std::uint64_t>(seed_option);
+
+  DataSplits data = load_data(data_spec, mc.image_size, seed, threads);
+  if (lt > 0 && lt < data.train.size()) data.train = data.train.slice(0, lt);
+  if (le > 0 && le < data.test.size()) data.test = data.test.slice(0, le);
+
+  ResNet18 net(ctx, mc, batch, 0);
+  load_model_state(ctx, net, file, ckpt);
+  Tensor bank;
+  if (const NamedTensor* b = file.find("memory_bank"); b != nullptr && knn_modes.find("bank") != std::string::npos) {
+    if (b->shape.size() == 2 && b->shape[1] == mc.embedding_dim && b->shape[0] >= data.train.size()) {
+      const std::int64_t rows = data.train.size();
+      bank = Tensor({rows, mc.embedding_dim}, b->dtype, ctx.device());
+      copy(ctx, bank, TensorView(const_cast<std::uint8_t*>(b->bytes.data()), b->dtype, {rows, mc.embedding_dim}, Device::cpu()));
+    } else {
+      std::fprintf(stderr, "npid eval: the checkpoint's memory bank (%lld rows) does not match the train split (%lld "
+                           "images); bank kNN skipped\n",
+                   static_cast<long long>(b->shape.empty() ? 0 : b->shape[0]), static_cast<long long>(data.train.size()));
+    }
+  }
+  namespace fs = std::filesystem;
+  const std::string out = o.str("--out", fs::path(ckpt).parent_path().empty() ? "." : fs::path(ckpt).parent_path().string());
+  fs::create_directories(out);
+
+  ec.knn.k = std::min(ec.knn.k, data.train.size());
+  if (ec.retrieval_queries > 0) ec.retrieval_png = (fs::path(out) / "retrieval.png").string();
+
+  std::printf("npid eval: %s on %s, %s\n", ckpt.c_str(), ctx.device().str().c_str(), data.description.c_str());
+  const EvalReport report = evaluate(ctx, ec, net, data.train, data.test, bank);
+  std::printf("%s", report.to_table().c_str());
+  const std::string json_path = (fs::path(out) / "eval.json").string();
+  {
+    std::ofstream f(json_path + ".tmp");
+    f << report.to_json() << "\n";
+    if (!f) throw Error(ErrorKind::kIo, json_path + ": cannot write");
+  }
+  fs::rename(json_path + ".tmp", json_path);
+  std::printf("  results: %s\n", json_path.c_str());
+  return 0;
+}
+
+}  // namespace npid::cli
