@@ -4,7 +4,7 @@
 // on exactly those inputs and writes the outputs back (equivalence), then times
 // the op as training runs it (warm-up, then CUDA events per iteration; median).
 //
-//   npid_op nce|softmax|resnet|knn --dir DIR [--device cpu|cuda] [--warmup 5] [--iters 50]
+//   npid_op nce|softmax|resnet|knn|train --dir DIR [--device cpu|cuda] [--warmup 5] [--iters 50]
 //
 // DIR holds meta.txt ("key value" lines: B D N tau momentum lambda, for nce
 // also K z, optional bf16 = 1 to store the bank as bfloat16) and raw
@@ -30,6 +30,12 @@
 // knn: meta.txt holds Q N D k C sigma; queries.f32 (Q,D), train.f32 (N,D),
 // labels.i64 (N), qlabels.i64 (Q). Writes values.f32 (Q,k) (the top-k
 // similarities) and predictions.i64 (Q); times knn_classify (fp32 GEMMs).
+//
+// train: meta.txt holds B K softmax steps warmup [N]; data_path.txt (optional)
+// names an image folder, else N synthetic 32x32 images. Runs the whole
+// TrainStep (CIFAR preset, width 64) from the resident set: warm-up steps,
+// then `steps` steps timed by the wall clock (as the baseline's pipeline);
+// writes losses.txt (first, last) and timing.json (ms per step).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -343,12 +349,60 @@ int run_knn(const std::string& dir, Context& ctx, int warmup, int iters) {
   return 0;
 }
 
+int run_train(const std::string& dir, Context& ctx, int, int) {
+  const auto meta = read_meta(dir + "/meta.txt", {"B", "K", "softmax", "steps", "warmup"});
+  TrainStepConfig cfg;  // CIFAR preset: ResNet-18 width 64, 32x32, tau 0.1, SGD 0.9 / 5e-4
+  cfg.batch_size = static_cast<std::int64_t>(meta.at("B"));
+  cfg.num_negatives = static_cast<std::int64_t>(meta.at("K"));
+  cfg.criterion = meta.at("softmax") != 0 ? CriterionKind::kSoftmax : CriterionKind::kNce;
+  cfg.temperature = 0.1f;
+  cfg.validate_indices = false;
+  const int steps = static_cast<int>(meta.at("steps")), warmup = static_cast<int>(meta.at("warmup"));
+  ImageSet host;
+  std::ifstream path_file(dir + "/data_path.txt");
+  std::string data_path;
+  if (path_file && std::getline(path_file, data_path) && !data_path.empty()) {
+    host = load_image_folder(data_path);
+  } else {
+    SyntheticConfig sc;
+    sc.count = meta.count("N") ? static_cast<std::int64_t>(meta.at("N")) : 50000;
+    host = make_synthetic(sc);
+  }
+  const std::int64_t N = host.size(), B = cfg.batch_size, batches = N / B;
+  const ImageSet set = host.to(ctx);
+  TrainStep step(ctx, cfg, N);
+  Tensor perm({N}, DType::kInt64, ctx.device());
+  std::int64_t epoch = -1;
+  auto one = [&](int s, bool fetch) {
+    const std::int64_t e = s / batches, b = s % batches;
+    if (e != epoch) {
+      epoch = e;
+      epoch_permutation(ctx, 0, static_cast<std::uint64_t>(e), perm);
+    }
+    const TensorView idx(perm.data_as<std::int64_t>() + b * B, DType::kInt64, {B}, ctx.device());
+    return step.step(set, idx, e, 0.03f, fetch).loss;
+  };
+  const float first = one(0, true);
+  for (int s = 1; s < warmup; ++s) one(s, false);
+  ctx.synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  float last = 0;
+  for (int s = 0; s < steps; ++s) last = one(warmup + s, s + 1 == steps);
+  ctx.synchronize();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / steps;
+  std::ofstream(dir + "/losses.txt") << first << " " << last << "\n";
+  write_timing(dir, cfg.criterion == CriterionKind::kNce ? "train_step_nce" : "train_step_softmax", ctx,
+               std::vector<double>(1, ms));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2 || (std::strcmp(argv[1], "nce") != 0 && std::strcmp(argv[1], "softmax") != 0 &&
-                    std::strcmp(argv[1], "resnet") != 0 && std::strcmp(argv[1], "knn") != 0)) {
-    std::fprintf(stderr, "usage: %s nce|softmax|resnet|knn --dir DIR [--device cpu|cuda|auto] [--warmup W] [--iters N]\n",
+                    std::strcmp(argv[1], "resnet") != 0 && std::strcmp(argv[1], "knn") != 0 &&
+                    std::strcmp(argv[1], "train") != 0)) {
+    std::fprintf(stderr, "usage: %s nce|softmax|resnet|knn|train --dir DIR [--device cpu|cuda|auto] [--warmup W] [--iters N]\n",
                  argv[0]);
     return 2;
   }
@@ -375,6 +429,7 @@ int main(int argc, char** argv) {
     Context ctx = cuda ? Context::cuda() : Context::cpu();
     if (op == "resnet") return run_resnet(dir, ctx, warmup, iters);
     if (op == "knn") return run_knn(dir, ctx, warmup, iters);
+    if (op == "train") return run_train(dir, ctx, warmup, iters);
     return op == "nce" ? run_nce(dir, ctx, warmup, iters) : run_softmax(dir, ctx, warmup, iters);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "npid_op: %s\n", e.what());

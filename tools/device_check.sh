@@ -8,12 +8,13 @@
 #   3. compute-sanitizer memcheck (and racecheck on a small case) on the GPU tests
 #   4. bench_nce_kernel, bench_softmax_criterion, bench_resnet18, bench_data, bench_knn
 #      (Google Benchmark JSON)
-#   5. the example training run on CUDA
+#   5. the examples and a short `npid train` run on CUDA (CIFAR-10 when carried)
 #   6. tools/side_by_side.sh, when it exists (PyTorch baselines)
 # Writes to $OUT (or $1): summary.md, device_check.json, bench_nce.json,
 # bench_softmax.json, bench_resnet.json, side_by_side.{md,json} and logs.txt
 # (every step's output, in order): 8 files, the most that come back (so
-# bench_data's and bench_knn's JSON go into device_check.json, not files of their own).
+# bench_data's, bench_knn's and bench_train_step's JSON go into device_check.json,
+# not files of their own).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-device_check_out}}
@@ -87,7 +88,17 @@ step bench_data 300 logs.txt "$BIN/bench_data" \
 KNN_JSON=$(mktemp /tmp/npid_bench_knn.XXXXXX.json)
 step bench_knn 300 logs.txt "$BIN/bench_knn" --benchmark_filter=Gpu\|Gemm \
      --benchmark_out="$KNN_JSON" --benchmark_out_format=json
+TRAIN_JSON=$(mktemp /tmp/npid_bench_train.XXXXXX.json)
+step bench_train 300 logs.txt "$BIN/bench_train_step" --benchmark_filter=Gpu \
+     --benchmark_out="$TRAIN_JSON" --benchmark_out_format=json
 step example_cuda 120 logs.txt "$BIN/nce_training" --device cuda --steps 300
+step example_train_step 120 logs.txt "$BIN/train_step" --device cuda --steps 40
+# A short real training run: CIFAR-10 when carried, else the synthetic default.
+RUN_DATA=()
+[ -n "${NPID_CIFAR_DIR:-}" ] && RUN_DATA=(--data "$NPID_CIFAR_DIR")
+rm -rf /tmp/npid_device_run
+step train_run 300 logs.txt "$BIN/npid" train --device cuda "${RUN_DATA[@]}" --epochs 2 \
+     --steps-per-epoch 200 --knn-every 1 --run /tmp/npid_device_run --quiet
 if [ -x tools/side_by_side.sh ]; then
   [ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
   step side_by_side 420 logs.txt tools/side_by_side.sh "$OUT"
@@ -95,7 +106,7 @@ fi
 
 # Summary (markdown + JSON) from the statuses and the benchmark JSON.
 STATUS_JSON=$(for k in "${!STATUS[@]}"; do printf '"%s": ["%s", %s], ' "$k" "${STATUS[$k]}" "${SECONDS_TAKEN[$k]:-0}"; done)
-python3 - "$OUT" "$DEVICE" "$COMMIT" "{${STATUS_JSON%, }}" "$DATA_JSON" "$KNN_JSON" <<'PY'
+python3 - "$OUT" "$DEVICE" "$COMMIT" "{${STATUS_JSON%, }}" "$DATA_JSON" "$KNN_JSON" "$TRAIN_JSON" <<'PY'
 import json, os, re, sys
 out, device, commit, status = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 
@@ -109,7 +120,7 @@ def short(name):
     return re.sub(r"/(min_time:[0-9.]+|manual_time)", "", name)
 
 nce, softmax, resnet = load("bench_nce.json"), load("bench_softmax.json"), load("bench_resnet.json")
-data, knn = load(sys.argv[5]), load(sys.argv[6])
+data, knn, train = load(sys.argv[5]), load(sys.argv[6]), load(sys.argv[7])
 lines = [f"# device_check: {device}", "", f"commit: {commit}", "", "| step | status | seconds |", "|---|---|---|"]
 for k, (s, t) in sorted(status.items()):
     lines.append(f"| {k} | {s} | {t} |")
@@ -151,12 +162,23 @@ if knn:
               "| benchmark | time | queries/s |", "|---|---|---|"]
     for b in knn:
         lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {b.get('queries_per_s', 0):,.0f} |")
+if train:
+    lines += ["", "## bench_train_step (CIFAR preset, width 64, B = 128, N = 50,000, TF32)", "",
+              "| benchmark | time per step | images/s |", "|---|---|---|"]
+    for b in train:
+        lines.append(f"| {short(b['name'])} {b.get('label', '')} | {b['real_time']:.2f} {b['time_unit']} | "
+                     f"{b.get('images_per_s', 0):,.0f} |")
+run_metrics = "/tmp/npid_device_run/metrics.jsonl"
+if os.path.exists(run_metrics):
+    lines += ["", "## short training run (npid train, 2 x 200 steps)", "", "```"] + \
+             open(run_metrics).read().strip().splitlines() + ["```"]
 sbs = os.path.join(out, "side_by_side.md")
 if os.path.exists(sbs):
     lines += ["", open(sbs).read()]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
 json.dump({"device": device, "commit": commit, "steps": status, "bench_nce": nce, "bench_softmax": softmax,
-           "bench_resnet": resnet, "bench_data": data, "bench_knn": knn},
+           "bench_resnet": resnet, "bench_data": data, "bench_knn": knn,
+           "bench_train_step": train},
           open(os.path.join(out, "device_check.json"), "w"), indent=1)
 print("\n".join(lines))
 PY

@@ -2,7 +2,7 @@
 # Builds Release binaries for the GPU machine and stages them, with the shared
 # libraries that machine lacks, in .carry/ (git-ignored):
 #   .carry/bin/  npid_tests npid_gpu_tests bench_nce_kernel bench_softmax_criterion bench_resnet18
-#                bench_data bench_knn npid_op nce_training
+#                bench_data bench_knn bench_train_step npid npid_op nce_training train_step
 #   .carry/lib/  libnpid_cuda.so.*, and Debian's libbenchmark, libturbojpeg, libpng16
 #   .carry/data/ cifar10-jpeg.tar.gz when ../shared/data has it
 # Then run on the GPU machine:  bash tools/device_check.sh   (with .carry carried)
@@ -15,7 +15,7 @@ cmake --build "$BUILD"
 rm -rf .carry && mkdir -p .carry/bin .carry/lib
 cp "$BUILD"/tests/npid_tests "$BUILD"/tests/npid_gpu_tests "$BUILD"/bench/bench_nce_kernel \
    "$BUILD"/bench/bench_softmax_criterion "$BUILD"/bench/bench_resnet18 "$BUILD"/bench/bench_data \
-   "$BUILD"/bench/bench_knn \
+   "$BUILD"/bench/bench_knn "$BUILD"/bench/bench_train_step "$BUILD"/npid "$BUILD"/examples/train_step \
    "$BUILD"/bench/npid_op \
    "$BUILD"/examples/nce_training .carry/bin/
 for t in .carry/bin/*; do [ -x "$t" ] && [ -f "$t" ] && strip --strip-debug "$t" || true; done

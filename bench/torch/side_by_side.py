@@ -15,6 +15,7 @@ each other where they compute the same thing.
 Exit status 1 when any equivalence check fails.
 """
 import argparse
+import math
 import json
 import os
 import subprocess
@@ -360,14 +361,36 @@ def pair_knn(cfg, args, device, timer):
 
 
 def pair_train(cfg, args, device, timer):
-    """Baseline only until npid::TrainStep lands (issue 8)."""
+    """The whole training step, CIFAR preset (ResNet-18 width 64, 32x32), on the
+    same images: ours (npid_op train: resident data, GPU augmentation, TrainStep)
+    against the reference-style pipeline (torchvision transforms in DataLoader
+    workers) and a GPU-resident PyTorch pipeline. Throughput only: the two
+    sides draw different augmentations and negatives, so the check is that
+    both losses are finite and of the same order."""
     import train_baselines as tb
-    res = {"rate_unit": "images/s", "ours_missing": "issue 8", "theirs": {}}
+    res = {"rate_unit": "images/s", "work": cfg["B"], "theirs": {}}
     data = tb.load_images(args.data) if args.data else None
     images = data[0] if data is not None else tb.synthetic_images(cfg.get("N", 50000))[0]
     if "N" in cfg:
         images = images[:cfg["N"]]
     res["data"] = f"{'image folder ' + args.data if data is not None else 'synthetic uint8'} ({images.shape[0]} images)"
+    ours_losses = None
+    with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
+        meta = dict(B=cfg["B"], K=cfg["K"] or 4096, softmax=1 if cfg["criterion"] == "softmax" else 0,
+                    steps=cfg["steps"], warmup=cfg["warmup"], N=images.shape[0])
+        with open(os.path.join(folder, "meta.txt"), "w") as f:
+            for key, val in meta.items():
+                f.write(f"{key} {val!r}\n")
+        if data is not None:
+            with open(os.path.join(folder, "data_path.txt"), "w") as f:
+                f.write(os.path.abspath(args.data) + "\n")
+        proc = subprocess.run([args.npid_op, "train", "--dir", folder, "--device", device],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            res["error"] = f"npid_op failed ({proc.returncode}): {proc.stderr.strip()}"
+            return res
+        res["ours_ms"] = json.load(open(os.path.join(folder, "timing.json")))["median_ms"]
+        ours_losses = [float(v) for v in open(os.path.join(folder, "losses.txt")).read().split()]
     for pipeline in ("reference", "gpu_resident"):
         if pipeline == "gpu_resident" and device != "cuda" and not args.small:
             continue
@@ -378,6 +401,11 @@ def pair_train(cfg, args, device, timer):
                                 steps=cfg["steps"], warmup=cfg["warmup"], workers=0 if args.small else 2)
             entry.update(r)
             entry["rate"] = r["images_per_s"]
+            entry["ms"] = cfg["B"] / r["images_per_s"] * 1e3
+            ok = all(math.isfinite(v) for v in ours_losses + [r["loss_first"], r["loss_last"]]) and \
+                0.1 < ours_losses[0] / r["loss_first"] < 10
+            entry["check"] = {"ok": ok, "ours_loss_first": ours_losses[0], "theirs_loss_first": float(r["loss_first"]),
+                              "against": "first-step losses (finite, same order)"}
         except Exception as e:
             entry["error"] = f"{type(e).__name__}: {e}"
         res["theirs"][pipeline] = entry

@@ -18,4 +18,6 @@
 #include "npid/sampler.h"
 #include "npid/softmax.h"
 #include "npid/tensor.h"
+#include "npid/train.h"
+#include "npid/trainer.h"
 #include "npid/version.h"

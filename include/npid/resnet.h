@@ -118,6 +118,8 @@ class Sgd {
   void step(const TensorView& params, const TensorView& grads, float lr);
   TensorView momentum_buffer() const { return buffer_.view(); }
   bool started() const { return started_; }
+  // Restoring a checkpoint: whether the next step is not the first one.
+  void set_started(bool started) { started_ = started; }
 
  private:
   Context* ctx_;

@@ -7,5 +7,6 @@
 namespace npid::cli {
 
 int eval_main(const std::vector<std::string>& args);
+int train_main(const std::vector<std::string>& args);
 
 }  // namespace npid::cli

@@ -1,4 +1,4 @@
-// npid -- the command line: `npid eval` (evaluate a model), `npid version`.
+// npid -- the command line: `npid train`, `npid eval`, `npid version`.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -13,6 +13,7 @@ namespace {
 const char* kUsage = R"(usage: npid <command> [options]
 
 commands:
+  train     train an embedding (npid train --help); without options: the built-in synthetic run
   eval      kNN / linear evaluation and retrieval picture of a model (npid eval --help)
   version   library version and CUDA status
 )";
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   try {
     if (cmd == "eval") return npid::cli::eval_main(args);
+    if (cmd == "train") return npid::cli::train_main(args);
     if (cmd == "version") {
       std::printf("libnpid_cuda %s\n%s\n", NPID_VERSION_STRING, npid::cuda_status().c_str());
       return 0;

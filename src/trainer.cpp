@@ -1,0 +1,522 @@
+// The NPID training loop (contract in npid/trainer.h).
+#include "npid/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/plot.h"
+#include "npid/augment.h"
+#include "npid/checkpoint.h"
+#include "npid/error.h"
+#include "npid/safetensors.h"
+
+namespace npid {
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+// ---- configuration -------------------------------------------------------------
+
+TrainerConfig TrainerConfig::from_preset(const std::string& name) {
+  TrainerConfig c;
+  c.preset = name;
+  if (name == "cifar10") {
+    c.step.model.stem = ResNetStem::kCifar;
+    c.step.model.image_size = 32;
+    c.step.batch_size = 128;
+    c.step.temperature = 0.1f;
+    c.step.sgd.weight_decay = 5e-4f;
+    c.step.augment = AugmentConfig::cifar10_train();
+  } else if (name == "imagenet") {
+    c.step.model.stem = ResNetStem::kImageNet;
+    c.step.model.image_size = 224;
+    c.step.batch_size = 256;
+    c.step.temperature = 0.07f;
+    c.step.sgd.weight_decay = 1e-4f;
+    c.step.augment = AugmentConfig::imagenet_train();
+  } else {
+    NPID_CHECK_ARG(false, "TrainerConfig::from_preset", "name", "expected cifar10 or imagenet, got '" << name << "'");
+  }
+  c.step.num_negatives = 4096;
+  c.step.bank_momentum = 0.5f;
+  c.step.sgd.momentum = 0.9f;
+  c.lr = 0.03f;
+  c.epochs = 200;
+  c.lr_milestones = {120, 160};
+  c.lr_gamma = 0.1f;
+  return c;
+}
+
+float TrainerConfig::lr_at(std::int64_t epoch) const {
+  if (cosine) return static_cast<float>(0.5 * lr * (1.0 + std::cos(M_PI * static_cast<double>(epoch) / epochs)));
+  double r = lr;
+  for (std::int64_t m : lr_milestones)
+    if (epoch >= m) r *= lr_gamma;
+  return static_cast<float>(r);
+}
+
+namespace {
+
+const char* z_policy_name(ZPolicy p) { return to_string(p); }
+
+json augment_json(const AugmentConfig& a) {
+  return {{"out_height", a.out_height}, {"out_width", a.out_width}, {"train", a.train},
+          {"scale_min", a.scale_min},   {"scale_max", a.scale_max}, {"ratio_min", a.ratio_min},
+          {"ratio_max", a.ratio_max},   {"brightness", a.brightness}, {"contrast", a.contrast},
+          {"saturation", a.saturation}, {"hue", a.hue},             {"grayscale_p", a.grayscale_p},
+          {"grayscale_first", a.grayscale_first}, {"flip_p", a.flip_p}, {"resize_shorter", a.resize_shorter},
+          {"mean", {a.mean[0], a.mean[1], a.mean[2]}}, {"std", {a.std[0], a.std[1], a.std[2]}}};
+}
+
+AugmentConfig augment_from(const json& j) {
+  AugmentConfig a;
+  a.out_height = j.at("out_height");
+  a.out_width = j.at("out_width");
+  a.train = j.at("train");
+  a.scale_min = j.at("scale_min");
+  a.scale_max = j.at("scale_max");
+  a.ratio_min = j.at("ratio_min");
+  a.ratio_max = j.at("ratio_max");
+  a.brightness = j.at("brightness");
+  a.contrast = j.at("contrast");
+  a.saturation = j.at("saturation");
+  a.hue = j.at("hue");
+  a.grayscale_p = j.at("grayscale_p");
+  a.grayscale_first = j.at("grayscale_first");
+  a.flip_p = j.at("flip_p");
+  a.resize_shorter = j.at("resize_shorter");
+  for (int i = 0; i < 3; ++i) {
+    a.mean[i] = j.at("mean").at(i);
+    a.std[i] = j.at("std").at(i);
+  }
+  return a;
+}
+
+json config_json(const TrainerConfig& c) {
+  const TrainStepConfig& s = c.step;
+  json model = {{"stem", to_string(s.model.stem)},         {"width", s.model.width},
+                {"embedding_dim", s.model.embedding_dim},   {"image_size", s.model.image_size},
+                {"bn_eps", s.model.bn_eps},                 {"bn_momentum", s.model.bn_momentum},
+                {"tf32_convolutions", s.model.tf32_convolutions}};
+  json step = {{"model", model},
+               {"criterion", to_string(s.criterion)},
+               {"num_negatives", s.num_negatives},
+               {"temperature", s.temperature},
+               {"proximal_lambda", s.proximal_lambda},
+               {"z_policy", z_policy_name(s.z_policy)},
+               {"bank_momentum", s.bank_momentum},
+               {"bank_dtype", s.bank_dtype == DType::kBFloat16 ? "bf16" : "fp32"},
+               {"bank_init", to_string(s.bank_init)},
+               {"sgd", {{"momentum", s.sgd.momentum}, {"weight_decay", s.sgd.weight_decay}, {"nesterov", s.sgd.nesterov}}},
+               {"batch_size", s.batch_size},
+               {"augment", augment_json(s.augment)},
+               {"seed", s.seed}};
+  return {{"preset", c.preset},       {"epochs", c.epochs},
+          {"lr", c.lr},               {"lr_milestones", c.lr_milestones},
+          {"lr_gamma", c.lr_gamma},   {"cosine", c.cosine},
+          {"steps_per_epoch", c.steps_per_epoch}, {"knn_every", c.knn_every},
+          {"knn_k", c.knn_k},         {"checkpoint_every", c.checkpoint_every},
+          {"final_eval", c.final_eval}, {"log_every", c.log_every},
+          {"data", c.data},           {"data_seed", c.data_seed},
+          {"step", step}};
+}
+
+}  // namespace
+
+std::string TrainerConfig::to_json() const { return config_json(*this).dump(2); }
+
+TrainerConfig TrainerConfig::from_json(const std::string& text) {
+  try {
+    const json j = json::parse(text);
+    TrainerConfig c;
+    c.preset = j.at("preset");
+    c.epochs = j.at("epochs");
+    c.lr = j.at("lr");
+    c.lr_milestones = j.at("lr_milestones").get<std::vector<std::int64_t>>();
+    c.lr_gamma = j.at("lr_gamma");
+    c.cosine = j.at("cosine");
+    c.steps_per_epoch = j.at("steps_per_epoch");
+    c.knn_every = j.at("knn_every");
+    c.knn_k = j.at("knn_k");
+    c.checkpoint_every = j.at("checkpoint_every");
+    c.final_eval = j.at("final_eval");
+    c.log_every = j.at("log_every");
+    c.data = j.at("data");
+    c.data_seed = j.at("data_seed");
+    const json& s = j.at("step");
+    const json& m = s.at("model");
+    const std::string stem = m.at("stem");
+    c.step.model.stem = stem == "imagenet" ? ResNetStem::kImageNet : ResNetStem::kCifar;
+    c.step.model.width = m.at("width");
+    c.step.model.embedding_dim = m.at("embedding_dim");
+    c.step.model.image_size = m.at("image_size");
+    c.step.model.bn_eps = m.at("bn_eps");
+    c.step.model.bn_momentum = m.at("bn_momentum");
+    c.step.model.tf32_convolutions = m.at("tf32_convolutions");
+    c.step.criterion = s.at("criterion") == "softmax" ? CriterionKind::kSoftmax : CriterionKind::kNce;
+    c.step.num_negatives = s.at("num_negatives");
+    c.step.temperature = s.at("temperature");
+    c.step.proximal_lambda = s.at("proximal_lambda");
+    const std::string zp = s.at("z_policy");
+    c.step.z_policy = zp == to_string(ZPolicy::kEma) ? ZPolicy::kEma
+                      : zp == to_string(ZPolicy::kFixed) ? ZPolicy::kFixed
+                                                         : ZPolicy::kFirstBatch;
+    c.step.bank_momentum = s.at("bank_momentum");
+    c.step.bank_dtype = s.at("bank_dtype") == "bf16" ? DType::kBFloat16 : DType::kFloat32;
+    c.step.bank_init = s.at("bank_init") == to_string(BankInit::kUnit) ? BankInit::kUnit : BankInit::kUniform;
+    c.step.sgd.momentum = s.at("sgd").at("momentum");
+    c.step.sgd.weight_decay = s.at("sgd").at("weight_decay");
+    c.step.sgd.nesterov = s.at("sgd").at("nesterov");
+    c.step.batch_size = s.at("batch_size");
+    c.step.augment = augment_from(s.at("augment"));
+    c.step.seed = s.at("seed");
+    return c;
+  } catch (const json::exception& e) {
+    throw Error(ErrorKind::kIo, std::string("trainer configuration: not a valid document: ") + e.what());
+  }
+}
+
+// ---- the trainer --------------------------------------------------------------------
+
+struct Trainer::Impl {
+  Context* ctx = nullptr;
+  TrainerConfig cfg;
+  std::string dir;
+  ImageSet train, test, resident;
+  std::unique_ptr<TrainStep> step;
+  Tensor perm;
+  std::vector<EpochMetrics> history;
+  std::optional<EvalReport> final_report;
+  std::int64_t next_epoch = 0;
+
+  std::string path(const char* name) const { return (fs::path(dir) / name).string(); }
+
+  void setup(Context& c, const TrainerConfig& config, const ImageSet& tr, const ImageSet& te, const std::string& d) {
+    constexpr const char* op = "Trainer";
+    NPID_CHECK_ARG(tr.size() >= config.step.batch_size, op, "train",
+                   "expected at least one batch of " << config.step.batch_size << " images, got " << tr.size());
+    NPID_CHECK_ARG(te.size() >= 1, op, "test", "expected a non-empty test set, got 0 images");
+    NPID_CHECK_ARG(config.epochs >= 1, op, "config.epochs", "expected >= 1, got " << config.epochs);
+    NPID_CHECK_ARG(std::isfinite(config.lr) && config.lr > 0, op, "config.lr", "expected > 0, got " << config.lr);
+    NPID_CHECK_ARG(config.log_every >= 1, op, "config.log_every", "expected >= 1, got " << config.log_every);
+    NPID_CHECK_ARG(config.knn_every >= 0 && config.checkpoint_every >= 0 && config.steps_per_epoch >= 0, op,
+                   "config.knn_every, config.checkpoint_every, config.steps_per_epoch",
+                   "expected >= 0, got " << config.knn_every << ", " << config.checkpoint_every << ", "
+                                         << config.steps_per_epoch);
+    ctx = &c;
+    cfg = config;
+    cfg.step.validate_indices = false;  // indices come from the epoch permutation
+    dir = d;
+    train = tr.device().is_cuda() ? ImageSet() : tr.slice(0, tr.size());
+    test = te.device().is_cuda() ? ImageSet() : te.slice(0, te.size());
+    NPID_CHECK_ARG(!tr.device().is_cuda() && !te.device().is_cuda(), op, "train, test",
+                   "expected host image sets, got sets on " << tr.device().str() << ", " << te.device().str());
+    step = std::make_unique<TrainStep>(c, cfg.step, train.size());
+    resident = train.to(c);
+    perm = Tensor({train.size()}, DType::kInt64, c.device());
+  }
+
+  std::int64_t steps_per_epoch() const {
+    std::int64_t n = train.size() / cfg.step.batch_size;
+    if (cfg.steps_per_epoch > 0) n = std::min(n, cfg.steps_per_epoch);
+    return n;
+  }
+
+  void write_text(const std::string& p, const std::string& text) const {
+    const std::string tmp = p + ".tmp";
+    {
+      std::ofstream f(tmp);
+      f << text;
+      if (!f) throw Error(ErrorKind::kIo, p + ": cannot write");
+    }
+    if (std::rename(tmp.c_str(), p.c_str()) != 0) throw Error(ErrorKind::kIo, p + ": cannot rename into place");
+  }
+
+  static json metrics_json(const EpochMetrics& m) {
+    json j = {{"epoch", m.epoch}, {"steps", m.steps}, {"loss", m.loss}, {"lr", m.lr},
+              {"images_per_s", m.images_per_s}, {"seconds", m.seconds}, {"z", m.z}};
+    if (m.knn_top1 >= 0) j["knn_top1"] = m.knn_top1;
+    return j;
+  }
+
+  void write_metrics_and_plots() const {
+    std::string lines;
+    for (const EpochMetrics& m : history) lines += metrics_json(m).dump() + "\n";
+    write_text(path("metrics.jsonl"), lines);
+    PlotSeries loss{"training loss", {}, {}}, knn{"kNN top-1 (memory bank)", {}, {}};
+    for (const EpochMetrics& m : history) {
+      loss.x.push_back(static_cast<double>(m.epoch + 1));
+      loss.y.push_back(m.loss);
+      if (m.knn_top1 >= 0) {
+        knn.x.push_back(static_cast<double>(m.epoch + 1));
+        knn.y.push_back(100.0 * m.knn_top1);
+      }
+    }
+    const std::string what = std::string(to_string(cfg.step.criterion)) + ", " + cfg.preset;
+    write_svg_plot(path("loss.svg"), "training loss (" + what + ")", "epoch", "loss", {loss});
+    write_svg_plot(path("knn.svg"), "weighted kNN top-1 on the test split", "epoch", "accuracy (%)", {knn});
+  }
+
+  void save_checkpoint() const {
+    TrainStep& s = *step;
+    std::vector<NamedTensor> ts = model_state(*ctx, s.net());
+    ts.push_back(to_named(*ctx, "memory_bank", s.bank().view()));
+    ts.push_back(to_named(*ctx, "optimizer.momentum_buffer", s.optimizer().momentum_buffer()));
+    NamedTensor z;
+    z.name = "trainer.z";
+    z.dtype = DType::kFloat32;
+    z.bytes.resize(4);
+    const float zv = s.z();
+    std::memcpy(z.bytes.data(), &zv, 4);
+    ts.push_back(z);
+    const json state = {{"next_epoch", next_epoch},
+                        {"steps_done", s.steps_done()},
+                        {"z_initialized", s.z_initialized()},
+                        {"sgd_started", s.optimizer().started()}};
+    save_safetensors(path("checkpoint.safetensors"), ts,
+                     {{"npid.model", model_config_json(cfg.step.model)},
+                      {"npid.config", cfg.to_json()},
+                      {"npid.trainer", state.dump()},
+                      {"npid.data_seed", std::to_string(cfg.data_seed)},
+                      {"format", "pt"}});
+  }
+
+  double knn_monitor() {
+    const Tensor features = embed_dataset(*ctx, step->net(), test, eval_transform_for(cfg.step.model));
+    Tensor test_labels({test.size()}, DType::kInt64, ctx->device()), train_labels({train.size()}, DType::kInt64, ctx->device());
+    copy(*ctx, test_labels, view(test.labels.data(), {test.size()}));
+    copy(*ctx, train_labels, view(train.labels.data(), {train.size()}));
+    KnnConfig kc;
+    kc.k = std::min(cfg.knn_k, train.size());
+    kc.sigma = cfg.step.temperature;
+    kc.num_classes = std::max(train.num_classes(), test.num_classes());
+    return knn_classify(*ctx, kc, features, test_labels, step->bank().view(), train_labels).top1;
+  }
+};
+
+Trainer::Trainer() : impl_(std::make_unique<Impl>()) {}
+
+Trainer::Trainer(Context& ctx, const TrainerConfig& config, const ImageSet& train, const ImageSet& test,
+                 const std::string& run_dir)
+    : impl_(std::make_unique<Impl>()) {
+  std::error_code ec;
+  if (fs::exists(fs::path(run_dir) / "checkpoint.safetensors", ec)) {
+    throw Error(ErrorKind::kIo, run_dir + ": already holds a checkpoint; resume it (npid train --resume " + run_dir +
+                                    ") or choose another run folder");
+  }
+  impl_->setup(ctx, config, train, test, run_dir);
+  fs::create_directories(run_dir, ec);
+  if (ec) throw Error(ErrorKind::kIo, run_dir + ": cannot create the run folder: " + ec.message());
+  impl_->write_text(impl_->path("config.json"), impl_->cfg.to_json() + "\n");
+}
+
+Trainer::~Trainer() = default;
+
+TrainerConfig Trainer::stored_config(const std::string& run_dir) {
+  const std::string p = (fs::path(run_dir) / "checkpoint.safetensors").string();
+  const SafetensorsFile f = load_safetensors(p);
+  const auto it = f.metadata.find("npid.config");
+  if (it == f.metadata.end()) throw Error(ErrorKind::kIo, p + ": no 'npid.config' metadata (not a training checkpoint)");
+  try {
+    return TrainerConfig::from_json(it->second);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::kIo, p + ": " + e.what());
+  }
+}
+
+namespace {
+
+// The first differing leaf of two JSON documents ("" when equal).
+std::string first_difference(const json& a, const json& b, const std::string& prefix, std::string* va, std::string* vb) {
+  if (a.is_object() && b.is_object()) {
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      const std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
+      if (!b.contains(it.key())) {
+        *va = it.value().dump();
+        *vb = "(absent)";
+        return key;
+      }
+      const std::string d = first_difference(it.value(), b.at(it.key()), key, va, vb);
+      if (!d.empty()) return d;
+    }
+    return "";
+  }
+  if (a != b) {
+    *va = a.dump();
+    *vb = b.dump();
+    return prefix;
+  }
+  return "";
+}
+
+}  // namespace
+
+std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& config, const ImageSet& train,
+                                         const ImageSet& test, const std::string& run_dir) {
+  const std::string p = (fs::path(run_dir) / "checkpoint.safetensors").string();
+  const SafetensorsFile f = load_safetensors(p);  // kIo when missing / truncated / corrupt
+  const TrainerConfig stored = stored_config(run_dir);
+  json a = config_json(stored), b = config_json(config);
+  for (json* j : {&a, &b}) {
+    j->erase("epochs");
+    j->erase("log_every");
+  }
+  std::string va, vb;
+  const std::string diff = first_difference(a, b, "", &va, &vb);
+  NPID_CHECK_ARG(diff.empty(), "Trainer::resume", "config",
+                 "expected " << diff << " = " << va << " as in " << p << ", got " << vb);
+  json state;
+  try {
+    state = json::parse(f.metadata.at("npid.trainer"));
+  } catch (const std::exception& e) {
+    throw Error(ErrorKind::kIo, p + ": bad 'npid.trainer' metadata: " + e.what());
+  }
+  std::unique_ptr<Trainer> t(new Trainer());
+  Impl& m = *t->impl_;
+  m.setup(ctx, config, train, test, run_dir);
+  NPID_CHECK_ARG(f.find("memory_bank") && f.find("memory_bank")->shape.size() == 2 &&
+                     f.find("memory_bank")->shape[0] == train.size(),
+                 "Trainer::resume", "train",
+                 "expected the " << (f.find("memory_bank") ? f.find("memory_bank")->shape[0] : 0)
+                                 << " training images of the checkpoint's memory bank, got " << train.size());
+  TrainStep& s = *m.step;
+  // Validate every tensor before writing any state.
+  const auto& bank = f.require("memory_bank", s.bank().storage(), {train.size(), s.bank().dim()}, p);
+  const auto& mom = f.require("optimizer.momentum_buffer", DType::kFloat32, {s.optimizer().momentum_buffer().numel()}, p);
+  const auto& z = f.require("trainer.z", DType::kFloat32, {}, p);
+  load_model_state(ctx, s.net(), f, p);
+  copy(ctx, s.bank().view(), TensorView(const_cast<std::uint8_t*>(bank.bytes.data()), bank.dtype,
+                                        s.bank().view().shape, Device::cpu()));
+  copy(ctx, s.optimizer().momentum_buffer(),
+       TensorView(const_cast<std::uint8_t*>(mom.bytes.data()), DType::kFloat32, {s.optimizer().momentum_buffer().numel()},
+                  Device::cpu()));
+  float zv = 0;
+  std::memcpy(&zv, z.bytes.data(), 4);
+  try {
+    s.restore(state.at("steps_done").get<std::int64_t>(), zv, state.at("z_initialized").get<bool>(),
+              state.at("sgd_started").get<bool>());
+    m.next_epoch = state.at("next_epoch").get<std::int64_t>();
+  } catch (const json::exception& e) {
+    throw Error(ErrorKind::kIo, p + ": bad 'npid.trainer' metadata: " + e.what());
+  }
+  // The history up to the checkpoint (later lines came from epochs after it).
+  std::ifstream in(m.path("metrics.jsonl"));
+  for (std::string line; std::getline(in, line);) {
+    try {
+      const json j = json::parse(line);
+      EpochMetrics e;
+      e.epoch = j.at("epoch");
+      if (e.epoch >= m.next_epoch) continue;
+      e.steps = j.at("steps");
+      e.loss = j.at("loss");
+      e.lr = j.at("lr");
+      e.images_per_s = j.at("images_per_s");
+      e.seconds = j.at("seconds");
+      e.z = j.at("z");
+      e.knn_top1 = j.contains("knn_top1") ? j.at("knn_top1").get<double>() : -1.0;
+      m.history.push_back(e);
+    } catch (const json::exception&) {
+      break;  // a torn last line
+    }
+  }
+  m.write_text(m.path("config.json"), m.cfg.to_json() + "\n");
+  return t;
+}
+
+void Trainer::run(std::int64_t stop_after_epoch) {
+  Impl& m = *impl_;
+  Context& ctx = *m.ctx;
+  const std::int64_t B = m.cfg.step.batch_size, nb = m.steps_per_epoch(), N = m.train.size();
+  const bool tty = progress && ::isatty(STDOUT_FILENO);
+  const auto run_start = std::chrono::steady_clock::now();
+  std::int64_t steps_this_run = 0;
+  for (std::int64_t e = m.next_epoch; e < m.cfg.epochs; ++e) {
+    if (stop_after_epoch >= 0 && e > stop_after_epoch) break;
+    const float lr = m.cfg.lr_at(e);
+    epoch_permutation(ctx, m.cfg.step.seed, static_cast<std::uint64_t>(e), m.perm);
+    const auto t0 = std::chrono::steady_clock::now();
+    double loss_sum = 0, z = 0;
+    std::int64_t loss_count = 0;
+    auto last_print = t0;
+    for (std::int64_t b = 0; b < nb; ++b) {
+      const TensorView idx(m.perm.data_as<std::int64_t>() + b * B, DType::kInt64, {B}, ctx.device());
+      const bool fetch = !ctx.is_cuda() || b % m.cfg.log_every == 0 || b + 1 == nb;
+      const StepStats st = m.step->step(m.resident, idx, e, lr, fetch);
+      ++steps_this_run;
+      if (fetch) {
+        loss_sum += st.loss;
+        ++loss_count;
+        z = st.z;
+      }
+      if (on_step) on_step(e, b, nb, st.loss);
+      const auto now = std::chrono::steady_clock::now();
+      if (tty && (std::chrono::duration<double>(now - last_print).count() > 0.25 || b + 1 == nb)) {
+        last_print = now;
+        const double elapsed = std::chrono::duration<double>(now - run_start).count();
+        const double per_step = elapsed / static_cast<double>(steps_this_run);
+        const double remaining = per_step * static_cast<double>((m.cfg.epochs - e - 1) * nb + (nb - b - 1));
+        const int bar = static_cast<int>(20 * (b + 1) / nb);
+        std::printf("\repoch %lld/%lld [%.*s%*s] %lld/%lld loss %.4f %.0f img/s ETA %02d:%02d:%02d ",
+                    static_cast<long long>(e + 1), static_cast<long long>(m.cfg.epochs), bar, "####################",
+                    20 - bar, "", static_cast<long long>(b + 1), static_cast<long long>(nb),
+                    loss_count ? loss_sum / loss_count : 0.0, B / per_step, static_cast<int>(remaining / 3600),
+                    static_cast<int>(remaining / 60) % 60, static_cast<int>(remaining) % 60);
+        std::fflush(stdout);
+      }
+    }
+    ctx.synchronize();
+    EpochMetrics em;
+    em.epoch = e;
+    em.steps = nb;
+    em.loss = loss_count ? loss_sum / loss_count : std::nan("");
+    em.lr = lr;
+    em.z = z;
+    em.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    em.images_per_s = static_cast<double>(nb * B) / em.seconds;
+    const bool last = e + 1 == m.cfg.epochs;
+    if (m.cfg.knn_every > 0 && ((e + 1) % m.cfg.knn_every == 0 || last)) em.knn_top1 = m.knn_monitor();
+    m.history.push_back(em);
+    m.next_epoch = e + 1;
+    m.write_metrics_and_plots();
+    if ((m.cfg.checkpoint_every > 0 && (e + 1) % m.cfg.checkpoint_every == 0) || last ||
+        (stop_after_epoch >= 0 && e == stop_after_epoch)) {
+      m.save_checkpoint();
+    }
+    if (progress) {
+      char knn[48] = "";
+      if (em.knn_top1 >= 0) std::snprintf(knn, sizeof knn, ", kNN top-1 %.2f %%", 100 * em.knn_top1);
+      std::printf("%sepoch %lld/%lld: loss %.4f, lr %.4g, %.0f img/s%s, %.1f s\n", tty ? "\r\033[K" : "",
+                  static_cast<long long>(e + 1), static_cast<long long>(m.cfg.epochs), em.loss, em.lr,
+                  em.images_per_s, knn, em.seconds);
+      std::fflush(stdout);
+    }
+  }
+  (void)N;
+  if (m.next_epoch == m.cfg.epochs && m.cfg.final_eval && !m.final_report) {
+    EvalConfig ec;
+    ec.knn.k = std::min(m.cfg.knn_k, m.train.size());
+    ec.knn.sigma = m.cfg.step.temperature;
+    ec.retrieval_png = m.path("retrieval.png");
+    m.final_report = evaluate(ctx, ec, m.step->net(), m.train, m.test, m.step->bank().view());
+    m.write_text(m.path("final.json"), m.final_report->to_json() + "\n");
+    save_safetensors(m.path("model.safetensors"), model_state(ctx, m.step->net()),
+                     {{"npid.model", model_config_json(m.cfg.step.model)},
+                      {"npid.data_seed", std::to_string(m.cfg.data_seed)},
+                      {"format", "pt"}});
+    if (progress) std::printf("%s", m.final_report->to_table().c_str());
+  }
+}
+
+TrainStep& Trainer::step() { return *impl_->step; }
+std::int64_t Trainer::next_epoch() const { return impl_->next_epoch; }
+const std::vector<EpochMetrics>& Trainer::history() const { return impl_->history; }
+const std::optional<EvalReport>& Trainer::final_report() const { return impl_->final_report; }
+void Trainer::save_checkpoint() const { impl_->save_checkpoint(); }
+
+}  // namespace npid

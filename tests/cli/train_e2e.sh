@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# train_e2e.sh NPID -- the README's main job end to end on the CPU backend:
+# `npid train` with the built-in synthetic default must make the loss fall and
+# reach a kNN accuracy far above chance (10 classes: 10 %), write the run
+# folder, and resume for one more epoch; CLI mistakes exit 2.
+set -u
+NPID=$1
+d=$(mktemp -d)
+trap 'rm -rf "$d"' EXIT
+fail() { echo "FAILED: $*"; exit 1; }
+"$NPID" train --device cpu --run "$d/run" --quiet || fail "npid train"
+for f in config.json metrics.jsonl loss.svg knn.svg final.json retrieval.png checkpoint.safetensors model.safetensors; do
+  [ -s "$d/run/$f" ] || fail "missing $f"
+done
+python3 - "$d/run" <<'PY' || exit 1
+import json, sys
+run = sys.argv[1]
+m = [json.loads(l) for l in open(run + "/metrics.jsonl")]
+f = json.load(open(run + "/final.json"))
+first, last = m[0]["loss"], m[-1]["loss"]
+knn = f["knn_recompute"]["top1"]
+print(f"epochs {len(m)}: loss {first:.3f} -> {last:.3f}; final kNN top-1 {knn:.3f} "
+      f"(bank {f['knn_bank']['top1']:.3f}), linear {f['linear']['test_accuracy']:.3f}")
+ok = last < 0.8 * first and knn >= 0.35 and f["knn_bank"]["top1"] >= 0.3
+print("ok" if ok else "FAILED: the loss must fall by 20 % and kNN top-1 reach 35 % (chance: 10 %)")
+sys.exit(0 if ok else 1)
+PY
+"$NPID" train --resume "$d/run" --epochs 26 --quiet || fail "resume"
+[ "$(wc -l < "$d/run/metrics.jsonl")" -eq 26 ] || fail "resume did not add epoch 26"
+out=$("$NPID" train --resume "$d/run" --lr 0.1 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "cannot be combined with --resume" || fail "resume + --lr: rc=$rc $out"
+out=$("$NPID" train --device cpu --run "$d/run" 2>&1); rc=$?
+[ $rc -eq 1 ] && echo "$out" | grep -q "already holds a checkpoint" || fail "new run into an old folder: rc=$rc $out"
+out=$("$NPID" train --batch 1 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "option --batch expects an integer in \[2, 65535\], got '1'" || fail "--batch 1: rc=$rc $out"
+out=$("$NPID" train --criterion ce 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "expects one of nce|softmax, got 'ce'" || fail "--criterion ce: rc=$rc $out"
+echo "ok: npid train end to end"

@@ -1,0 +1,237 @@
+// TrainStep and Trainer on the CPU backend: the loss falls, bank rows stay
+// unit and move, two runs with one seed are identical, a resumed run equals
+// the uninterrupted one bit for bit, and bad checkpoints / configurations
+// are refused without touching the run folder.
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "common/test_util.h"
+
+using namespace npid;
+namespace fs = std::filesystem;
+
+namespace {
+
+TrainerConfig tiny_config(CriterionKind criterion) {
+  TrainerConfig c = TrainerConfig::from_preset("cifar10");
+  c.step.model.width = 4;
+  c.step.model.image_size = 8;
+  c.step.model.embedding_dim = 16;
+  c.step.augment.out_height = c.step.augment.out_width = 8;
+  c.step.batch_size = 16;
+  c.step.num_negatives = 32;
+  c.step.criterion = criterion;
+  c.step.seed = 5;
+  c.epochs = 3;
+  c.lr_milestones = {2};
+  c.knn_every = 1;
+  c.knn_k = 10;
+  c.final_eval = false;
+  return c;
+}
+
+ImageSet images(std::int64_t n, std::uint64_t seed) {
+  SyntheticConfig sc;
+  sc.count = n;
+  sc.image_size = 8;
+  sc.seed = seed;
+  return make_synthetic(sc);
+}
+
+struct TempRun {
+  std::string dir;
+  explicit TempRun(const std::string& name)
+      : dir((fs::temp_directory_path() / ("npid_run_" + std::to_string(::getpid()) + "_" + name)).string()) {
+    fs::remove_all(dir);
+  }
+  ~TempRun() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+std::vector<std::uint8_t> read_all(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Every tensor of a checkpoint (model, bank, momentum, z).
+std::vector<NamedTensor> state_of(const std::string& dir) {
+  return load_safetensors((fs::path(dir) / "checkpoint.safetensors").string()).tensors;
+}
+
+}  // namespace
+
+TEST_CASE("TrainStep: the loss falls and the bank rows move and stay unit (NCE and softmax)", "[train]") {
+  Context ctx = Context::cpu();
+  for (CriterionKind kind : {CriterionKind::kSoftmax, CriterionKind::kNce}) {
+    INFO(to_string(kind));
+    // NCE needs N >> K (a positive drawn among its own negatives costs
+    // log(1 + P_pos), which grows as training succeeds): 1,024 instances, K = 32.
+    TrainStepConfig cfg = tiny_config(kind).step;
+    cfg.batch_size = 32;
+    const ImageSet set = images(1024, 1);
+    TrainStep step(ctx, cfg, set.size());
+    std::vector<std::int64_t> idx(32);
+    for (int i = 0; i < 32; ++i) idx[i] = i * 31;
+    const std::vector<float> bank0(static_cast<const float*>(step.bank().view().data),
+                                   static_cast<const float*>(step.bank().view().data) + 1024 * 16);
+    std::vector<float> losses;
+    for (int s = 0; s < 40; ++s) losses.push_back(step.step(set, view(idx.data(), {32}), s, 0.05f).loss);
+    REQUIRE(step.steps_done() == 40);
+    double first = 0, last = 0;
+    for (int s = 0; s < 5; ++s) {
+      first += losses[s];
+      last += losses[35 + s];
+    }
+    REQUIRE(last < first);
+    const auto* bank = static_cast<const float*>(step.bank().view().data);
+    double moved = 0;
+    for (std::int64_t r : idx) {
+      double norm = 0;
+      for (int d = 0; d < 16; ++d) {
+        norm += double(bank[r * 16 + d]) * bank[r * 16 + d];
+        moved += std::fabs(bank[r * 16 + d] - bank0[r * 16 + d]);
+      }
+      REQUIRE(std::sqrt(norm) == Approx(1.0).margin(1e-5));
+    }
+    REQUIRE(moved > 1.0);
+  }
+}
+
+TEST_CASE("TrainStep rejects bad input naming it", "[train][errors]") {
+  Context ctx = Context::cpu();
+  const TrainStepConfig cfg = tiny_config(CriterionKind::kNce).step;
+  const ImageSet set = images(32, 1);
+  TrainStep step(ctx, cfg, 32);
+  std::vector<std::int64_t> idx(16, 3);
+  idx[5] = 32;
+  test::require_error([&] { step.step(set, view(idx.data(), {16}), 0, 0.1f); }, ErrorKind::kInvalidArgument,
+                      {"TrainStep::step", "indices"});
+  idx[5] = 1;
+  test::require_error([&] { step.step(set, view(idx.data(), {16}), 0, -1.0f); }, ErrorKind::kInvalidArgument,
+                      {"TrainStep::step", "lr"});
+  std::vector<std::int64_t> big(17, 0);
+  test::require_error([&] { step.step(set, view(big.data(), {17}), 0, 0.1f); }, ErrorKind::kInvalidArgument,
+                      {"indices", "batch_size 16", "17"});
+  REQUIRE(step.steps_done() == 0);
+  TrainStepConfig bad = cfg;
+  bad.augment.out_height = 16;
+  test::require_error([&] { TrainStep s(ctx, bad, 32); }, ErrorKind::kInvalidArgument, {"config.augment", "8 x 8"});
+}
+
+TEST_CASE("Trainer: two runs with one seed are identical; a resumed run equals the uninterrupted one", "[train]") {
+  Context ctx = Context::cpu();
+  const ImageSet train = images(64, 1), test = images(32, 2);
+  for (CriterionKind kind : {CriterionKind::kNce, CriterionKind::kSoftmax}) {
+    INFO(to_string(kind));
+    const TrainerConfig cfg = tiny_config(kind);
+    TempRun a("a"), b("b"), c("c");
+    {
+      Trainer t(ctx, cfg, train, test, a.dir);
+      t.progress = false;
+      t.run();
+      REQUIRE(t.history().size() == 3);
+      REQUIRE(t.history().back().knn_top1 >= 0);
+    }
+    {
+      Trainer t(ctx, cfg, train, test, b.dir);
+      t.progress = false;
+      t.run();
+    }
+    const auto sa = state_of(a.dir), sb = state_of(b.dir);
+    REQUIRE(sa.size() == sb.size());
+    for (std::size_t i = 0; i < sa.size(); ++i) REQUIRE(sa[i].bytes == sb[i].bytes);
+    // Interrupted after epoch 1 (index 0), then resumed in a new process-like
+    // object from the checkpoint.
+    {
+      Trainer t(ctx, cfg, train, test, c.dir);
+      t.progress = false;
+      t.run(0);
+      REQUIRE(t.next_epoch() == 1);
+    }
+    auto resumed = Trainer::resume(ctx, cfg, train, test, c.dir);
+    resumed->progress = false;
+    REQUIRE(resumed->next_epoch() == 1);
+    REQUIRE(resumed->history().size() == 1);
+    resumed->run();
+    const auto sc = state_of(c.dir);
+    REQUIRE(sc.size() == sa.size());
+    for (std::size_t i = 0; i < sa.size(); ++i) {
+      INFO(sa[i].name);
+      REQUIRE(sc[i].name == sa[i].name);
+      REQUIRE(sc[i].bytes == sa[i].bytes);
+    }
+    const auto ha = Trainer::resume(ctx, cfg, train, test, a.dir)->history();
+    REQUIRE(resumed->history().size() == ha.size());
+    for (std::size_t e = 0; e < ha.size(); ++e) {
+      REQUIRE(resumed->history()[e].loss == ha[e].loss);
+      REQUIRE(resumed->history()[e].knn_top1 == ha[e].knn_top1);
+    }
+  }
+}
+
+TEST_CASE("Trainer: bad checkpoints and other configurations are refused; nothing is overwritten", "[train][errors]") {
+  Context ctx = Context::cpu();
+  const ImageSet train = images(64, 1), test = images(32, 2);
+  TrainerConfig cfg = tiny_config(CriterionKind::kNce);
+  cfg.epochs = 1;
+  TempRun r("bad");
+  {
+    Trainer t(ctx, cfg, train, test, r.dir);
+    t.progress = false;
+    t.run();
+  }
+  const std::string ck = (fs::path(r.dir) / "checkpoint.safetensors").string();
+  const auto original = read_all(ck);
+  // A new run into a folder with a checkpoint.
+  test::require_error([&] { Trainer t(ctx, cfg, train, test, r.dir); }, ErrorKind::kIo, {r.dir, "already holds a checkpoint"});
+  // Another configuration.
+  TrainerConfig other = cfg;
+  other.step.temperature = 0.2f;
+  test::require_error([&] { Trainer::resume(ctx, other, train, test, r.dir); }, ErrorKind::kInvalidArgument,
+                      {"Trainer::resume", "step.temperature", "checkpoint.safetensors"});
+  // More epochs is allowed.
+  TrainerConfig longer = cfg;
+  longer.epochs = 2;
+  REQUIRE(Trainer::resume(ctx, longer, train, test, r.dir)->next_epoch() == 1);
+  // A different training set size.
+  test::require_error([&] { Trainer::resume(ctx, cfg, images(80, 1), test, r.dir); }, ErrorKind::kInvalidArgument,
+                      {"train", "64"});
+  REQUIRE(read_all(ck) == original);
+  // Truncated and corrupted checkpoints.
+  for (std::size_t keep : {original.size() / 2, std::size_t(40), std::size_t(3)}) {
+    std::ofstream(ck, std::ios::binary | std::ios::trunc)
+        .write(reinterpret_cast<const char*>(original.data()), static_cast<std::streamsize>(keep));
+    test::require_error([&] { Trainer::resume(ctx, cfg, train, test, r.dir); }, ErrorKind::kIo, {"checkpoint.safetensors"});
+  }
+  auto flipped = original;
+  flipped[12] ^= 0x55;
+  std::ofstream(ck, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(flipped.data()), static_cast<std::streamsize>(flipped.size()));
+  test::require_error([&] { Trainer::resume(ctx, cfg, train, test, r.dir); }, ErrorKind::kIo, {"checkpoint.safetensors"});
+  fs::remove(ck);
+  test::require_error([&] { Trainer::resume(ctx, cfg, train, test, r.dir); }, ErrorKind::kIo, {"checkpoint.safetensors", "cannot open"});
+}
+
+TEST_CASE("Trainer config: presets, JSON round trip, LR schedules", "[train]") {
+  const TrainerConfig c = TrainerConfig::from_preset("cifar10");
+  REQUIRE(c.step.batch_size == 128);
+  REQUIRE(c.step.temperature == Approx(0.1f));
+  REQUIRE(c.lr_at(0) == Approx(0.03f));
+  REQUIRE(c.lr_at(120) == Approx(0.003f));
+  REQUIRE(c.lr_at(160) == Approx(0.0003f));
+  const TrainerConfig i = TrainerConfig::from_preset("imagenet");
+  REQUIRE(i.step.model.stem == ResNetStem::kImageNet);
+  REQUIRE(i.step.augment.flip_p == 0.5f);
+  REQUIRE(i.step.sgd.weight_decay == Approx(1e-4f));
+  REQUIRE(TrainerConfig::from_json(i.to_json()).to_json() == i.to_json());
+  TrainerConfig cos = c;
+  cos.cosine = true;
+  REQUIRE(cos.lr_at(100) == Approx(0.015f));
+  test::require_error([] { TrainerConfig::from_preset("mnist"); }, ErrorKind::kInvalidArgument, {"from_preset", "mnist"});
+  test::require_error([] { TrainerConfig::from_json("{\"preset\": 1}"); }, ErrorKind::kIo, {"configuration"});
+}
