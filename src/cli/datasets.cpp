@@ -50,6 +50,16 @@ DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint
     return d;
   }
   if (fs::is_directory(fs::path(spec) / "train", ec) && fs::is_directory(fs::path(spec) / "test", ec)) {
+    // The trainer and the evaluation keep the decoded set in memory (and on
+    // the GPU as uint8); ImageNet-size folders need the streaming loader wired
+    // into them, which is not done yet.
+    constexpr std::size_t kMaxResident = 300000;
+    const std::size_t files = scan_image_folder((fs::path(spec) / "train").string()).files.size();
+    if (files > kMaxResident) {
+      throw OptionError("--data " + spec + ": " + std::to_string(files) + " training images; the trainer keeps the "
+                        "decoded set resident and supports up to " + std::to_string(kMaxResident) +
+                        " (streaming training is not implemented yet)");
+    }
     ImageFolderOptions o;
     o.threads = threads;
     d.train = load_image_folder((fs::path(spec) / "train").string(), o);
