@@ -176,6 +176,7 @@ EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const
     write_retrieval_grid(config.retrieval_png, test, rows, train, nb, gc);
     report.retrieval_png = config.retrieval_png;
   }
+  ctx.synchronize();  // the feature tensors are freed on return
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
 }

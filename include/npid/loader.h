@@ -18,8 +18,8 @@
 //
 // A Batch's views stay valid until the next call of next() or start_epoch();
 // work the caller enqueues on ctx's stream before that call may still read
-// them. A Loader is not thread-safe and must outlive the work reading its
-// batches.
+// them. A Loader is not thread-safe; the Context it was made with must
+// outlive it (its destructor waits for that context's stream).
 #pragma once
 
 #include <cstdint>

@@ -149,6 +149,10 @@ struct ResidentImpl final : Loader::Impl {
     out = Tensor({cfg.batch_size, cfg.augment.out_height, cfg.augment.out_width, 3},
                  DType::kFloat32, c.device());
   }
+  ~ResidentImpl() override {
+    // Work the caller enqueued may still read the set, the order or `out`.
+    if (ctx->is_cuda()) cudaStreamSynchronize(ctx->stream());
+  }
   void begin_epoch(std::int64_t e) override {
     if (cfg.shuffle) {
       epoch_permutation(*ctx, cfg.seed, static_cast<std::uint64_t>(e), perm);
@@ -219,12 +223,17 @@ struct StreamingImpl final : Loader::Impl {
 
   StreamingImpl(Context& c, const ImageFolderIndex& idx, const LoaderConfig& config)
       : Impl(c, config, idx.labels), index(idx), threads(resolve_threads(config.threads)) {
+    // Events belong to the device current at their creation: make it ctx's.
+    std::unique_ptr<DeviceGuard> guard;
+    if (c.is_cuda()) guard = std::make_unique<DeviceGuard>(c.device());
     for (int s = 0; s < cfg.prefetch; ++s) {
       slots.push_back(std::make_unique<Slot>(c.is_cuda()));
       if (c.is_cuda()) slots.back()->uploaded = std::make_unique<Event>();
     }
     if (c.is_cuda()) {
-      io = std::make_unique<Context>(Context::cuda(c.device().index));
+      ContextOptions io_options;
+      io_options.sync_after_launch = c.sync_after_launch();
+      io = std::make_unique<Context>(Context::cuda(c.device().index, io_options));
       for (auto& d : dev) {
         d = std::make_unique<DeviceSlot>();
         d->out = Tensor({cfg.batch_size, cfg.augment.out_height, cfg.augment.out_width, 3},
@@ -245,7 +254,12 @@ struct StreamingImpl final : Loader::Impl {
   }
 
   void halt() {
-    stop = true;
+    {
+      // Under the mutex: the producer checks `stop` and goes to sleep under
+      // it, so the wake-up cannot fall between its check and its wait.
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
     cv.notify_all();
     if (producer.joinable()) producer.join();
     stop = false;
@@ -267,7 +281,18 @@ struct StreamingImpl final : Loader::Impl {
   // Producer thread: fills slot k % S with batch k, in order.
   void produce_all(std::int64_t nb) {
     std::unique_ptr<DeviceGuard> guard;
-    if (ctx->is_cuda()) guard = std::make_unique<DeviceGuard>(ctx->device());
+    try {
+      if (ctx->is_cuda()) guard = std::make_unique<DeviceGuard>(ctx->device());
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      Slot& s = *slots[0];
+      s.error = std::current_exception();
+      s.batch = 0;
+      s.ready = true;
+      failed = true;
+      cv.notify_all();
+      return;
+    }
     for (std::int64_t k = 0; k < nb; ++k) {
       Slot& s = *slots[static_cast<std::size_t>(k % cfg.prefetch)];
       {
@@ -348,6 +373,23 @@ struct StreamingImpl final : Loader::Impl {
       }
     }
     if (s.error) std::rethrow_exception(s.error);
+    try {
+      hand_out(k, s, b);
+    } catch (...) {
+      // Later next() calls report the failure instead of waiting for a
+      // slot that would never be handed back.
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        failed = true;
+        s.ready = false;
+      }
+      cv.notify_all();
+      throw;
+    }
+  }
+
+  // Uploads and augments a ready slot (CUDA) or augments it in place (CPU).
+  void hand_out(std::int64_t k, Slot& s, Batch* b) {
     const std::int64_t len = s.len;
     const auto* meta = s.meta.as<const std::int64_t>();
     AugmentProblem p;
