@@ -30,6 +30,7 @@ static_assert(kMaxKnnK * 2 <= kSortCap, "the union buffer must hold k + k candid
 
 // Order-preserving map float -> uint32 (larger float, larger key).
 __device__ __forceinline__ std::uint32_t order_key(float v) {
+  if (v == 0.0f) v = 0.0f;  // -0 and +0 are equal (ties by index), as on the CPU
   const std::uint32_t u = __float_as_uint(v);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
@@ -214,8 +215,11 @@ void launch_knn_topk(Context& ctx, const KnnTopkProblem& p) {
   // for the common shapes), at least 1024 keys per chunk.
   const std::int64_t QT = std::min<std::int64_t>(Q, p.query_tile > 0 ? p.query_tile : 2048);
   const std::int64_t budget = std::int64_t(64) << 20;
-  const std::int64_t T = std::min<std::int64_t>(
-      N, p.key_chunk > 0 ? p.key_chunk : std::max<std::int64_t>(1024, budget / (4 * QT)));
+  // (A bf16 bank's chunk is widened into a T x D fp32 staging copy: that
+  // stays within the budget too.)
+  const std::int64_t auto_chunk = std::max<std::int64_t>(
+      1024, std::min(budget / (4 * QT), p.key_dtype == DType::kBFloat16 ? budget / (4 * D) : budget));
+  const std::int64_t T = std::min<std::int64_t>(N, p.key_chunk > 0 ? p.key_chunk : auto_chunk);
   const bool bf16_keys = p.key_dtype == DType::kBFloat16;
   const std::size_t s_bytes = align256(static_cast<std::size_t>(QT * T) * sizeof(float));
   const std::size_t staging_bytes = bf16_keys ? align256(static_cast<std::size_t>(T * D) * sizeof(float)) : 0;

@@ -46,6 +46,7 @@ void linear_forward_backward(Context& ctx, const LinearProblem& p, const float* 
     linear_forward_backward_cpu(p, params, grads, ctx.cpu_threads());
     return;
   }
+  if (p.n == 0) return;  // nothing to fit (callers never pass an empty split)
   DeviceGuard guard(ctx.device());
   cublasHandle_t h = cublas_handle(ctx);
   const int n = static_cast<int>(p.n), D = static_cast<int>(p.dim), C = static_cast<int>(p.classes);

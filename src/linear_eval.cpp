@@ -215,7 +215,7 @@ LinearEvalResult linear_eval(Context& ctx, const LinearEvalConfig& config, const
   // Held-out split of the train rows.
   std::vector<std::int64_t> perm(static_cast<std::size_t>(N));
   epoch_permutation_cpu(config.seed, 0, N, perm.data());
-  const std::int64_t held = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::lround(config.holdout * N)));
+  const std::int64_t held = std::clamp<std::int64_t>(static_cast<std::int64_t>(std::lround(config.holdout * N)), 1, N - 1);
   const std::vector<std::int64_t> fit_rows(perm.begin(), perm.end() - held), held_rows(perm.end() - held, perm.end());
   Fitter f{ctx, config, D, C};
   const HostSplit part = gather(xtr, ytr, D, fit_rows), val = gather(xtr, ytr, D, held_rows);

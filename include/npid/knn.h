@@ -5,7 +5,8 @@
 // descending, ties broken by the smaller key index. Tiled: a similarity tile
 // (queries x key chunk) from cuBLAS, then a selection kernel merges the chunk
 // into each query's running top-k, so the full queries x N matrix never exists
-// (50,000 x 1,281,167 would be 256 GB). 1 <= k <= min(N, 1024).
+// (50,000 x 1,281,167 would be 256 GB). 1 <= k <= min(N, 1024). Inputs must
+// be finite (a NaN similarity ranks differently on the two backends).
 //
 // knn_classify: weighted vote over the top-k: each neighbour adds
 // exp(sim / sigma) to its class; the prediction is the arg-max (smallest class
