@@ -3,11 +3,12 @@
 //   BM_TrainStepGpu  CIFAR preset (32x32, width 64, B = 128), NCE K = 4096 or
 //                    the full softmax, N = 50,000, TF32 convolutions
 //   BM_TrainStepCpu  the CPU backend at the built-in CPU run's size
-// CUDA-graph capture of the step is not implemented yet: every case runs
-// the step's launches directly.
+// graph = 1: the steady-state step replays a captured CUDA graph; 0: every
+// kernel is launched directly (TrainStepConfig::cuda_graph).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <string>
 #include <cstdio>
 
 #include "cuda_events.h"
@@ -65,8 +66,10 @@ void BM_TrainStepGpu(benchmark::State& state) {
   cfg.criterion = state.range(0) ? CriterionKind::kSoftmax : CriterionKind::kNce;
   cfg.num_negatives = 4096;
   cfg.validate_indices = false;
+  cfg.cuda_graph = state.range(1) != 0;
   run(state, ctx, cfg, 50000);
-  state.SetLabel(state.range(0) ? "full softmax" : "NCE K=4096");
+  state.SetLabel(std::string(state.range(0) ? "full softmax" : "NCE K=4096") +
+                 (state.range(1) ? ", CUDA graph" : ", direct launches"));
 }
 
 void BM_TrainStepCpu(benchmark::State& state) {
@@ -90,7 +93,7 @@ int main(int argc, char** argv) {
   if (!cuda_available())
     std::fprintf(stderr, "%s: the GPU cases were NOT run (reported as skipped).\n", cuda_status().c_str());
   benchmark::RegisterBenchmark("BM_TrainStepGpu", BM_TrainStepGpu)
-      ->ArgName("softmax")->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
+      ->ArgNames({"softmax", "graph"})->Args({0, 1})->Args({0, 0})->Args({1, 1})->Args({1, 0})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
   benchmark::RegisterBenchmark("BM_TrainStepCpu", BM_TrainStepCpu)
       ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
   benchmark::RunSpecifiedBenchmarks();

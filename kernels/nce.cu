@@ -74,6 +74,7 @@ struct NceKernelParams {
   bool exclude_positive;
   bool score_only;
   std::uint64_t seed, step;
+  const std::uint64_t* step_device;  // overrides step when set (graph replay)
   int splits;
   float* partial_grad;     // (B, splits, D)
   float* partial_loss;     // (B, splits)
@@ -138,6 +139,7 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
 
   const std::int64_t y = p.targets[i];
   const float inv_z = p.score_only ? 0.f : 1.f / *p.z;
+  const std::uint64_t step = p.step_device != nullptr ? *p.step_device : p.step;
   float loss_acc = 0.f, sum_exp_acc = 0.f;
 
   const std::int64_t tiles = (K + 31) / 32;
@@ -154,7 +156,7 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
       const std::int64_t n = n0 + lane;
       my_idx = p.negatives != nullptr
                    ? p.negatives[i * K + n]
-                   : nce_negative_index(p.seed, p.step, i, n + 1, p.bank_size, y, p.exclude_positive);
+                   : nce_negative_index(p.seed, step, i, n + 1, p.bank_size, y, p.exclude_positive);
       if (p.indices != nullptr) p.indices[i * kp1 + n + 1] = my_idx;
     }
 
@@ -469,6 +471,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   p.exclude_positive = pr.exclude_positive;
   p.seed = pr.seed;
   p.step = pr.step;
+  p.step_device = pr.step_device;
   p.splits = splits;
   p.partial_grad = partial_grad;
   p.partial_loss = partial_loss;

@@ -29,6 +29,9 @@ struct NceProblem {
   float z_decay = 0.99f;
   bool exclude_positive = false;
   std::uint64_t seed = 0, step = 0;
+  // CUDA: when set, the sampling step is read from this device word at run
+  // time instead of `step` (a captured CUDA graph replays with new steps).
+  const std::uint64_t* step_device = nullptr;
   float* z = nullptr;             // (1) in/out
   float* loss = nullptr;          // (1)
   float* grad = nullptr;          // (B, D)

@@ -332,7 +332,9 @@ __global__ void __launch_bounds__(kThreads)
 
 __global__ void __launch_bounds__(kThreads)
     sgd_kernel(std::int64_t count, float* __restrict__ w, const float* __restrict__ grad, float* __restrict__ buf,
-               float lr, float momentum, float weight_decay, bool nesterov, bool first) {
+               float lr_value, const float* lr_device, float momentum, float weight_decay, bool nesterov,
+               bool first) {
+  const float lr = lr_device != nullptr ? *lr_device : lr_value;
   for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; e < count;
        e += static_cast<std::int64_t>(gridDim.x) * kThreads) {
     const float g = grad[e] + weight_decay * w[e];
@@ -462,10 +464,10 @@ void launch_add(Context& ctx, std::int64_t count, const float* src, float* dst) 
 }
 
 void launch_sgd_step(Context& ctx, std::int64_t count, float* w, const float* grad, float* buf, float lr,
-                     float momentum, float weight_decay, bool nesterov, bool first) {
+                     float momentum, float weight_decay, bool nesterov, bool first, const float* lr_device) {
   DeviceGuard guard(ctx.device());
-  sgd_kernel<<<grid_1d(ctx, count), kThreads, 0, ctx.stream()>>>(count, w, grad, buf, lr, momentum, weight_decay,
-                                                                 nesterov, first);
+  sgd_kernel<<<grid_1d(ctx, count), kThreads, 0, ctx.stream()>>>(count, w, grad, buf, lr, lr_device, momentum,
+                                                                 weight_decay, nesterov, first);
   NPID_CHECK_LAUNCH(ctx, "sgd_kernel");
 }
 

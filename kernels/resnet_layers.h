@@ -150,8 +150,10 @@ void launch_add_bias(Context& ctx, std::int64_t n, std::int64_t d, const float* 
 void launch_bias_grad(Context& ctx, std::int64_t n, std::int64_t d, const float* dy, float* db);
 // dst += src, elementwise.
 void launch_add(Context& ctx, std::int64_t count, const float* src, float* dst);
+// lr_device (optional): the learning rate is read from device memory when the
+// kernel runs (CUDA-graph replay with a new lr).
 void launch_sgd_step(Context& ctx, std::int64_t count, float* w, const float* grad, float* buf, float lr,
-                     float momentum, float weight_decay, bool nesterov, bool first);
+                     float momentum, float weight_decay, bool nesterov, bool first, const float* lr_device = nullptr);
 
 }  // namespace layers
 }  // namespace npid

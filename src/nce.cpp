@@ -55,7 +55,7 @@ std::size_t nce_workspace_bytes(const Context& ctx, std::int64_t batch, std::int
 
 void nce_forward_backward(Context& ctx, const NceConfig& config, const NceInputs& in,
                           std::uint64_t step, ZUpdate z_update, const TensorView& z,
-                          const NceOutputs& out) {
+                          const NceOutputs& out, const TensorView& step_device) {
   check_config(config, kOp);
   const auto [B, D, N] = require_features_and_bank(ctx, in.features, in.bank, kNceMaxBatch, kOp);
   if (config.exclude_positive)
@@ -110,6 +110,11 @@ void nce_forward_backward(Context& ctx, const NceConfig& config, const NceInputs
   p.exclude_positive = config.exclude_positive;
   p.seed = config.seed;
   p.step = step;
+  if (!step_device.empty()) {
+    NPID_CHECK_ARG(ctx.is_cuda(), kOp, "step_device", "expected a CUDA context, got " << ctx.device().str());
+    require_tensor(step_device, DType::kInt64, {1}, ctx, kOp, "step_device");
+    p.step_device = static_cast<const std::uint64_t*>(step_device.data);
+  }
   p.z = static_cast<float*>(z.data);
   p.loss = static_cast<float*>(out.loss.data);
   p.grad = static_cast<float*>(out.grad_features.data);
@@ -136,14 +141,14 @@ NceCriterion::NceCriterion(Context& ctx, const NceConfig& config, std::int64_t m
 }
 
 void NceCriterion::forward_backward(const NceInputs& inputs, std::uint64_t step,
-                                    const NceOutputs& outputs) {
+                                    const NceOutputs& outputs, const TensorView& step_device) {
   ZUpdate update = ZUpdate::kKeep;
   if (config_.z_policy != ZPolicy::kFixed && !z_ready_) {
     update = ZUpdate::kInitFromBatch;
   } else if (config_.z_policy == ZPolicy::kEma) {
     update = ZUpdate::kEmaFromBatch;
   }
-  nce_forward_backward(*ctx_, config_, inputs, step, update, z_.view(), outputs);
+  nce_forward_backward(*ctx_, config_, inputs, step, update, z_.view(), outputs, step_device);
   z_ready_ = true;
 }
 

@@ -127,7 +127,7 @@ void ResNet18::backward(const TensorView& grad_embeddings) {
 // ---- SGD ---------------------------------------------------------------------
 
 void sgd_step(Context& ctx, const SgdConfig& config, float lr, const TensorView& params, const TensorView& grads,
-              const TensorView& momentum_buffer, bool first_step) {
+              const TensorView& momentum_buffer, bool first_step, const TensorView& lr_device) {
   constexpr const char* op = "sgd_step";
   NPID_CHECK_ARG(std::isfinite(lr) && lr >= 0.f, op, "lr", "expected a finite lr >= 0, got " << lr);
   NPID_CHECK_ARG(config.momentum >= 0.f, op, "momentum", "expected >= 0, got " << config.momentum);
@@ -147,9 +147,15 @@ void sgd_step(Context& ctx, const SgdConfig& config, float lr, const TensorView&
   const auto* g = static_cast<const float*>(grads.data);
   auto* buf = static_cast<float*>(momentum_buffer.data);
   if (ctx.is_cuda()) {
+    const float* lr_ptr = nullptr;
+    if (!lr_device.empty()) {
+      require_tensor(lr_device, DType::kFloat32, {1}, ctx, op, "lr_device");
+      lr_ptr = static_cast<const float*>(lr_device.data);
+    }
     layers::launch_sgd_step(ctx, shape[0], w, g, buf, lr, config.momentum, config.weight_decay, config.nesterov,
-                            first_step);
+                            first_step, lr_ptr);
   } else {
+    NPID_CHECK_ARG(lr_device.empty(), op, "lr_device", "expected none on the CPU, got " << lr_device.str());
     layers::sgd_step_cpu(shape[0], w, g, buf, lr, config.momentum, config.weight_decay, config.nesterov, first_step);
   }
 }
@@ -159,8 +165,8 @@ Sgd::Sgd(Context& ctx, const SgdConfig& config, std::int64_t count)
   fill_zero(ctx, buffer_);
 }
 
-void Sgd::step(const TensorView& params, const TensorView& grads, float lr) {
-  sgd_step(*ctx_, config_, lr, params, grads, buffer_, !started_);
+void Sgd::step(const TensorView& params, const TensorView& grads, float lr, const TensorView& lr_device) {
+  sgd_step(*ctx_, config_, lr, params, grads, buffer_, !started_, lr_device);
   started_ = true;
 }
 

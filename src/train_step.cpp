@@ -4,8 +4,15 @@
 #include <cmath>
 #include <limits>
 
+#include <cuda_runtime_api.h>
+
+#include <cstdio>
+
 #include "augment.h"
 #include "core/args.h"
+#include "core/check.h"
+#include "core/context_impl.h"
+#include "graph_scalars.h"
 #include "npid/error.h"
 
 namespace npid {
@@ -23,6 +30,18 @@ struct TrainStep::Impl {
   std::unique_ptr<SoftmaxCriterion> softmax;
   Tensor images, embeddings, grad_embeddings, loss;
   std::int64_t steps = 0;
+  std::int64_t direct_steps = 0;  // run by this object (capture needs one: plans, workspaces)
+  // CUDA graph of the steady-state step (after the first step: Z, the SGD
+  // first-step flag, plans and workspaces are settled). It gathers the batch
+  // from idx_buf and reads the step and lr from device words, so one capture
+  // serves a whole epoch; a new epoch (augmentation key) or image set
+  // re-captures.
+  bool graphs = false;
+  std::string graph_status = "off";
+  cudaGraphExec_t graph_exec = nullptr;
+  std::int64_t graph_epoch = -1;
+  const void* graph_pixels = nullptr;
+  Tensor idx_buf, step_dev, lr_dev;
 
   Impl(Context& c, const TrainStepConfig& config, std::int64_t n)
       : ctx(&c),
@@ -52,29 +71,145 @@ struct TrainStep::Impl {
     embeddings = Tensor({B, D}, DType::kFloat32, c.device());
     grad_embeddings = Tensor({B, D}, DType::kFloat32, c.device());
     loss = Tensor({1}, DType::kFloat32, c.device());
+    graphs = c.is_cuda() && cfg.cuda_graph && !c.sync_after_launch();
+    graph_status = !c.is_cuda() ? "off (CPU)" : !cfg.cuda_graph ? "off (config)"
+                                : c.sync_after_launch() ? "off (sync_after_launch)" : "on (not yet captured)";
+    if (graphs) {
+      idx_buf = Tensor({B}, DType::kInt64, c.device());
+      step_dev = Tensor({1}, DType::kInt64, c.device());
+      lr_dev = Tensor({1}, DType::kFloat32, c.device());
+    }
   }
 
-  StepStats run(const TensorView& imgs, const TensorView& indices, float lr, bool fetch) {
-    constexpr const char* op = "TrainStep::step";
+  ~Impl() {
+    if (graph_exec != nullptr) cudaGraphExecDestroy(graph_exec);
+  }
+
+  void drop_graph() {
+    if (graph_exec != nullptr) cudaGraphExecDestroy(graph_exec);
+    graph_exec = nullptr;
+    graph_epoch = -1;
+    graph_pixels = nullptr;
+  }
+
+  void disable_graphs(const std::string& why) {
+    drop_graph();
+    graphs = false;
+    graph_status = "off (" + why + ")";
+    std::fprintf(stderr, "npid::TrainStep: CUDA graph capture disabled, launching directly: %s\n", why.c_str());
+  }
+
+  // Enqueues augment + the step body reading idx_buf / step_dev / lr_dev.
+  void enqueue_graph_body(const ImageSet& resident, std::int64_t epoch) {
+    const std::int64_t B = cfg.batch_size, S = cfg.model.image_size;
+    AugmentProblem p;
+    p.config = cfg.augment;
+    p.pixels = resident.pixels.data_as<const std::uint8_t>();
+    p.descs = resident.descs.data_as<const std::int64_t>();
+    p.sources = idx_buf.data_as<const std::int64_t>();
+    p.instances = p.sources;
+    p.batch = B;
+    p.seed = cfg.seed;
+    p.epoch = static_cast<std::uint64_t>(epoch);
+    p.out = images.data_as<float>();
+    launch_augment(*ctx, p);
+    const TensorView imgs(images.data(), DType::kFloat32, {B, S, S, 3}, ctx->device());
+    enqueue(imgs, idx_buf, 0.0f, step_dev, lr_dev);
+  }
+
+  // Captures the graph for (resident, epoch); false (graphs disabled) when
+  // capture or instantiation fails. Nothing runs during a capture.
+  bool capture(const ImageSet& resident, std::int64_t epoch) {
+    drop_graph();
+    cudaStream_t stream = ctx->stream();
+    DeviceGuard guard(ctx->device());
+    const std::int64_t tracked = net.num_batches_tracked();
+    cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      disable_graphs(std::string("begin capture: ") + cudaGetErrorString(err));
+      return false;
+    }
+    std::string failure;
+    try {
+      enqueue_graph_body(resident, epoch);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    cudaGraph_t graph = nullptr;
+    err = cudaStreamEndCapture(stream, &graph);
+    net.set_num_batches_tracked(tracked);  // the capture ran nothing
+    if (failure.empty() && err != cudaSuccess) failure = std::string("end capture: ") + cudaGetErrorString(err);
+    if (failure.empty()) {
+      err = cudaGraphInstantiate(&graph_exec, graph, 0);
+      if (err != cudaSuccess) {
+        graph_exec = nullptr;
+        failure = std::string("instantiate: ") + cudaGetErrorString(err);
+      }
+    }
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (!failure.empty()) {
+      cudaGetLastError();
+      disable_graphs(failure);
+      return false;
+    }
+    graph_epoch = epoch;
+    graph_pixels = resident.pixels.data();
+    graph_status = "on";
+    return true;
+  }
+
+  // One step by graph replay; false when graphs are (or just became) unusable.
+  bool replay(const ImageSet& resident, const TensorView& indices, std::int64_t epoch, float lr) {
+    if (!graphs || direct_steps < 1 || indices.shape[0] != cfg.batch_size) return false;
+    if ((graph_exec == nullptr || graph_epoch != epoch || graph_pixels != resident.pixels.data()) &&
+        !capture(resident, epoch)) {
+      return false;
+    }
+    DeviceGuard guard(ctx->device());
+    if (indices.data != idx_buf.data()) {
+      NPID_CUDA_CHECK(cudaMemcpyAsync(idx_buf.data(), indices.data, indices.bytes(), cudaMemcpyDeviceToDevice,
+                                      ctx->stream()));
+    }
+    launch_set_step_scalars(*ctx, step_dev.data_as<std::uint64_t>(), static_cast<std::uint64_t>(steps),
+                            lr_dev.data_as<float>(), lr);
+    NPID_CUDA_CHECK(cudaGraphLaunch(graph_exec, ctx->stream()));
+    net.set_num_batches_tracked(net.num_batches_tracked() + 1);
+    return true;
+  }
+
+  // The step body (direct launches, or recorded by a capture).
+  void enqueue(const TensorView& imgs, const TensorView& indices, float lr, const TensorView& step_device,
+               const TensorView& lr_device) {
     const std::int64_t B = indices.shape[0], D = cfg.model.embedding_dim;
     const TensorView emb(embeddings.data(), DType::kFloat32, {B, D}, ctx->device());
     const TensorView grad(grad_embeddings.data(), DType::kFloat32, {B, D}, ctx->device());
-    if (cfg.validate_indices) require_indices_below(*ctx, indices, N, op, "indices");
     net.forward(imgs, emb, true);
     if (nce) {
-      nce->forward_backward({emb, indices, bank.view(), {}}, static_cast<std::uint64_t>(steps), {loss, grad, {}, {}});
+      nce->forward_backward({emb, indices, bank.view(), {}}, static_cast<std::uint64_t>(steps), {loss, grad, {}, {}},
+                            step_device);
     } else {
       softmax->forward_backward({emb, indices, bank.view()}, {loss, grad});
     }
     net.backward(grad);
-    sgd.step(net.parameter_buffer(), net.gradient_buffer(), lr);
+    sgd.step(net.parameter_buffer(), net.gradient_buffer(), lr, lr_device);
     bank.update(emb, indices, cfg.bank_momentum, false);
+  }
+
+  StepStats finish(bool fetch) {
     ++steps;
     StepStats st;
     st.loss = std::numeric_limits<float>::quiet_NaN();
     if (fetch) copy(*ctx, view(&st.loss, {1}), loss);
     st.z = nce && nce->z_initialized() && fetch ? nce->z() : 0.0f;
     return st;
+  }
+
+  StepStats run(const TensorView& imgs, const TensorView& indices, float lr, bool fetch) {
+    if (cfg.validate_indices) require_indices_below(*ctx, indices, N, "TrainStep::step", "indices");
+    enqueue(imgs, indices, lr, {}, {});
+    ++direct_steps;
+    return finish(fetch);
   }
 
   void check_indices(const TensorView& indices, const char* op) const {
@@ -118,6 +253,7 @@ StepStats TrainStep::step(const ImageSet& resident, const TensorView& indices, s
   NPID_CHECK_ARG(std::isfinite(lr) && lr >= 0.0f, op, "lr", "expected a finite lr >= 0, got " << lr);
   const std::int64_t B = indices.shape[0], S = m.cfg.model.image_size;
   if (m.cfg.validate_indices) require_indices_below(*m.ctx, indices, m.N, op, "indices");
+  if (m.replay(resident, indices, epoch, lr)) return m.finish(fetch_loss);
   AugmentProblem p;
   p.config = m.cfg.augment;
   p.pixels = resident.pixels.data_as<const std::uint8_t>();
@@ -134,7 +270,9 @@ StepStats TrainStep::step(const ImageSet& resident, const TensorView& indices, s
     augment_cpu(p, m.ctx->cpu_threads());
   }
   const TensorView imgs(m.images.data(), DType::kFloat32, {B, S, S, 3}, m.ctx->device());
-  return m.run(imgs, indices, lr, fetch_loss);
+  m.enqueue(imgs, indices, lr, {}, {});
+  ++m.direct_steps;
+  return m.finish(fetch_loss);
 }
 
 StepStats TrainStep::step_images(const TensorView& images, const TensorView& indices, float lr, bool fetch_loss) {
@@ -154,6 +292,7 @@ MemoryBank& TrainStep::bank() { return impl_->bank; }
 Sgd& TrainStep::optimizer() { return impl_->sgd; }
 float TrainStep::z() const { return impl_->nce && impl_->nce->z_initialized() ? impl_->nce->z() : 0.0f; }
 bool TrainStep::z_initialized() const { return impl_->nce && impl_->nce->z_initialized(); }
+const std::string& TrainStep::graph_status() const { return impl_->graph_status; }
 
 void TrainStep::restore(std::int64_t steps_done, float z, bool z_initialized, bool sgd_started) {
   NPID_CHECK_ARG(steps_done >= 0, "TrainStep::restore", "steps_done", "expected >= 0, got " << steps_done);

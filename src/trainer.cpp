@@ -115,6 +115,7 @@ json config_json(const TrainerConfig& c) {
                {"bank_init", to_string(s.bank_init)},
                {"sgd", {{"momentum", s.sgd.momentum}, {"weight_decay", s.sgd.weight_decay}, {"nesterov", s.sgd.nesterov}}},
                {"batch_size", s.batch_size},
+               {"cuda_graph", s.cuda_graph},
                {"augment", augment_json(s.augment)},
                {"seed", s.seed}};
   return {{"preset", c.preset},       {"epochs", c.epochs},
@@ -174,6 +175,7 @@ TrainerConfig TrainerConfig::from_json(const std::string& text) {
     c.step.sgd.weight_decay = s.at("sgd").at("weight_decay");
     c.step.sgd.nesterov = s.at("sgd").at("nesterov");
     c.step.batch_size = s.at("batch_size");
+    c.step.cuda_graph = s.value("cuda_graph", true);
     c.step.augment = augment_from(s.at("augment"));
     c.step.seed = s.at("seed");
     return c;
@@ -363,9 +365,10 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
   const SafetensorsFile f = load_safetensors(p);  // kIo when missing / truncated / corrupt
   const TrainerConfig stored = stored_config(run_dir);
   json a = config_json(stored), b = config_json(config);
-  for (json* j : {&a, &b}) {
+  for (json* j : {&a, &b}) {  // fields that do not change the computation
     j->erase("epochs");
     j->erase("log_every");
+    j->at("step").erase("cuda_graph");
   }
   std::string va, vb;
   const std::string diff = first_difference(a, b, "", &va, &vb);

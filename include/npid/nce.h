@@ -77,10 +77,13 @@ struct NceOutputs {
 // The stateless op. `step` keys the in-kernel negative sampling; `z` is the
 // (1) float32 Z state described above. Inputs are never modified (the bank
 // update is a separate op, bank_update, to run after every read of the step).
+// step_device (optional): (1) int64 on ctx's CUDA device; the sampling step
+// is read from it when the kernel runs, overriding `step`, so a captured CUDA
+// graph can replay with new steps. Not allowed on the CPU.
 void nce_forward_backward(Context& ctx, const NceConfig& config,
                           const NceInputs& inputs, std::uint64_t step,
                           ZUpdate z_update, const TensorView& z,
-                          const NceOutputs& outputs);
+                          const NceOutputs& outputs, const TensorView& step_device = {});
 
 // Workspace the op needs for a batch of B samples of dimension D (reserved
 // in ctx.workspace() by NceCriterion's constructor).
@@ -96,7 +99,7 @@ class NceCriterion {
                std::int64_t dim);
 
   void forward_backward(const NceInputs& inputs, std::uint64_t step,
-                        const NceOutputs& outputs);
+                        const NceOutputs& outputs, const TensorView& step_device = {});
 
   const NceConfig& config() const { return config_; }
   // Current Z (synchronizes on CUDA); 0 until the first step under

@@ -108,14 +108,17 @@ struct SgdConfig {
 // One SGD step with PyTorch semantics over flat buffers (dampening 0):
 //   g = grad + wd * w;  buf = first_step ? g : momentum * buf + g;
 //   w -= lr * (nesterov ? g + momentum * buf : buf)
+// lr_device (optional, CUDA): (1) float32 on the device read when the kernel
+// runs instead of `lr` (CUDA-graph replay with a new learning rate).
 void sgd_step(Context& ctx, const SgdConfig& config, float lr, const TensorView& params,
-              const TensorView& grads, const TensorView& momentum_buffer, bool first_step);
+              const TensorView& grads, const TensorView& momentum_buffer, bool first_step,
+              const TensorView& lr_device = {});
 
 // Owns the momentum buffer and the first-step flag.
 class Sgd {
  public:
   Sgd(Context& ctx, const SgdConfig& config, std::int64_t count);
-  void step(const TensorView& params, const TensorView& grads, float lr);
+  void step(const TensorView& params, const TensorView& grads, float lr, const TensorView& lr_device = {});
   TensorView momentum_buffer() const { return buffer_.view(); }
   bool started() const { return started_; }
   // Restoring a checkpoint: whether the next step is not the first one.

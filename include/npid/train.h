@@ -10,7 +10,8 @@
 // All buffers (images, embeddings, gradients, the bank, the momentum buffer,
 // the criterion's workspace) are allocated at construction for batches up to
 // config.batch_size; a steady-state step allocates nothing and synchronizes
-// with the host only when the caller asks for the loss.
+// with the host only when the caller asks for the loss. On CUDA the steady
+// state is one CUDA-graph launch per step (config.cuda_graph).
 //
 // The same code runs on the CUDA backend and on the CPU reference backend; on
 // the CPU a run is deterministic, so a resumed run equals an uninterrupted one
@@ -51,6 +52,12 @@ struct TrainStepConfig {
   // Check every step's indices against N (one host sync per step on CUDA);
   // the trainer turns it off, its indices come from the epoch permutation.
   bool validate_indices = true;
+  // CUDA: capture the steady-state step (from the second step on, full
+  // batches of step()) in a CUDA graph and replay it; re-captured when the
+  // epoch or the image set changes. Falls back to direct launches (with a
+  // note on stderr) when capture fails. Replays compute what direct launches
+  // compute, bit for bit.
+  bool cuda_graph = true;
 };
 
 struct StepStats {
@@ -84,6 +91,8 @@ class TrainStep {
   // Checkpoint state beyond the network, bank and momentum buffer.
   void restore(std::int64_t steps_done, float z, bool z_initialized, bool sgd_started);
   bool z_initialized() const;
+  // "on", "off (CPU)", "off (config)", "off (<why capture failed>)", ...
+  const std::string& graph_status() const;
 
   struct Impl;
 

@@ -74,7 +74,8 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   // Continues the run in run_dir from its checkpoint; `config` must equal the
-  // checkpoint's configuration except `epochs` (may grow), `log_every`. kIo
+  // checkpoint's configuration except `epochs` (may grow), `log_every` and
+  // `step.cuda_graph`. kIo
   // for a missing, truncated or corrupt checkpoint; kInvalidArgument naming
   // the first differing field otherwise. Nothing in run_dir is modified
   // before the checkpoint has been validated.

@@ -46,6 +46,7 @@ overrides of the preset:
   --knn-k K            --checkpoint-every N     --no-final-eval
   --log-every N        fetch the loss every N steps on CUDA (default 20)
   --threads T          data decoding threads     --quiet (no progress line)
+  --no-cuda-graph      launch every step's kernels directly (default: replay a CUDA graph)
 )";
 
 const std::set<std::string> kKnown = {
@@ -53,7 +54,7 @@ const std::set<std::string> kKnown = {
     "--cosine", "--criterion", "--nce-k", "--tau", "--lambda", "--z-policy", "--bank-momentum", "--bank-dtype",
     "--bank-init", "--width", "--image-size", "--embedding-dim", "--weight-decay", "--momentum", "--nesterov", "--flip",
     "--seed", "--steps-per-epoch", "--knn-every", "--knn-k", "--checkpoint-every", "--no-final-eval", "--log-every",
-    "--threads", "--quiet"};
+    "--threads", "--quiet", "--no-cuda-graph"};
 
 std::vector<std::int64_t> parse_steps(const std::string& s) {
   std::vector<std::int64_t> out;
@@ -79,7 +80,7 @@ std::string default_run_dir(const std::string& preset) {
 }  // namespace
 
 int train_main(const std::vector<std::string>& args) {
-  Options o(args, {"--help", "--cosine", "--nesterov", "--no-final-eval", "--quiet"});
+  Options o(args, {"--help", "--cosine", "--nesterov", "--no-final-eval", "--quiet", "--no-cuda-graph"});
   if (o.has("--help")) {
     std::cout << kHelp;
     return 0;
@@ -102,6 +103,7 @@ int train_main(const std::vector<std::string>& args) {
     cfg = Trainer::stored_config(run_dir);
     cfg.epochs = o.integer("--epochs", cfg.epochs, 1, 100000);
     cfg.log_every = o.integer("--log-every", cfg.log_every, 1, 1000000);
+    if (o.has("--no-cuda-graph")) cfg.step.cuda_graph = false;
   } else {
     const std::string preset = o.choice("--preset", "cifar10", {"cifar10", "imagenet"});
     cfg = TrainerConfig::from_preset(preset);
@@ -166,6 +168,7 @@ int train_main(const std::vector<std::string>& args) {
     cfg.knn_k = o.integer("--knn-k", cfg.knn_k, 1, kMaxKnnK);
     cfg.checkpoint_every = o.integer("--checkpoint-every", cfg.checkpoint_every, 0, 100000);
     cfg.final_eval = !o.has("--no-final-eval");
+    cfg.step.cuda_graph = !o.has("--no-cuda-graph");
     cfg.log_every = o.integer("--log-every", cfg.log_every, 1, 1000000);
     run_dir = o.str("--run", default_run_dir(preset));
   }
@@ -183,6 +186,7 @@ int train_main(const std::vector<std::string>& args) {
     std::printf("  resuming at epoch %lld\n", static_cast<long long>(trainer->next_epoch() + 1));
   trainer->progress = !quiet;
   trainer->run();
+  if (cuda) std::printf("  CUDA graph: %s\n", trainer->step().graph_status().c_str());
   std::printf("  results: %s/{metrics.jsonl,loss.svg,knn.svg,final.json,model.safetensors,checkpoint.safetensors}\n",
               run_dir.c_str());
   return 0;
