@@ -60,7 +60,7 @@ std::vector<float> run(Context& ctx, const AugmentConfig& c, const ImageSet& set
 
 }  // namespace
 
-TEST_CASE("augment: CUDA kernel matches the CPU reference (CIFAR and ImageNet presets)", "[gpu][augment]") {
+TEST_CASE("augment: CUDA kernel matches the CPU reference (CIFAR and ImageNet presets)", "[gpu][augment][heavy]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
   const ImageSet host = test_images();
@@ -116,7 +116,7 @@ TEST_CASE("epoch permutation: CUDA radix sort equals the CPU reference", "[gpu][
   }
 }
 
-TEST_CASE("loader: resident and streaming on CUDA equal the CPU loader", "[gpu][loader]") {
+TEST_CASE("loader: resident and streaming on CUDA equal the CPU loader", "[gpu][loader][heavy]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
   // A small image folder of PNGs (exact pixels).

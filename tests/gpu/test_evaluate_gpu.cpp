@@ -7,7 +7,7 @@
 using namespace npid;
 using test::to_host;
 
-TEST_CASE("evaluate: CUDA embedding and report agree with the CPU", "[gpu][evaluate]") {
+TEST_CASE("evaluate: CUDA embedding and report agree with the CPU", "[gpu][evaluate][heavy]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
   ResNetConfig rc;

@@ -68,7 +68,7 @@ void compare(const Run& g, const Run& c, std::int64_t Q, std::int64_t k, double 
 
 }  // namespace
 
-TEST_CASE("knn_topk: CUDA matches the CPU reference across tilings", "[gpu][knn]") {
+TEST_CASE("knn_topk: CUDA matches the CPU reference across tilings", "[gpu][knn][heavy]") {
   Context gpu = Context::cuda();
   const std::int64_t D = 128;
   struct Case { std::int64_t Q, N, k, qt, chunk; };

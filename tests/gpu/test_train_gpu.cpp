@@ -49,7 +49,7 @@ TEST_CASE("TrainStep: a CUDA step equals the CPU step on the same batch", "[gpu]
   }
 }
 
-TEST_CASE("Trainer: a short CUDA run learns, checkpoints and resumes", "[gpu][train]") {
+TEST_CASE("Trainer: a short CUDA run learns, checkpoints and resumes", "[gpu][train][heavy]") {
   Context gpu = Context::cuda();
   TrainerConfig cfg = TrainerConfig::from_preset("cifar10");
   cfg.step.model.width = 16;
