@@ -21,7 +21,7 @@ AugmentConfig eval_transform_for(const ResNetConfig& config) {
   return t;
 }
 
-Tensor embed_dataset(Context& ctx, ResNet18& net, const ImageSet& set, const AugmentConfig& transform) {
+Tensor embed_dataset(Context& ctx, ResNet18& net, const DataSource& set, const AugmentConfig& transform) {
   constexpr const char* op = "embed_dataset";
   const ResNetConfig& rc = net.config();
   NPID_CHECK_ARG(transform.out_height == rc.image_size && transform.out_width == rc.image_size, op, "transform",
@@ -33,7 +33,7 @@ Tensor embed_dataset(Context& ctx, ResNet18& net, const ImageSet& set, const Aug
   lc.augment = transform;
   lc.shuffle = false;
   lc.drop_last = false;
-  Loader loader = Loader::resident(ctx, set, lc);
+  Loader loader = set.streaming() ? Loader::streaming(ctx, *set.folder, lc) : Loader::resident(ctx, *set.images, lc);
   const std::int64_t N = set.size(), D = rc.embedding_dim;
   Tensor features({N, D}, DType::kFloat32, ctx.device());
   loader.start_epoch(0);
@@ -113,8 +113,8 @@ void write_retrieval_grid(const std::string& path, const ImageSet& queries, cons
   write_png(path, canvas.data(), H, W);
 }
 
-EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const ImageSet& train, const ImageSet& test,
-                    const TensorView& bank) {
+EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const DataSource& train,
+                    const DataSource& test, const TensorView& bank) {
   constexpr const char* op = "evaluate";
   const auto t0 = std::chrono::steady_clock::now();
   NPID_CHECK_ARG(train.size() >= 1 && test.size() >= 1, op, "train, test",
@@ -136,8 +136,8 @@ EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const
   const std::int64_t D = net.config().embedding_dim;
   const Tensor test_features = embed_dataset(ctx, net, test, transform);
   Tensor train_labels({train.size()}, DType::kInt64, ctx.device()), test_labels({test.size()}, DType::kInt64, ctx.device());
-  copy(ctx, train_labels, view(train.labels.data(), {train.size()}));
-  copy(ctx, test_labels, view(test.labels.data(), {test.size()}));
+  copy(ctx, train_labels, view(train.labels().data(), {train.size()}));
+  copy(ctx, test_labels, view(test.labels().data(), {test.size()}));
   Tensor train_features;
   if (config.knn_recompute || config.linear || !config.retrieval_png.empty()) {
     train_features = embed_dataset(ctx, net, train, transform);
@@ -153,7 +153,9 @@ EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const
     lc.num_classes = report.classes;
     report.linear = linear_eval(ctx, lc, train_features, train_labels, test_features, test_labels);
   }
-  if (!config.retrieval_png.empty() && !train.device().is_cuda() && !test.device().is_cuda()) {
+  const bool host_sets = (train.streaming() || !train.images->device().is_cuda()) &&
+                         (test.streaming() || !test.images->device().is_cuda());
+  if (!config.retrieval_png.empty() && host_sets) {
     const std::int64_t Q = std::min(config.retrieval_queries, test.size());
     const std::int64_t n = std::min(config.retrieval.neighbours, train.size());
     // Evenly spread queries over the test set (covers the classes of a
@@ -173,7 +175,18 @@ EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const
     copy(ctx, view(nb.data(), {Q, n}), idx);
     RetrievalGridConfig gc = config.retrieval;
     gc.neighbours = n;
-    write_retrieval_grid(config.retrieval_png, test, rows, train, nb, gc);
+    if (!train.streaming() && !test.streaming()) {
+      write_retrieval_grid(config.retrieval_png, *test.images, rows, *train.images, nb, gc);
+    } else {
+      // Decode just the pictured images; rows renumbered into the small sets.
+      const ImageSet q = test.streaming() ? load_folder_images(*test.folder, rows) : test.images->slice(0, 0);
+      const ImageSet t = train.streaming() ? load_folder_images(*train.folder, nb) : train.images->slice(0, 0);
+      std::vector<std::int64_t> qrows(rows.size()), nrows(nb.size());
+      for (std::size_t i = 0; i < rows.size(); ++i) qrows[i] = test.streaming() ? static_cast<std::int64_t>(i) : rows[i];
+      for (std::size_t i = 0; i < nb.size(); ++i) nrows[i] = train.streaming() ? static_cast<std::int64_t>(i) : nb[i];
+      write_retrieval_grid(config.retrieval_png, test.streaming() ? q : *test.images, qrows,
+                           train.streaming() ? t : *train.images, nrows, gc);
+    }
     report.retrieval_png = config.retrieval_png;
   }
   ctx.synchronize();  // the feature tensors are freed on return

@@ -15,6 +15,7 @@
 #include "npid/augment.h"
 #include "npid/checkpoint.h"
 #include "npid/error.h"
+#include "npid/loader.h"
 #include "npid/safetensors.h"
 
 namespace npid {
@@ -190,7 +191,11 @@ struct Trainer::Impl {
   Context* ctx = nullptr;
   TrainerConfig cfg;
   std::string dir;
-  ImageSet train, test, resident;
+  // Owned copies of the splits: decoded sets, or folder indexes (streaming).
+  ImageSet train_set, test_set, resident;
+  ImageFolderIndex train_folder, test_folder;
+  bool train_streaming = false, test_streaming = false;
+  std::unique_ptr<Loader> loader;  // streaming training
   std::unique_ptr<TrainStep> step;
   Tensor perm;
   std::vector<EpochMetrics> history;
@@ -199,7 +204,13 @@ struct Trainer::Impl {
 
   std::string path(const char* name) const { return (fs::path(dir) / name).string(); }
 
-  void setup(Context& c, const TrainerConfig& config, const ImageSet& tr, const ImageSet& te, const std::string& d) {
+  DataSource train() const {
+    return train_streaming ? DataSource(train_folder) : DataSource(train_set);
+  }
+  DataSource test() const { return test_streaming ? DataSource(test_folder) : DataSource(test_set); }
+
+  void setup(Context& c, const TrainerConfig& config, const DataSource& tr, const DataSource& te,
+             const std::string& d) {
     constexpr const char* op = "Trainer";
     NPID_CHECK_ARG(tr.size() >= config.step.batch_size, op, "train",
                    "expected at least one batch of " << config.step.batch_size << " images, got " << tr.size());
@@ -215,17 +226,37 @@ struct Trainer::Impl {
     cfg = config;
     cfg.step.validate_indices = false;  // indices come from the epoch permutation
     dir = d;
-    train = tr.device().is_cuda() ? ImageSet() : tr.slice(0, tr.size());
-    test = te.device().is_cuda() ? ImageSet() : te.slice(0, te.size());
-    NPID_CHECK_ARG(!tr.device().is_cuda() && !te.device().is_cuda(), op, "train, test",
-                   "expected host image sets, got sets on " << tr.device().str() << ", " << te.device().str());
-    step = std::make_unique<TrainStep>(c, cfg.step, train.size());
-    resident = train.to(c);
-    perm = Tensor({train.size()}, DType::kInt64, c.device());
+    for (const DataSource* src : {&tr, &te}) {
+      NPID_CHECK_ARG(src->streaming() || !src->images->device().is_cuda(), op, "train, test",
+                     "expected host image sets or image folders, got a set on " << src->images->device().str());
+    }
+    train_streaming = tr.streaming();
+    test_streaming = te.streaming();
+    if (train_streaming) {
+      train_folder = *tr.folder;
+    } else {
+      train_set = tr.images->slice(0, tr.size());
+    }
+    if (test_streaming) {
+      test_folder = *te.folder;
+    } else {
+      test_set = te.images->slice(0, te.size());
+    }
+    step = std::make_unique<TrainStep>(c, cfg.step, tr.size());
+    if (train_streaming) {
+      LoaderConfig lc;
+      lc.batch_size = cfg.step.batch_size;
+      lc.augment = cfg.step.augment;
+      lc.seed = cfg.step.seed;  // the order and augmentation of the resident path
+      loader = std::make_unique<Loader>(Loader::streaming(c, train_folder, lc));
+    } else {
+      resident = train_set.to(c);
+      perm = Tensor({tr.size()}, DType::kInt64, c.device());
+    }
   }
 
   std::int64_t steps_per_epoch() const {
-    std::int64_t n = train.size() / cfg.step.batch_size;
+    std::int64_t n = train().size() / cfg.step.batch_size;
     if (cfg.steps_per_epoch > 0) n = std::min(n, cfg.steps_per_epoch);
     return n;
   }
@@ -290,21 +321,22 @@ struct Trainer::Impl {
   }
 
   double knn_monitor() {
-    const Tensor features = embed_dataset(*ctx, step->net(), test, eval_transform_for(cfg.step.model));
-    Tensor test_labels({test.size()}, DType::kInt64, ctx->device()), train_labels({train.size()}, DType::kInt64, ctx->device());
-    copy(*ctx, test_labels, view(test.labels.data(), {test.size()}));
-    copy(*ctx, train_labels, view(train.labels.data(), {train.size()}));
+    const DataSource tr = train(), te = test();
+    const Tensor features = embed_dataset(*ctx, step->net(), te, eval_transform_for(cfg.step.model));
+    Tensor test_labels({te.size()}, DType::kInt64, ctx->device()), train_labels({tr.size()}, DType::kInt64, ctx->device());
+    copy(*ctx, test_labels, view(te.labels().data(), {te.size()}));
+    copy(*ctx, train_labels, view(tr.labels().data(), {tr.size()}));
     KnnConfig kc;
-    kc.k = std::min(cfg.knn_k, train.size());
+    kc.k = std::min(cfg.knn_k, tr.size());
     kc.sigma = cfg.step.temperature;
-    kc.num_classes = std::max(train.num_classes(), test.num_classes());
+    kc.num_classes = std::max(tr.num_classes(), te.num_classes());
     return knn_classify(*ctx, kc, features, test_labels, step->bank().view(), train_labels).top1;
   }
 };
 
 Trainer::Trainer() : impl_(std::make_unique<Impl>()) {}
 
-Trainer::Trainer(Context& ctx, const TrainerConfig& config, const ImageSet& train, const ImageSet& test,
+Trainer::Trainer(Context& ctx, const TrainerConfig& config, const DataSource& train, const DataSource& test,
                  const std::string& run_dir)
     : impl_(std::make_unique<Impl>()) {
   std::error_code ec;
@@ -359,8 +391,8 @@ std::string first_difference(const json& a, const json& b, const std::string& pr
 
 }  // namespace
 
-std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& config, const ImageSet& train,
-                                         const ImageSet& test, const std::string& run_dir) {
+std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& config, const DataSource& train,
+                                         const DataSource& test, const std::string& run_dir) {
   const std::string p = (fs::path(run_dir) / "checkpoint.safetensors").string();
   const SafetensorsFile f = load_safetensors(p);  // kIo when missing / truncated / corrupt
   const TrainerConfig stored = stored_config(run_dir);
@@ -435,22 +467,33 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
 void Trainer::run(std::int64_t stop_after_epoch) {
   Impl& m = *impl_;
   Context& ctx = *m.ctx;
-  const std::int64_t B = m.cfg.step.batch_size, nb = m.steps_per_epoch(), N = m.train.size();
+  const std::int64_t B = m.cfg.step.batch_size, nb = m.steps_per_epoch();
   const bool tty = progress && ::isatty(STDOUT_FILENO);
   const auto run_start = std::chrono::steady_clock::now();
   std::int64_t steps_this_run = 0;
   for (std::int64_t e = m.next_epoch; e < m.cfg.epochs; ++e) {
     if (stop_after_epoch >= 0 && e > stop_after_epoch) break;
     const float lr = m.cfg.lr_at(e);
-    epoch_permutation(ctx, m.cfg.step.seed, static_cast<std::uint64_t>(e), m.perm);
+    if (m.loader) {
+      m.loader->start_epoch(e);
+    } else {
+      epoch_permutation(ctx, m.cfg.step.seed, static_cast<std::uint64_t>(e), m.perm);
+    }
     const auto t0 = std::chrono::steady_clock::now();
     double loss_sum = 0, z = 0;
     std::int64_t loss_count = 0;
     auto last_print = t0;
     for (std::int64_t b = 0; b < nb; ++b) {
-      const TensorView idx(m.perm.data_as<std::int64_t>() + b * B, DType::kInt64, {B}, ctx.device());
       const bool fetch = !ctx.is_cuda() || b % m.cfg.log_every == 0 || b + 1 == nb;
-      const StepStats st = m.step->step(m.resident, idx, e, lr, fetch);
+      StepStats st;
+      if (m.loader) {
+        Batch batch;
+        if (!m.loader->next(&batch)) break;
+        st = m.step->step_images(batch.images, batch.indices, lr, fetch);
+      } else {
+        const TensorView idx(m.perm.data_as<std::int64_t>() + b * B, DType::kInt64, {B}, ctx.device());
+        st = m.step->step(m.resident, idx, e, lr, fetch);
+      }
       ++steps_this_run;
       if (fetch) {
         loss_sum += st.loss;
@@ -500,13 +543,12 @@ void Trainer::run(std::int64_t stop_after_epoch) {
       std::fflush(stdout);
     }
   }
-  (void)N;
   if (m.next_epoch == m.cfg.epochs && m.cfg.final_eval && !m.final_report) {
     EvalConfig ec;
-    ec.knn.k = std::min(m.cfg.knn_k, m.train.size());
+    ec.knn.k = std::min(m.cfg.knn_k, m.train().size());
     ec.knn.sigma = m.cfg.step.temperature;
     ec.retrieval_png = m.path("retrieval.png");
-    m.final_report = evaluate(ctx, ec, m.step->net(), m.train, m.test, m.step->bank().view());
+    m.final_report = evaluate(ctx, ec, m.step->net(), m.train(), m.test(), m.step->bank().view());
     m.write_text(m.path("final.json"), m.final_report->to_json() + "\n");
     save_safetensors(m.path("model.safetensors"), model_state(ctx, m.step->net()),
                      {{"npid.model", model_config_json(m.cfg.step.model)},

@@ -107,6 +107,25 @@ struct ImageFolderOptions {
 
 ImageSet load_image_folder(const std::string& root, const ImageFolderOptions& options = {});
 
+// A split of a data set as the trainer and the evaluation take it: decoded in
+// memory (an ImageSet), or an image folder decoded batch by batch as it is
+// read (streaming; for sets too large to keep). A non-owning view: the set
+// or index must outlive it.
+struct DataSource {
+  const ImageSet* images = nullptr;
+  const ImageFolderIndex* folder = nullptr;
+  DataSource(const ImageSet& set) : images(&set) {}                // NOLINT: implicit
+  DataSource(const ImageFolderIndex& index) : folder(&index) {}    // NOLINT: implicit
+  bool streaming() const { return folder != nullptr; }
+  std::int64_t size() const;
+  const std::vector<std::int64_t>& labels() const;
+  std::int64_t num_classes() const;
+};
+
+// Decodes the listed images of a folder (e.g. the few a retrieval picture
+// shows) into an ImageSet, labels kept, in the order given.
+ImageSet load_folder_images(const ImageFolderIndex& index, const std::vector<std::int64_t>& rows);
+
 // CIFAR-10 binary version: dir/data_batch_{1..5}.bin (train) or
 // dir/test_batch.bin (test); 10,000 records of 1 label byte + 3072 bytes
 // (R, G, B planes of 32x32). Class names from batches.meta.txt when present.

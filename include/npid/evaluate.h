@@ -18,7 +18,8 @@ namespace npid {
 // Embeds every image of `set` (host or resident) with `transform` (an eval
 // transform producing net's image size), in batches of at most
 // net.max_batch(): features (N, D) float32 on ctx's device, in set order.
-Tensor embed_dataset(Context& ctx, ResNet18& net, const ImageSet& set, const AugmentConfig& transform);
+// A streaming source is decoded batch by batch on CPU threads (Loader::streaming).
+Tensor embed_dataset(Context& ctx, ResNet18& net, const DataSource& set, const AugmentConfig& transform);
 
 // The eval transform matching a network: cifar10_eval for the CIFAR stem,
 // imagenet_eval (resize shorter to 256/224 of the size, centre crop) for the
@@ -58,8 +59,10 @@ struct EvalReport {
   std::string to_table() const;  // a short human-readable summary
 };
 
-// bank: (train.size(), D) float32/bf16 on ctx's device, or empty.
-EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const ImageSet& train, const ImageSet& test,
-                    const TensorView& bank = {});
+// bank: (train.size(), D) float32/bf16 on ctx's device, or empty. Streaming
+// sources are embedded batch by batch; the retrieval picture then decodes
+// just the images it shows.
+EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const DataSource& train,
+                    const DataSource& test, const TensorView& bank = {});
 
 }  // namespace npid

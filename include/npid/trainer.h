@@ -12,8 +12,9 @@
 //   final.json           final kNN with recomputed features (and linear eval)
 //
 // Epoch e visits the training set in epoch_permutation(seed, e) order (last
-// partial batch dropped), augments on the device from the resident set, and
-// takes one TrainStep per batch. Every random choice is keyed by (seed,
+// partial batch dropped), augments on the device (from the resident set, or
+// from the streaming loader's uploaded batch), and takes one TrainStep per
+// batch. Every random choice is keyed by (seed,
 // epoch, instance) or (seed, step), so on the CPU backend a resumed run equals
 // the uninterrupted one bit for bit.
 #pragma once
@@ -65,9 +66,11 @@ struct EpochMetrics {
 
 class Trainer {
  public:
-  // Starts a new run in config-named run_dir (created; an existing checkpoint
-  // there is an error: use resume()). train/test on the host.
-  Trainer(Context& ctx, const TrainerConfig& config, const ImageSet& train, const ImageSet& test,
+  // Starts a new run in run_dir (created; an existing checkpoint there is an
+  // error: use resume()). train/test: host image sets (kept resident: the
+  // training set is uploaded once) or image folders (streamed: decoded on CPU
+  // threads batch by batch, npid/loader.h). Both give the same run.
+  Trainer(Context& ctx, const TrainerConfig& config, const DataSource& train, const DataSource& test,
           const std::string& run_dir);
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -79,8 +82,8 @@ class Trainer {
   // for a missing, truncated or corrupt checkpoint; kInvalidArgument naming
   // the first differing field otherwise. Nothing in run_dir is modified
   // before the checkpoint has been validated.
-  static std::unique_ptr<Trainer> resume(Context& ctx, const TrainerConfig& config, const ImageSet& train,
-                                         const ImageSet& test, const std::string& run_dir);
+  static std::unique_ptr<Trainer> resume(Context& ctx, const TrainerConfig& config, const DataSource& train,
+                                         const DataSource& test, const std::string& run_dir);
   // The configuration stored in run_dir's checkpoint.
   static TrainerConfig stored_config(const std::string& run_dir);
 

@@ -7,7 +7,24 @@
 
 namespace npid::cli {
 
-DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint64_t seed, int threads) {
+void DataSplits::limit(std::int64_t n_train, std::int64_t n_test) {
+  auto cut = [](ImageFolderIndex& idx, std::int64_t n) {
+    if (n > 0 && n < static_cast<std::int64_t>(idx.files.size())) {
+      idx.files.resize(static_cast<std::size_t>(n));
+      idx.labels.resize(static_cast<std::size_t>(n));
+    }
+  };
+  if (streaming) {
+    cut(train_index, n_train);
+    cut(test_index, n_test);
+    return;
+  }
+  if (n_train > 0 && n_train < train.size()) train = train.slice(0, n_train);
+  if (n_test > 0 && n_test < test.size()) test = test.slice(0, n_test);
+}
+
+DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint64_t seed, int threads,
+                     bool stream) {
   DataSplits d;
   if (spec.rfind("synthetic", 0) == 0) {
     std::int64_t n_train = 10000, n_test = 2000;
@@ -50,16 +67,17 @@ DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint
     return d;
   }
   if (fs::is_directory(fs::path(spec) / "train", ec) && fs::is_directory(fs::path(spec) / "test", ec)) {
-    // The trainer and the evaluation keep the decoded set in memory (and on
-    // the GPU as uint8); ImageNet-size folders need the streaming loader wired
-    // into them, which is not done yet.
-    constexpr std::size_t kMaxResident = 300000;
-    const std::size_t files = scan_image_folder((fs::path(spec) / "train").string()).files.size();
-    if (files > kMaxResident) {
-      throw OptionError("--data " + spec + ": " + std::to_string(files) + " training images; the trainer keeps the "
-                        "decoded set resident and supports up to " + std::to_string(kMaxResident) +
-                        " (streaming training is not implemented yet)");
+    const fs::path tr = fs::path(spec) / "train", te = fs::path(spec) / "test";
+    d.train_index = scan_image_folder(tr.string());
+    if (stream || d.train_index.files.size() > kMaxResidentImages) {
+      d.test_index = scan_image_folder(te.string());
+      d.streaming = true;
+      d.description = "image folders " + spec + "/{train,test}, streamed (" +
+                      std::to_string(d.train_index.files.size()) + " + " +
+                      std::to_string(d.test_index.files.size()) + " images)";
+      return d;
     }
+    d.train_index = ImageFolderIndex();
     ImageFolderOptions o;
     o.threads = threads;
     d.train = load_image_folder((fs::path(spec) / "train").string(), o);

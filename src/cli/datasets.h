@@ -10,11 +10,23 @@
 namespace npid::cli {
 
 struct DataSplits {
-  ImageSet train, test;
+  ImageSet train, test;                   // decoded (resident)
+  ImageFolderIndex train_index, test_index;  // image folders read on demand (streaming)
+  bool streaming = false;
   std::string description;
+  DataSource train_source() const { return streaming ? DataSource(train_index) : DataSource(train); }
+  DataSource test_source() const { return streaming ? DataSource(test_index) : DataSource(test); }
+  // Keeps the first n_train / n_test images (0: all).
+  void limit(std::int64_t n_train, std::int64_t n_test);
 };
 
-// image_size: the synthetic set's resolution; threads: decoding threads.
-DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint64_t seed, int threads);
+// Image folders with more than this many training images are streamed.
+constexpr std::size_t kMaxResidentImages = 300000;
+
+// image_size: the synthetic set's resolution; threads: decoding threads;
+// stream: read image folders batch by batch instead of decoding them up front
+// (automatic above kMaxResidentImages training images).
+DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint64_t seed, int threads,
+                     bool stream = false);
 
 }  // namespace npid::cli

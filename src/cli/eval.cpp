@@ -35,18 +35,19 @@ retrieval picture. Writes OUT/eval.json and OUT/retrieval.png.
   --limit-test N        use only the first N test images (0 = all)
   --seed S              synthetic data seed (default: the checkpoint's, else 0)
   --threads T           decoding threads (default: all cores)
+  --stream              decode image folders batch by batch (automatic above 300,000 images)
 )";
 
 }  // namespace
 
 int eval_main(const std::vector<std::string>& args) {
-  const std::set<std::string> flags = {"--help"};
+  const std::set<std::string> flags = {"--help", "--stream"};
   Options o(args, flags);
   if (o.has("--help")) {
     std::cout << kHelp;
     return 0;
   }
-  o.reject_unknown({"--help", "--checkpoint", "--data", "--device", "--out", "--k", "--sigma", "--knn", "--linear",
+  o.reject_unknown({"--help", "--stream", "--checkpoint", "--data", "--device", "--out", "--k", "--sigma", "--knn", "--linear",
                     "--linear-iters", "--retrieval", "--batch", "--limit-train", "--limit-test", "--seed", "--threads"});
   const std::string ckpt = o.required("--checkpoint");
   const std::string data_spec = o.required("--data");
@@ -77,33 +78,33 @@ int eval_main(const std::vector<std::string>& args) {
   if (const auto it = file.metadata.find("npid.data_seed"); it != file.metadata.end()) seed = std::stoull(it->second);
   if (seed_option >= 0) seed = static_cast<std::uint64_t>(seed_option);
 
-  DataSplits data = load_data(data_spec, mc.image_size, seed, threads);
-  if (lt > 0 && lt < data.train.size()) data.train = data.train.slice(0, lt);
-  if (le > 0 && le < data.test.size()) data.test = data.test.slice(0, le);
+  DataSplits data = load_data(data_spec, mc.image_size, seed, threads, o.has("--stream"));
+  data.limit(lt, le);
+  const DataSource train = data.train_source(), test = data.test_source();
 
   ResNet18 net(ctx, mc, batch, 0);
   load_model_state(ctx, net, file, ckpt);
   Tensor bank;
   if (const NamedTensor* b = file.find("memory_bank"); b != nullptr && knn_modes.find("bank") != std::string::npos) {
-    if (b->shape.size() == 2 && b->shape[1] == mc.embedding_dim && b->shape[0] >= data.train.size()) {
-      const std::int64_t rows = data.train.size();
+    if (b->shape.size() == 2 && b->shape[1] == mc.embedding_dim && b->shape[0] >= train.size()) {
+      const std::int64_t rows = train.size();
       bank = Tensor({rows, mc.embedding_dim}, b->dtype, ctx.device());
       copy(ctx, bank, TensorView(const_cast<std::uint8_t*>(b->bytes.data()), b->dtype, {rows, mc.embedding_dim}, Device::cpu()));
     } else {
       std::fprintf(stderr, "npid eval: the checkpoint's memory bank (%lld rows) does not match the train split (%lld "
                            "images); bank kNN skipped\n",
-                   static_cast<long long>(b->shape.empty() ? 0 : b->shape[0]), static_cast<long long>(data.train.size()));
+                   static_cast<long long>(b->shape.empty() ? 0 : b->shape[0]), static_cast<long long>(train.size()));
     }
   }
   namespace fs = std::filesystem;
   const std::string out = o.str("--out", fs::path(ckpt).parent_path().empty() ? "." : fs::path(ckpt).parent_path().string());
   fs::create_directories(out);
 
-  ec.knn.k = std::min(ec.knn.k, data.train.size());
+  ec.knn.k = std::min(ec.knn.k, train.size());
   if (ec.retrieval_queries > 0) ec.retrieval_png = (fs::path(out) / "retrieval.png").string();
 
   std::printf("npid eval: %s on %s, %s\n", ckpt.c_str(), ctx.device().str().c_str(), data.description.c_str());
-  const EvalReport report = evaluate(ctx, ec, net, data.train, data.test, bank);
+  const EvalReport report = evaluate(ctx, ec, net, train, test, bank);
   std::printf("%s", report.to_table().c_str());
   const std::string json_path = (fs::path(out) / "eval.json").string();
   {

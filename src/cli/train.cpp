@@ -47,6 +47,8 @@ overrides of the preset:
   --log-every N        fetch the loss every N steps on CUDA (default 20)
   --threads T          data decoding threads     --quiet (no progress line)
   --no-cuda-graph      launch every step's kernels directly (default: replay a CUDA graph)
+  --stream             decode image folders batch by batch on CPU threads instead of keeping
+                       them resident (automatic above 300,000 training images)
 )";
 
 const std::set<std::string> kKnown = {
@@ -54,7 +56,7 @@ const std::set<std::string> kKnown = {
     "--cosine", "--criterion", "--nce-k", "--tau", "--lambda", "--z-policy", "--bank-momentum", "--bank-dtype",
     "--bank-init", "--width", "--image-size", "--embedding-dim", "--weight-decay", "--momentum", "--nesterov", "--flip",
     "--seed", "--steps-per-epoch", "--knn-every", "--knn-k", "--checkpoint-every", "--no-final-eval", "--log-every",
-    "--threads", "--quiet", "--no-cuda-graph"};
+    "--threads", "--quiet", "--no-cuda-graph", "--stream"};
 
 std::vector<std::int64_t> parse_steps(const std::string& s) {
   std::vector<std::int64_t> out;
@@ -80,7 +82,7 @@ std::string default_run_dir(const std::string& preset) {
 }  // namespace
 
 int train_main(const std::vector<std::string>& args) {
-  Options o(args, {"--help", "--cosine", "--nesterov", "--no-final-eval", "--quiet", "--no-cuda-graph"});
+  Options o(args, {"--help", "--cosine", "--nesterov", "--no-final-eval", "--quiet", "--no-cuda-graph", "--stream"});
   if (o.has("--help")) {
     std::cout << kHelp;
     return 0;
@@ -173,15 +175,16 @@ int train_main(const std::vector<std::string>& args) {
     run_dir = o.str("--run", default_run_dir(preset));
   }
 
-  const DataSplits data = load_data(cfg.data, cfg.step.model.image_size, cfg.data_seed, threads);
+  const DataSplits data = load_data(cfg.data, cfg.step.model.image_size, cfg.data_seed, threads, o.has("--stream"));
   Context ctx = cuda ? Context::cuda() : Context::cpu();
   std::printf("npid train: %s, %s on %s, %s, ResNet-18 (%s stem, width %lld, %lldx%lld), B %lld, %lld epochs\n  run: %s\n",
               cfg.preset.c_str(), to_string(cfg.step.criterion), ctx.device().str().c_str(), data.description.c_str(),
               to_string(cfg.step.model.stem), static_cast<long long>(cfg.step.model.width),
               static_cast<long long>(cfg.step.model.image_size), static_cast<long long>(cfg.step.model.image_size),
               static_cast<long long>(cfg.step.batch_size), static_cast<long long>(cfg.epochs), run_dir.c_str());
-  std::unique_ptr<Trainer> trainer = resuming ? Trainer::resume(ctx, cfg, data.train, data.test, run_dir)
-                                              : std::make_unique<Trainer>(ctx, cfg, data.train, data.test, run_dir);
+  std::unique_ptr<Trainer> trainer =
+      resuming ? Trainer::resume(ctx, cfg, data.train_source(), data.test_source(), run_dir)
+               : std::make_unique<Trainer>(ctx, cfg, data.train_source(), data.test_source(), run_dir);
   if (resuming)
     std::printf("  resuming at epoch %lld\n", static_cast<long long>(trainer->next_epoch() + 1));
   trainer->progress = !quiet;

@@ -118,4 +118,25 @@ ImageSet load_image_folder(const std::string& root, const ImageFolderOptions& op
   return set;
 }
 
+std::int64_t DataSource::size() const {
+  return streaming() ? static_cast<std::int64_t>(folder->files.size()) : images->size();
+}
+
+const std::vector<std::int64_t>& DataSource::labels() const { return streaming() ? folder->labels : images->labels; }
+
+std::int64_t DataSource::num_classes() const {
+  return streaming() ? static_cast<std::int64_t>(folder->class_names.size()) : images->num_classes();
+}
+
+ImageSet load_folder_images(const ImageFolderIndex& index, const std::vector<std::int64_t>& rows) {
+  ImageSetBuilder b;
+  for (std::int64_t r : rows) {
+    NPID_CHECK_ARG(r >= 0 && r < static_cast<std::int64_t>(index.files.size()), "load_folder_images", "rows",
+                   "expected rows in [0, " << index.files.size() << "), got " << r);
+    const DecodedImage img = decode_image_file((fs::path(index.root) / index.files[r]).string());
+    b.add(img.pixels.data(), img.height, img.width, index.labels[r], index.files[r]);
+  }
+  return b.finish(index.class_names);
+}
+
 }  // namespace npid

@@ -235,3 +235,44 @@ TEST_CASE("Trainer config: presets, JSON round trip, LR schedules", "[train]") {
   test::require_error([] { TrainerConfig::from_preset("mnist"); }, ErrorKind::kInvalidArgument, {"from_preset", "mnist"});
   test::require_error([] { TrainerConfig::from_json("{\"preset\": 1}"); }, ErrorKind::kIo, {"configuration"});
 }
+
+TEST_CASE("Trainer: streaming from image folders equals training on the resident sets", "[train]") {
+  Context ctx = Context::cpu();
+  // The same images as PNG folders (lossless) and as decoded sets.
+  TempRun data("folders");
+  auto write_folder = [&](const ImageSet& set, const std::string& dir) {
+    for (std::int64_t i = 0; i < set.size(); ++i) {
+      const fs::path cls = fs::path(dir) / set.class_names[static_cast<std::size_t>(set.labels[i])];
+      fs::create_directories(cls);
+      char name[32];
+      std::snprintf(name, sizeof name, "%05lld.png", static_cast<long long>(i));
+      write_png((cls / name).string(), set.pixels.data_as<const std::uint8_t>() + set.descs.data_as<std::int64_t>()[3 * i],
+                8, 8);
+    }
+  };
+  write_folder(images(64, 1), data.dir + "/train");
+  write_folder(images(32, 2), data.dir + "/test");
+  const ImageFolderIndex train_index = scan_image_folder(data.dir + "/train");
+  const ImageFolderIndex test_index = scan_image_folder(data.dir + "/test");
+  const ImageSet train = load_image_folder(data.dir + "/train"), test = load_image_folder(data.dir + "/test");
+  TrainerConfig cfg = tiny_config(CriterionKind::kNce);
+  cfg.epochs = 2;
+  cfg.final_eval = true;
+  TempRun a("resident"), b("streaming");
+  Trainer r(ctx, cfg, train, test, a.dir);
+  r.progress = false;
+  r.run();
+  Trainer s(ctx, cfg, train_index, test_index, b.dir);
+  s.progress = false;
+  s.run();
+  const auto sa = state_of(a.dir), sb = state_of(b.dir);
+  REQUIRE(sa.size() == sb.size());
+  for (std::size_t i = 0; i < sa.size(); ++i) {
+    INFO(sa[i].name);
+    REQUIRE(sa[i].bytes == sb[i].bytes);
+  }
+  REQUIRE(r.history().back().knn_top1 == s.history().back().knn_top1);
+  REQUIRE(s.final_report().has_value());
+  REQUIRE(s.final_report()->knn_recompute->top1 == r.final_report()->knn_recompute->top1);
+  REQUIRE(fs::file_size(fs::path(b.dir) / "retrieval.png") > 0);
+}
