@@ -18,7 +18,7 @@
 #include <fstream>
 #include <thread>
 
-#include "cuda_events.h"
+#include "bench_common.h"
 #include "npid/npid.h"
 
 namespace fs = std::filesystem;
@@ -62,14 +62,6 @@ const std::string& generated_folder() {
   return root;
 }
 
-bool skip_without_gpu(benchmark::State& state) {
-  if (cuda_available()) return false;
-  state.SkipWithError("skipped: no CUDA device");
-  for (auto _ : state) {
-  }
-  return true;
-}
-
 void BM_JpegDecode(benchmark::State& state) {
   const int S = static_cast<int>(state.range(0));
   SyntheticConfig sc;
@@ -104,7 +96,7 @@ void BM_LoadFolder(benchmark::State& state) {
 }
 
 void BM_LoadResident(benchmark::State& state) {
-  if (skip_without_gpu(state)) return;
+  if (bench::skip_without_gpu(state)) return;
   const std::string dir = cifar_dir().empty() ? generated_folder() : cifar_dir() + "/train";
   Context ctx = Context::cuda();
   std::int64_t n = 0;
@@ -128,19 +120,11 @@ void run_augment(benchmark::State& state, Context& ctx, const AugmentConfig& c, 
   Tensor src({B}, DType::kInt64, ctx.device());
   copy(ctx, src, view(idx.data(), {B}));
   Tensor out({B, c.out_height, c.out_width, 3}, DType::kFloat32, ctx.device());
-  std::unique_ptr<bench::CudaEvents> ev;
-  if (ctx.is_cuda()) ev = std::make_unique<bench::CudaEvents>();
+  bench::IterationTimer timer(ctx);
   std::uint64_t epoch = 0;
   double total = 0;
   for (auto _ : state) {
-    double sec;
-    if (ev) {
-      sec = ev->seconds(ctx.stream(), [&] { augment_batch(ctx, c, set.pixels, set.descs, src, {}, 1, epoch++, out); });
-    } else {
-      const auto t0 = std::chrono::steady_clock::now();
-      augment_batch(ctx, c, set.pixels, set.descs, src, {}, 1, epoch++, out);
-      sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
+    const double sec = timer.seconds([&] { augment_batch(ctx, c, set.pixels, set.descs, src, {}, 1, epoch++, out); });
     state.SetIterationTime(sec);
     total += sec;
   }
@@ -148,7 +132,7 @@ void run_augment(benchmark::State& state, Context& ctx, const AugmentConfig& c, 
 }
 
 void BM_AugmentGpu(benchmark::State& state) {
-  if (skip_without_gpu(state)) return;
+  if (bench::skip_without_gpu(state)) return;
   static Context ctx = Context::cuda();
   const bool imagenet = state.range(0) == 224;
   run_augment(state, ctx, imagenet ? AugmentConfig::imagenet_train() : AugmentConfig::cifar10_train(),
@@ -186,10 +170,8 @@ void BM_StreamingCpu(benchmark::State& state) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("cuda", cuda_status());
+  bench::report_cuda();
   benchmark::AddCustomContext("cifar_dir", cifar_dir().empty() ? "(unset: generated JPEGs)" : cifar_dir());
-  if (!cuda_available())
-    std::fprintf(stderr, "%s: the GPU cases were NOT run (reported as skipped).\n", cuda_status().c_str());
   benchmark::RegisterBenchmark("BM_JpegDecode", BM_JpegDecode)->ArgName("S")->Arg(32)->Arg(256);
   benchmark::RegisterBenchmark("BM_LoadFolder", BM_LoadFolder)->Unit(benchmark::kMillisecond)->Iterations(1);
   benchmark::RegisterBenchmark("BM_LoadResident", BM_LoadResident)->Unit(benchmark::kMillisecond)->Iterations(1);

@@ -15,7 +15,7 @@
 
 #include "core/check.h"
 #include "core/context_impl.h"
-#include "cuda_events.h"
+#include "bench_common.h"
 #include "npid/npid.h"
 
 using namespace npid;
@@ -47,14 +47,6 @@ Problem make(Context& ctx, std::int64_t Q, std::int64_t N, std::int64_t k) {
   return p;
 }
 
-bool skip_without_gpu(benchmark::State& state) {
-  if (cuda_available()) return false;
-  state.SkipWithError("skipped: no CUDA device");
-  for (auto _ : state) {
-  }
-  return true;
-}
-
 template <typename Fn>
 void timed(benchmark::State& state, Context& ctx, std::int64_t Q, Fn&& fn) {
   bench::CudaEvents ev;
@@ -73,7 +65,7 @@ Context& gpu() {
 }
 
 void BM_KnnClassifyGpu(benchmark::State& state) {
-  if (skip_without_gpu(state)) return;
+  if (bench::skip_without_gpu(state)) return;
   const std::int64_t Q = state.range(0), N = state.range(1), k = 200;
   Problem p = make(gpu(), Q, N, k);
   KnnConfig cfg;
@@ -83,7 +75,7 @@ void BM_KnnClassifyGpu(benchmark::State& state) {
 }
 
 void BM_KnnTopkGpu(benchmark::State& state) {
-  if (skip_without_gpu(state)) return;
+  if (bench::skip_without_gpu(state)) return;
   const std::int64_t Q = state.range(0), N = state.range(1), k = 200;
   Problem p = make(gpu(), Q, N, k);
   const bool tf32 = state.range(2) != 0;
@@ -93,7 +85,7 @@ void BM_KnnTopkGpu(benchmark::State& state) {
 // Every similarity, tile by tile (2048 queries x 8192 keys, as knn_topk's
 // automatic tiles for these shapes), written and never read.
 void BM_SimilarityGemm(benchmark::State& state) {
-  if (skip_without_gpu(state)) return;
+  if (bench::skip_without_gpu(state)) return;
   Context& ctx = gpu();
   const std::int64_t Q = state.range(0), N = state.range(1), D = 128, QT = 2048, T = 8192;
   Problem p = make(ctx, Q, N, 1);
@@ -131,9 +123,7 @@ void BM_KnnClassifyCpu(benchmark::State& state) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("cuda", cuda_status());
-  if (!cuda_available())
-    std::fprintf(stderr, "%s: the GPU cases were NOT run (reported as skipped).\n", cuda_status().c_str());
+  bench::report_cuda();
   for (auto* fn : {&BM_KnnClassifyGpu, &BM_KnnTopkGpu, &BM_SimilarityGemm}) {
     const char* name = fn == &BM_KnnClassifyGpu ? "BM_KnnClassifyGpu" : fn == &BM_KnnTopkGpu ? "BM_KnnTopkGpu"
                                                                                              : "BM_SimilarityGemm";

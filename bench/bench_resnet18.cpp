@@ -10,7 +10,7 @@
 #include <cstdio>
 #include <memory>
 
-#include "cuda_events.h"
+#include "bench_common.h"
 #include "npid/npid.h"
 #include "resnet_net.h"
 
@@ -48,22 +48,10 @@ void run(benchmark::State& state, Context& ctx, const ResNetConfig& cfg, std::in
   };
   step();  // warm-up: plans, handles
   ctx.synchronize();
-  bench::CudaEvents* ev = nullptr;
-  std::unique_ptr<bench::CudaEvents> owned;
-  if (ctx.is_cuda()) {
-    owned = std::make_unique<bench::CudaEvents>();
-    ev = owned.get();
-  }
+  bench::IterationTimer timer(ctx);
   double total = 0;
   for (auto _ : state) {
-    double sec;
-    if (ev != nullptr) {
-      sec = ev->seconds(ctx.stream(), step);
-    } else {
-      const auto t0 = std::chrono::steady_clock::now();
-      step();
-      sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
+    const double sec = timer.seconds(step);
     state.SetIterationTime(sec);
     total += sec;
   }
@@ -73,12 +61,7 @@ void run(benchmark::State& state, Context& ctx, const ResNetConfig& cfg, std::in
 }
 
 void BM_ResNet18Gpu(benchmark::State& state) {
-  if (!cuda_available()) {
-    state.SkipWithError("skipped: no CUDA device");
-    for (auto _ : state) {
-    }
-    return;
-  }
+  if (bench::skip_without_gpu(state)) return;
   static Context ctx = Context::cuda();
   ResNetConfig cfg;
   cfg.stem = state.range(0) ? ResNetStem::kImageNet : ResNetStem::kCifar;
@@ -99,9 +82,7 @@ void BM_ResNet18Cpu(benchmark::State& state) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("cuda", cuda_status());
-  if (!cuda_available())
-    std::fprintf(stderr, "%s: the GPU cases were NOT run (reported as skipped).\n", cuda_status().c_str());
+  bench::report_cuda();
   auto* g = benchmark::RegisterBenchmark("BM_ResNet18Gpu", BM_ResNet18Gpu);
   g->ArgNames({"imagenet", "S", "B"})->Args({0, 32, 128})->Args({0, 32, 256})->Args({1, 224, 64})->Args({1, 224, 256});
   g->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);

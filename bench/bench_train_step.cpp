@@ -11,7 +11,7 @@
 #include <string>
 #include <cstdio>
 
-#include "cuda_events.h"
+#include "bench_common.h"
 #include "npid/npid.h"
 
 using namespace npid;
@@ -27,8 +27,7 @@ void run(benchmark::State& state, Context& ctx, TrainStepConfig cfg, std::int64_
   Tensor perm({n}, DType::kInt64, ctx.device());
   epoch_permutation(ctx, 1, 0, perm);
   const std::int64_t B = cfg.batch_size, batches = n / B;
-  std::unique_ptr<bench::CudaEvents> ev;
-  if (ctx.is_cuda()) ev = std::make_unique<bench::CudaEvents>();
+  bench::IterationTimer timer(ctx);
   std::int64_t k = 0;
   double total = 0;
   for (int w = 0; w < 3; ++w) {  // warm-up: plans, workspaces, first-batch Z
@@ -38,14 +37,7 @@ void run(benchmark::State& state, Context& ctx, TrainStepConfig cfg, std::int64_
   ctx.synchronize();
   for (auto _ : state) {
     const TensorView idx(perm.data_as<std::int64_t>() + (k++ % batches) * B, DType::kInt64, {B}, ctx.device());
-    double sec;
-    if (ev) {
-      sec = ev->seconds(ctx.stream(), [&] { step.step(set, idx, 0, 0.03f, false); });
-    } else {
-      const auto t0 = std::chrono::steady_clock::now();
-      step.step(set, idx, 0, 0.03f, false);
-      sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
+    const double sec = timer.seconds([&] { step.step(set, idx, 0, 0.03f, false); });
     state.SetIterationTime(sec);
     total += sec;
   }
@@ -53,12 +45,7 @@ void run(benchmark::State& state, Context& ctx, TrainStepConfig cfg, std::int64_
 }
 
 void BM_TrainStepGpu(benchmark::State& state) {
-  if (!cuda_available()) {
-    state.SkipWithError("skipped: no CUDA device");
-    for (auto _ : state) {
-    }
-    return;
-  }
+  if (bench::skip_without_gpu(state)) return;
   static Context ctx = Context::cuda();
   TrainStepConfig cfg;  // CIFAR preset: ResNet-18 width 64, 32x32, tau 0.1
   cfg.batch_size = 128;
@@ -89,9 +76,7 @@ void BM_TrainStepCpu(benchmark::State& state) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("cuda", cuda_status());
-  if (!cuda_available())
-    std::fprintf(stderr, "%s: the GPU cases were NOT run (reported as skipped).\n", cuda_status().c_str());
+  bench::report_cuda();
   benchmark::RegisterBenchmark("BM_TrainStepGpu", BM_TrainStepGpu)
       ->ArgNames({"softmax", "graph"})->Args({0, 1})->Args({0, 0})->Args({1, 1})->Args({1, 0})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
   benchmark::RegisterBenchmark("BM_TrainStepCpu", BM_TrainStepCpu)
