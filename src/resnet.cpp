@@ -70,6 +70,7 @@ TensorView ResNet18::buffer_buffer() const { return impl_->stat_buf.view(); }
 std::int64_t ResNet18::num_parameters() const { return impl_->spec.parameter_count(); }
 std::int64_t ResNet18::num_batches_tracked() const { return impl_->batches_tracked; }
 void ResNet18::set_num_batches_tracked(std::int64_t n) { impl_->batches_tracked = n; }
+std::uint64_t ResNet18::workspace_generation() const { return impl_->cuda ? impl_->cuda->workspace_generation() : 0; }
 
 TensorView ResNet18::tensor(const std::string& name) const {
   auto it = impl_->spec.by_name.find(name);

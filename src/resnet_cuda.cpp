@@ -45,6 +45,7 @@ struct CudaRunner::Impl {
   cudnn::ConvPlans plans;
   Tensor conv_ws, norm_ws;
   std::size_t conv_ws_bytes = 0;
+  std::uint64_t ws_generation = 0;
   Act stem_z, stem_y, pool;
   Tensor argmax;
   Saved stem_saved;
@@ -88,6 +89,7 @@ struct CudaRunner::Impl {
       ctx->synchronize();
       conv_ws = Tensor({static_cast<std::int64_t>(need)}, DType::kUInt8, ctx->device());
       conv_ws_bytes = need;
+      ++ws_generation;
     }
   }
 
@@ -158,6 +160,7 @@ CudaRunner::CudaRunner(Context& ctx, const NetSpec& spec, std::int64_t max_batch
 CudaRunner::~CudaRunner() = default;
 
 std::int64_t CudaRunner::pending_batch() const { return impl_->last_batch; }
+std::uint64_t CudaRunner::workspace_generation() const { return impl_->ws_generation; }
 
 void CudaRunner::forward(const float* params, float* stats, const float* images, std::int64_t n, float* embeddings,
                          bool training) {

@@ -130,6 +130,9 @@ class CudaRunner {
                bool training);
   void backward(const float* params, float* grads, const float* grad_embeddings);
   std::int64_t pending_batch() const;
+  // Bumped whenever an internal scratch buffer is reallocated (a captured
+  // CUDA graph holding the old address must be re-captured).
+  std::uint64_t workspace_generation() const;
 
   struct Impl;
 

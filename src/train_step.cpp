@@ -39,8 +39,33 @@ struct TrainStep::Impl {
   bool graphs = false;
   std::string graph_status = "off";
   cudaGraphExec_t graph_exec = nullptr;
-  std::int64_t graph_epoch = -1;
-  const void* graph_pixels = nullptr;
+  // Everything a capture bakes in besides its own buffers: a change of any of
+  // these re-captures.
+  struct GraphKey {
+    std::int64_t epoch = -1;
+    const void* pixels = nullptr;
+    const void* descs = nullptr;
+    const void* workspace = nullptr;  // the context's shared workspace (criterion scratch)
+    std::size_t workspace_bytes = 0;
+    std::uint64_t net_workspace = 0;  // the network's scratch generation
+    bool sgd_started = false;
+    bool operator==(const GraphKey& o) const {
+      return epoch == o.epoch && pixels == o.pixels && descs == o.descs && workspace == o.workspace &&
+             workspace_bytes == o.workspace_bytes && net_workspace == o.net_workspace && sgd_started == o.sgd_started;
+    }
+  };
+  GraphKey graph_key;
+  GraphKey key_for(const ImageSet& resident, std::int64_t epoch) {
+    GraphKey k;
+    k.epoch = epoch;
+    k.pixels = resident.pixels.data();
+    k.descs = resident.descs.data();
+    k.workspace = ctx->workspace().data();
+    k.workspace_bytes = ctx->workspace().capacity();
+    k.net_workspace = net.workspace_generation();
+    k.sgd_started = sgd.started();
+    return k;
+  }
   Tensor idx_buf, step_dev, lr_dev;
 
   Impl(Context& c, const TrainStepConfig& config, std::int64_t n)
@@ -88,8 +113,7 @@ struct TrainStep::Impl {
   void drop_graph() {
     if (graph_exec != nullptr) cudaGraphExecDestroy(graph_exec);
     graph_exec = nullptr;
-    graph_epoch = -1;
-    graph_pixels = nullptr;
+    graph_key = GraphKey();
   }
 
   void disable_graphs(const std::string& why) {
@@ -135,6 +159,8 @@ struct TrainStep::Impl {
       enqueue_graph_body(resident, epoch);
     } catch (const std::exception& e) {
       failure = e.what();
+    } catch (...) {
+      failure = "unknown exception";
     }
     cudaGraph_t graph = nullptr;
     err = cudaStreamEndCapture(stream, &graph);
@@ -153,8 +179,7 @@ struct TrainStep::Impl {
       disable_graphs(failure);
       return false;
     }
-    graph_epoch = epoch;
-    graph_pixels = resident.pixels.data();
+    graph_key = key_for(resident, epoch);
     graph_status = "on";
     return true;
   }
@@ -162,8 +187,7 @@ struct TrainStep::Impl {
   // One step by graph replay; false when graphs are (or just became) unusable.
   bool replay(const ImageSet& resident, const TensorView& indices, std::int64_t epoch, float lr) {
     if (!graphs || direct_steps < 1 || indices.shape[0] != cfg.batch_size) return false;
-    if ((graph_exec == nullptr || graph_epoch != epoch || graph_pixels != resident.pixels.data()) &&
-        !capture(resident, epoch)) {
+    if ((graph_exec == nullptr || !(graph_key == key_for(resident, epoch))) && !capture(resident, epoch)) {
       return false;
     }
     DeviceGuard guard(ctx->device());
@@ -173,7 +197,11 @@ struct TrainStep::Impl {
     }
     launch_set_step_scalars(*ctx, step_dev.data_as<std::uint64_t>(), static_cast<std::uint64_t>(steps),
                             lr_dev.data_as<float>(), lr);
-    NPID_CUDA_CHECK(cudaGraphLaunch(graph_exec, ctx->stream()));
+    const cudaError_t launched = cudaGraphLaunch(graph_exec, ctx->stream());
+    if (launched != cudaSuccess) {
+      drop_graph();  // not retried with a graph that failed to launch
+      NPID_CUDA_CHECK(launched);
+    }
     net.set_num_batches_tracked(net.num_batches_tracked() + 1);
     return true;
   }
@@ -299,6 +327,8 @@ void TrainStep::restore(std::int64_t steps_done, float z, bool z_initialized, bo
   impl_->steps = steps_done;
   if (impl_->nce && z_initialized) impl_->nce->set_z(z);
   impl_->sgd.set_started(sgd_started);
+  impl_->drop_graph();        // it baked in the state before the restore
+  impl_->direct_steps = 0;    // the next step runs directly (warm-up), then captures
 }
 
 }  // namespace npid

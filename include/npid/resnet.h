@@ -92,6 +92,10 @@ class ResNet18 {
   // Training forwards so far (torchvision's num_batches_tracked, same for every BN).
   std::int64_t num_batches_tracked() const;
   void set_num_batches_tracked(std::int64_t n);  // restoring a checkpoint
+  // Changes whenever the network reallocates internal scratch memory (CUDA;
+  // e.g. the first batch of a new size): a CUDA graph that captured the old
+  // buffers must be re-captured.
+  std::uint64_t workspace_generation() const;
 
   struct Impl;
 

@@ -81,6 +81,7 @@ Context::Impl::~Impl() {
     if (stream != nullptr) cudaStreamSynchronize(stream);
     if (cudnn != nullptr) cudnnDestroy(cudnn);
     if (cublas != nullptr) cublasDestroy(cublas);
+    if (cublas_workspace != nullptr) cudaFree(cublas_workspace);
     if (check_scratch != nullptr) cudaFree(check_scratch);
     if (stream != nullptr) cudaStreamDestroy(stream);
     if (previous >= 0) cudaSetDevice(previous);
@@ -167,11 +168,22 @@ cublasHandle_t cublas_handle(Context& ctx) {
     DeviceGuard guard(impl.device);
     cublasHandle_t handle = nullptr;
     NPID_CUBLAS_CHECK(cublasCreate(&handle));
-    const cublasStatus_t st = cublasSetStream(handle, impl.stream);
+    cublasStatus_t st = cublasSetStream(handle, impl.stream);
+    // A workspace of our own, fixed for the handle's life: cuBLAS then never
+    // allocates one itself, which a captured CUDA graph could not survive
+    // (and re-captures would leak). 32 MiB covers Hopper's largest request.
+    constexpr std::size_t kCublasWorkspace = std::size_t(32) << 20;
+    void* ws = nullptr;
+    if (st == CUBLAS_STATUS_SUCCESS && cudaMalloc(&ws, kCublasWorkspace) == cudaSuccess) {
+      st = cublasSetWorkspace(handle, ws, kCublasWorkspace);
+    }
     if (st != CUBLAS_STATUS_SUCCESS) {
+      if (ws != nullptr) cudaFree(ws);
       cublasDestroy(handle);
       NPID_CUBLAS_CHECK(st);
     }
+    cudaGetLastError();  // a failed cudaMalloc above leaves cuBLAS's own workspace in use
+    impl.cublas_workspace = ws;
     impl.cublas = handle;
   }
   return impl.cublas;

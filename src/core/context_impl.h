@@ -18,6 +18,7 @@ struct Context::Impl {
   DeviceInfo info;                  // CUDA only
   cudaStream_t stream = nullptr;    // CUDA only; owned
   cublasHandle_t cublas = nullptr;  // lazily created, bound to `stream`
+  void* cublas_workspace = nullptr; // fixed cuBLAS workspace (no allocation under graph capture)
   cudnnHandle_t cudnn = nullptr;    // lazily created, bound to `stream`
   void* check_scratch = nullptr;    // device memory for input checks (kernels/validate.h)
   std::unique_ptr<Workspace> workspace;
