@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "npid/context.h"
@@ -106,6 +107,14 @@ struct ImageFolderOptions {
 };
 
 ImageSet load_image_folder(const std::string& root, const ImageFolderOptions& options = {});
+// The same for the files an index lists (e.g. a subset of a folder).
+ImageSet load_image_folder(const ImageFolderIndex& index, const ImageFolderOptions& options = {});
+
+// Splits an index into (train, test): a seeded `test_fraction` of the images
+// (at least one, at most all but one) becomes the test split; both keep the
+// folder's order and its class names.
+std::pair<ImageFolderIndex, ImageFolderIndex> split_image_folder(const ImageFolderIndex& index, double test_fraction,
+                                                                 std::uint64_t seed);
 
 // A split of a data set as the trainer and the evaluation take it: decoded in
 // memory (an ImageSet), or an image folder decoded batch by batch as it is

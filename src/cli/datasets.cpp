@@ -57,8 +57,8 @@ DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(spec, ec)) {
-    throw OptionError("--data expects synthetic[:N[:M]], a CIFAR-10 binary directory or a directory with train/ and "
-                      "test/ image folders, got '" + spec + "' (not a directory)");
+    throw OptionError("--data expects synthetic[:N[:M]], a CIFAR-10 binary directory, a directory with train/ and "
+                      "test/ image folders, or one image folder, got '" + spec + "' (not a directory)");
   }
   if (is_cifar10_binary_dir(spec)) {
     d.train = load_cifar10_binary(spec, Split::kTrain);
@@ -85,7 +85,29 @@ DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint
     d.description = "image folders " + spec + "/{train,test}";
     return d;
   }
-  throw OptionError("--data " + spec + ": expected data_batch_*.bin (CIFAR-10 binary) or train/ and test/ image folders");
+  // One image folder (root/<class>/<files>): a seeded tenth is the test split.
+  ImageFolderIndex all;
+  try {
+    all = scan_image_folder(spec);
+  } catch (const Error&) {
+    throw OptionError("--data " + spec + ": expected data_batch_*.bin (CIFAR-10 binary), train/ and test/ image "
+                      "folders, or one image folder (<class>/<image files>)");
+  }
+  auto [train_index, test_index] = split_image_folder(all, 0.1, seed);
+  d.description = "image folder " + spec + " (" + std::to_string(train_index.files.size()) + " train + " +
+                  std::to_string(test_index.files.size()) + " held-out test images)";
+  if (stream || train_index.files.size() > kMaxResidentImages) {
+    d.train_index = std::move(train_index);
+    d.test_index = std::move(test_index);
+    d.streaming = true;
+    d.description += ", streamed";
+    return d;
+  }
+  ImageFolderOptions o;
+  o.threads = threads;
+  d.train = load_image_folder(train_index, o);
+  d.test = load_image_folder(test_index, o);
+  return d;
 }
 
 }  // namespace npid::cli

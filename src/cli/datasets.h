@@ -1,6 +1,7 @@
 // cli/datasets.h -- what `--data` names: "synthetic[:TRAIN[:TEST]]" (the
-// built-in procedural set), a CIFAR-10 binary directory, or a directory with
-// train/ and test/ image folders.
+// built-in procedural set), a CIFAR-10 binary directory, a directory with
+// train/ and test/ image folders, or one image folder (a seeded tenth of it
+// held out as the test split).
 #pragma once
 
 #include <string>

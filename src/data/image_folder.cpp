@@ -2,9 +2,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <thread>
 
+#include "augment.h"  // epoch_permutation_cpu: the seeded split
 #include "common/parallel.h"
 #include "npid/data.h"
 #include "npid/error.h"
@@ -64,9 +66,40 @@ ImageFolderIndex scan_image_folder(const std::string& root) {
 }
 
 ImageSet load_image_folder(const std::string& root, const ImageFolderOptions& options) {
+  return load_image_folder(scan_image_folder(root), options);
+}
+
+std::pair<ImageFolderIndex, ImageFolderIndex> split_image_folder(const ImageFolderIndex& index, double test_fraction,
+                                                                 std::uint64_t seed) {
+  const auto n = static_cast<std::int64_t>(index.files.size());
+  NPID_CHECK_ARG(n >= 2, "split_image_folder", "index", "expected at least 2 images, got " << n);
+  NPID_CHECK_ARG(test_fraction > 0.0 && test_fraction < 1.0, "split_image_folder", "test_fraction",
+                 "expected a fraction in (0, 1), got " << test_fraction);
+  const std::int64_t n_test = std::clamp<std::int64_t>(std::llround(test_fraction * n), 1, n - 1);
+  std::vector<std::int64_t> perm(static_cast<std::size_t>(n));
+  epoch_permutation_cpu(seed, 0, n, perm.data());
+  std::vector<char> is_test(static_cast<std::size_t>(n), 0);
+  for (std::int64_t i = 0; i < n_test; ++i) is_test[perm[i]] = 1;
+  ImageFolderIndex train, test;
+  for (ImageFolderIndex* part : {&train, &test}) {
+    part->root = index.root;
+    part->class_names = index.class_names;
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    ImageFolderIndex& part = is_test[i] ? test : train;
+    part.files.push_back(index.files[i]);
+    part.labels.push_back(index.labels[i]);
+  }
+  return {std::move(train), std::move(test)};
+}
+
+ImageSet load_image_folder(const ImageFolderIndex& index, const ImageFolderOptions& options) {
   NPID_CHECK_ARG(options.limit >= 0, "load_image_folder", "options.limit",
                  "expected >= 0, got " << options.limit);
-  ImageFolderIndex index = scan_image_folder(root);
+  NPID_CHECK_ARG(!index.files.empty() && index.files.size() == index.labels.size(), "load_image_folder", "index",
+                 "expected files with one label each, got " << index.files.size() << " files and "
+                                                             << index.labels.size() << " labels");
+  const std::string& root = index.root;
   std::int64_t n = static_cast<std::int64_t>(index.files.size());
   if (options.limit > 0) n = std::min(n, options.limit);
 

@@ -256,3 +256,31 @@ TEST_CASE("ImageSet slice keeps images, labels and files", "[data]") {
   REQUIRE(image_bytes(s, 2) == image_bytes(a, 7));
   test::require_error([&] { a.slice(10, 5); }, ErrorKind::kInvalidArgument, {"slice", "begin 10", "count 5", "12"});
 }
+
+TEST_CASE("Image folder: a seeded held-out split, and decoding a subset by index", "[data]") {
+  TempDir dir("split");
+  for (int i = 0; i < 20; ++i) {
+    const auto px = pattern(6, 6, i);
+    char name[32];
+    std::snprintf(name, sizeof name, "%02d.png", i);
+    fs::create_directories(dir.path / (i < 12 ? "a" : "b"));
+    write_png((dir.path / (i < 12 ? "a" : "b") / name).string(), px.data(), 6, 6);
+  }
+  const ImageFolderIndex all = scan_image_folder(dir.path.string());
+  const auto [train, test] = split_image_folder(all, 0.1, 3);
+  REQUIRE(test.files.size() == 2);
+  REQUIRE(train.files.size() == 18);
+  std::vector<std::string> merged = train.files;
+  merged.insert(merged.end(), test.files.begin(), test.files.end());
+  std::sort(merged.begin(), merged.end());
+  REQUIRE(merged == all.files);  // disjoint and complete
+  REQUIRE(std::is_sorted(train.files.begin(), train.files.end()));  // folder order kept
+  REQUIRE(train.class_names == all.class_names);
+  REQUIRE(split_image_folder(all, 0.1, 3).second.files == test.files);  // deterministic
+  const ImageSet t = load_image_folder(test);
+  REQUIRE(t.size() == 2);
+  REQUIRE(t.files == test.files);
+  REQUIRE(t.labels == test.labels);
+  test::require_error([&] { split_image_folder(all, 1.0, 0); }, ErrorKind::kInvalidArgument,
+                      {"split_image_folder", "test_fraction"});
+}
