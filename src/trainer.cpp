@@ -511,7 +511,9 @@ void Trainer::run(std::int64_t stop_after_epoch) {
         std::printf("\repoch %lld/%lld [%.*s%*s] %lld/%lld loss %.4f %.0f img/s ETA %02d:%02d:%02d ",
                     static_cast<long long>(e + 1), static_cast<long long>(m.cfg.epochs), bar, "####################",
                     20 - bar, "", static_cast<long long>(b + 1), static_cast<long long>(nb),
-                    loss_count ? loss_sum / loss_count : 0.0, B / per_step, static_cast<int>(remaining / 3600),
+                    loss_count ? loss_sum / loss_count : 0.0,
+                    static_cast<double>((b + 1) * B) / std::chrono::duration<double>(now - t0).count(),
+                    static_cast<int>(remaining / 3600),
                     static_cast<int>(remaining / 60) % 60, static_cast<int>(remaining) % 60);
         std::fflush(stdout);
       }

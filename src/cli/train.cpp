@@ -190,8 +190,12 @@ int train_main(const std::vector<std::string>& args) {
   trainer->progress = !quiet;
   trainer->run();
   if (cuda) std::printf("  CUDA graph: %s\n", trainer->step().graph_status().c_str());
-  std::printf("  results: %s/{metrics.jsonl,loss.svg,knn.svg,final.json,model.safetensors,checkpoint.safetensors}\n",
-              run_dir.c_str());
+  std::string files;
+  for (const char* f : {"metrics.jsonl", "loss.svg", "knn.svg", "final.json", "retrieval.png", "model.safetensors",
+                        "checkpoint.safetensors"}) {
+    if (std::filesystem::exists(std::filesystem::path(run_dir) / f)) files += std::string(files.empty() ? "" : ",") + f;
+  }
+  std::printf("  results: %s/{%s}\n", run_dir.c_str(), files.c_str());
   return 0;
 }
 
