@@ -71,8 +71,6 @@ __global__ void permutation_keys_kernel(std::uint64_t seed, std::uint64_t epoch,
   }
 }
 
-std::size_t align256(std::size_t n) { return (n + 255) & ~std::size_t(255); }
-
 }  // namespace
 
 void launch_augment(Context& ctx, const AugmentProblem& p) {
@@ -95,9 +93,9 @@ void launch_epoch_permutation(Context& ctx, std::uint64_t seed, std::uint64_t ep
                                                   static_cast<std::uint64_t*>(nullptr),
                                                   static_cast<const std::int64_t*>(nullptr),
                                                   static_cast<std::int64_t*>(nullptr), count));
-  const std::size_t elems = align256(static_cast<std::size_t>(n) * 8);
+  const std::size_t elems = cuda::align256(static_cast<std::size_t>(n) * 8);
   Workspace& ws = ctx.workspace();
-  ws.reserve(3 * elems + align256(temp_bytes), ctx.stream());
+  ws.reserve(3 * elems + cuda::align256(temp_bytes), ctx.stream());
   char* base = static_cast<char*>(ws.data());
   auto* keys_in = reinterpret_cast<std::uint64_t*>(base);
   auto* keys_out = reinterpret_cast<std::uint64_t*>(base + elems);

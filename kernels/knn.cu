@@ -203,8 +203,6 @@ __global__ void knn_vote_kernel(const KnnVoteProblem p) {
   p.top5[q] = top5 ? 1 : 0;
 }
 
-std::size_t align256(std::size_t n) { return (n + 255) & ~std::size_t(255); }
-
 }  // namespace
 
 void launch_knn_topk(Context& ctx, const KnnTopkProblem& p) {
@@ -221,8 +219,8 @@ void launch_knn_topk(Context& ctx, const KnnTopkProblem& p) {
       1024, std::min(budget / (4 * QT), p.key_dtype == DType::kBFloat16 ? budget / (4 * D) : budget));
   const std::int64_t T = std::min<std::int64_t>(N, p.key_chunk > 0 ? p.key_chunk : auto_chunk);
   const bool bf16_keys = p.key_dtype == DType::kBFloat16;
-  const std::size_t s_bytes = align256(static_cast<std::size_t>(QT * T) * sizeof(float));
-  const std::size_t staging_bytes = bf16_keys ? align256(static_cast<std::size_t>(T * D) * sizeof(float)) : 0;
+  const std::size_t s_bytes = cuda::align256(static_cast<std::size_t>(QT * T) * sizeof(float));
+  const std::size_t staging_bytes = bf16_keys ? cuda::align256(static_cast<std::size_t>(T * D) * sizeof(float)) : 0;
   Workspace& ws = ctx.workspace();
   ws.reserve(s_bytes + staging_bytes, stream);
   float* S = static_cast<float*>(ws.data());

@@ -404,7 +404,6 @@ int choose_splits(Context& ctx, GatherKernel kernel, std::int64_t batch, std::in
   return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>({want, tiles, kMaxSplits})));
 }
 
-std::size_t align_up(std::size_t n) { return (n + 255) & ~std::size_t(255); }
 
 // Most splits a sample of K negatives can get (one 32-column tile each at most).
 std::int64_t max_splits(std::int64_t negatives) {
@@ -416,9 +415,9 @@ std::int64_t max_splits(std::int64_t negatives) {
 std::size_t nce_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim, std::int64_t negatives) {
   const auto b = static_cast<std::size_t>(batch);
   const auto slots = b * static_cast<std::size_t>(max_splits(negatives));
-  return align_up(slots * static_cast<std::size_t>(dim) * sizeof(float)) +  // partial_grad
-         2 * align_up(slots * sizeof(float)) +                              // partial loss, sum_exp
-         2 * align_up(b * sizeof(float));                                   // per-sample loss, sum_exp
+  return cuda::align256(slots * static_cast<std::size_t>(dim) * sizeof(float)) +  // partial_grad
+         2 * cuda::align256(slots * sizeof(float)) +                              // partial loss, sum_exp
+         2 * cuda::align256(b * sizeof(float));                                   // per-sample loss, sum_exp
 }
 
 void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_update) {
@@ -441,7 +440,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   char* cursor = static_cast<char*>(ws.data());
   auto carve = [&cursor](std::size_t bytes) {
     float* out = reinterpret_cast<float*>(cursor);
-    cursor += align_up(bytes);
+    cursor += cuda::align256(bytes);
     return out;
   };
   const auto slots = static_cast<std::size_t>(pr.batch) * static_cast<std::size_t>(max_splits(pr.num_negatives));

@@ -38,7 +38,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kFinalizeThreads = 128;
 
-std::size_t align_up(std::size_t n) { return (n + 255) & ~std::size_t(255); }
 
 struct MaxOp {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
@@ -153,10 +152,10 @@ std::size_t softmax_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim, s
                                          DType bank_dtype) {
   const auto b = static_cast<std::size_t>(batch), d = static_cast<std::size_t>(dim),
              c = static_cast<std::size_t>(chunk);
-  std::size_t bytes = align_up(b * c * sizeof(float))      // S
-                      + align_up(b * d * sizeof(float))    // acc
-                      + 3 * align_up(b * sizeof(float));   // running max, sum, sample loss
-  if (bank_dtype == DType::kBFloat16) bytes += align_up(c * d * sizeof(float));  // staging
+  std::size_t bytes = cuda::align256(b * c * sizeof(float))      // S
+                      + cuda::align256(b * d * sizeof(float))    // acc
+                      + 3 * cuda::align256(b * sizeof(float));   // running max, sum, sample loss
+  if (bank_dtype == DType::kBFloat16) bytes += cuda::align256(c * d * sizeof(float));  // staging
   return bytes;
 }
 
@@ -170,7 +169,7 @@ void launch_softmax_forward_backward(Context& ctx, const SoftmaxProblem& p) {
   char* cursor = static_cast<char*>(ws.data());
   auto carve = [&cursor](std::size_t bytes) {
     float* out = reinterpret_cast<float*>(cursor);
-    cursor += align_up(bytes);
+    cursor += cuda::align256(bytes);
     return out;
   };
   float* s = carve(static_cast<std::size_t>(B * C) * sizeof(float));

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/plot.h"
+#include "io/text_file.h"
 #include "npid/augment.h"
 #include "npid/checkpoint.h"
 #include "npid/error.h"
@@ -261,16 +262,6 @@ struct Trainer::Impl {
     return n;
   }
 
-  void write_text(const std::string& p, const std::string& text) const {
-    const std::string tmp = p + ".tmp";
-    {
-      std::ofstream f(tmp);
-      f << text;
-      if (!f) throw Error(ErrorKind::kIo, p + ": cannot write");
-    }
-    if (std::rename(tmp.c_str(), p.c_str()) != 0) throw Error(ErrorKind::kIo, p + ": cannot rename into place");
-  }
-
   static json metrics_json(const EpochMetrics& m) {
     json j = {{"epoch", m.epoch}, {"steps", m.steps}, {"loss", m.loss}, {"lr", m.lr},
               {"images_per_s", m.images_per_s}, {"seconds", m.seconds}, {"z", m.z}};
@@ -281,7 +272,7 @@ struct Trainer::Impl {
   void write_metrics_and_plots() const {
     std::string lines;
     for (const EpochMetrics& m : history) lines += metrics_json(m).dump() + "\n";
-    write_text(path("metrics.jsonl"), lines);
+    write_text_atomic(path("metrics.jsonl"), lines);
     PlotSeries loss{"training loss", {}, {}}, knn{"kNN top-1 (memory bank)", {}, {}};
     for (const EpochMetrics& m : history) {
       loss.x.push_back(static_cast<double>(m.epoch + 1));
@@ -347,7 +338,7 @@ Trainer::Trainer(Context& ctx, const TrainerConfig& config, const DataSource& tr
   impl_->setup(ctx, config, train, test, run_dir);
   fs::create_directories(run_dir, ec);
   if (ec) throw Error(ErrorKind::kIo, run_dir + ": cannot create the run folder: " + ec.message());
-  impl_->write_text(impl_->path("config.json"), impl_->cfg.to_json() + "\n");
+  write_text_atomic(impl_->path("config.json"), impl_->cfg.to_json() + "\n");
 }
 
 Trainer::~Trainer() = default;
@@ -460,7 +451,7 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
       break;  // a torn last line
     }
   }
-  m.write_text(m.path("config.json"), m.cfg.to_json() + "\n");
+  write_text_atomic(m.path("config.json"), m.cfg.to_json() + "\n");
   return t;
 }
 
@@ -551,7 +542,7 @@ void Trainer::run(std::int64_t stop_after_epoch) {
     ec.knn.sigma = m.cfg.step.temperature;
     ec.retrieval_png = m.path("retrieval.png");
     m.final_report = evaluate(ctx, ec, m.step->net(), m.train(), m.test(), m.step->bank().view());
-    m.write_text(m.path("final.json"), m.final_report->to_json() + "\n");
+    write_text_atomic(m.path("final.json"), m.final_report->to_json() + "\n");
     save_safetensors(m.path("model.safetensors"), model_state(ctx, m.step->net()),
                      {{"npid.model", model_config_json(m.cfg.step.model)},
                       {"npid.data_seed", std::to_string(m.cfg.data_seed)},

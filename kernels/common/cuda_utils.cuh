@@ -145,6 +145,9 @@ __device__ __forceinline__ float group_allreduce_sum(float v) {
   return v;
 }
 
+// Workspace carving: every sub-buffer starts 256-byte aligned.
+inline std::size_t align256(std::size_t n) { return (n + 255) & ~std::size_t(255); }
+
 inline unsigned ceil_div(std::int64_t a, std::int64_t b) {
   return static_cast<unsigned>((a + b - 1) / b);
 }

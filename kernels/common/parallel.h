@@ -15,6 +15,13 @@
 
 namespace npid {
 
+// Threads to use: `requested` when > 0, else every core (at least 1).
+inline int resolve_threads(int requested) {
+  if (requested > 0) return requested;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
 template <typename Fn>
 void parallel_for(std::int64_t n, int threads, Fn&& fn) {
   const std::int64_t t = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n));

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/datasets.h"
 #include "cli/options.h"
+#include "io/text_file.h"
 #include "npid/npid.h"
 
 namespace npid::cli {
@@ -107,12 +108,7 @@ int eval_main(const std::vector<std::string>& args) {
   const EvalReport report = evaluate(ctx, ec, net, train, test, bank);
   std::printf("%s", report.to_table().c_str());
   const std::string json_path = (fs::path(out) / "eval.json").string();
-  {
-    std::ofstream f(json_path + ".tmp");
-    f << report.to_json() << "\n";
-    if (!f) throw Error(ErrorKind::kIo, json_path + ": cannot write");
-  }
-  fs::rename(json_path + ".tmp", json_path);
+  write_text_atomic(json_path, report.to_json() + "\n");
   std::printf("  results: %s\n", json_path.c_str());
   return 0;
 }

@@ -6,6 +6,7 @@
 #include <new>
 #include <thread>
 
+#include "common/parallel.h"
 #include "core/check.h"
 #include "core/context_impl.h"
 
@@ -94,11 +95,6 @@ bool env_flag(const char* name) {
   return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
 }
 
-int resolve_threads(int requested) {
-  if (requested > 0) return requested;
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
-}
 }  // namespace
 
 Context::Context(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -43,12 +43,6 @@ void check_config(const LoaderConfig& c, std::int64_t n) {
   (void)draw_augment_params(c.augment, 0, 0, 0, 1, 1);
 }
 
-int resolve_threads(int t) {
-  if (t > 0) return t;
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
-}
-
 // Page-locked host memory on CUDA (async uploads), plain memory otherwise.
 class HostBuffer {
  public:

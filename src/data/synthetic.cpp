@@ -45,8 +45,7 @@ ImageSet make_synthetic(const SyntheticConfig& c) {
   const std::int64_t S = c.image_size, n = c.count;
   const auto k0 = static_cast<std::uint32_t>(c.seed), k1 = static_cast<std::uint32_t>(c.seed >> 32);
   std::vector<std::uint8_t> all(static_cast<std::size_t>(n * S * S * 3));
-  int threads = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  parallel_for(n, threads, [&](std::int64_t i) {
+  parallel_for(n, resolve_threads(c.threads), [&](std::int64_t i) {
     const auto lo = static_cast<std::uint32_t>(i), hi = static_cast<std::uint32_t>(i >> 32);
     const Philox4 a = philox4x32_10({{lo, hi, 0u, 0u}}, k0, k1);
     const Philox4 b = philox4x32_10({{lo, hi, 0u, 1u}}, k0, k1);

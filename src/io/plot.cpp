@@ -1,9 +1,10 @@
 #include "io/plot.h"
 
+#include "io/text_file.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 
 #include "npid/error.h"
@@ -94,13 +95,7 @@ void write_svg_plot(const std::string& path, const std::string& title, const std
       << "\">" << esc(s.name) << "</text>\n";
   }
   o << "</svg>\n";
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << o.str();
-    if (!f) throw Error(ErrorKind::kIo, path + ": cannot write the plot");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(ErrorKind::kIo, path + ": cannot rename the plot into place");
+  write_text_atomic(path, o.str());
 }
 
 }  // namespace npid
