@@ -4,6 +4,9 @@
 // L2), 1,281,167 (ImageNet)}; the bank in float32 and, beside it, bfloat16. GPU cases are timed with CUDA events (manual
 // time), inputs allocated and initialized outside the timed loop.
 //
+// BM_NceLayout sweeps the D <= 128 kernel's variants; BM_GatherProbe reads
+// the same rows with no arithmetic (the access pattern's ceiling).
+//
 // Counters:
 //   gather_GBps      bytes of gathered bank rows, B*(K+1)*D*sizeof(storage), per second
 //   frac_copy_bw     gather_GBps / copy_GBps (copy counts bytes read + written)
@@ -23,6 +26,7 @@
 
 #include "core/check.h"
 #include "cuda_events.h"
+#include "gather_probe.h"
 #include "nce.h"
 #include "npid/npid.h"
 
@@ -118,7 +122,8 @@ void BM_Nce(benchmark::State& state, bool with_update, bool with_layout, DType s
   }
   const std::int64_t B = state.range(0), K = state.range(1), N = state.range(2);
   nce_set_layout_override(with_layout ? static_cast<int>(state.range(3)) : 0,
-                          with_layout ? static_cast<int>(state.range(4)) : 0);
+                          with_layout ? static_cast<int>(state.range(4)) : 0,
+                          with_layout && state.range(5) != 0 ? NceRing::kAsync : NceRing::kRegisters);
   Context& ctx = gpu()->ctx;
   Problem& p = problem(B, K, N, storage);
   NceConfig cfg;
@@ -140,6 +145,34 @@ void BM_Nce(benchmark::State& state, bool with_update, bool with_layout, DType s
   }
   nce_set_layout_override(0, 0);
   set_counters(state, static_cast<double>(B) * (K + 1) * kDim * dtype_size(storage), total);
+}
+
+// The gather alone (bench/gather_probe.cu): the same B*(K+1) rows of the same
+// bank, hashed instead of Philox-drawn, with nothing computed: the memory
+// system's ceiling for this access pattern, to set the NCE kernel against.
+void BM_GatherProbe(benchmark::State& state, DType storage) {
+  if (gpu() == nullptr) {
+    state.SkipWithError("skipped: no CUDA device");
+    for (auto _ : state) {
+    }
+    return;
+  }
+  const std::int64_t B = state.range(0), K = state.range(1), N = state.range(2);
+  Context& ctx = gpu()->ctx;
+  Problem& p = problem(B, K, N, storage);
+  const std::int64_t rows = B * (K + 1);
+  Tensor sink({bench::gather_probe_sink_floats(rows)}, DType::kFloat32, ctx.device());
+  CudaEvents ev;
+  double total = 0;
+  for (auto _ : state) {
+    ev.start(ctx.stream());
+    bench::launch_gather_probe(p.bank.data(), storage == DType::kBFloat16, N, rows,
+                               static_cast<float*>(sink.data()), ctx.stream());
+    const double s = ev.stop_seconds(ctx.stream());
+    state.SetIterationTime(s);
+    total += s;
+  }
+  set_counters(state, static_cast<double>(rows) * kDim * dtype_size(storage), total);
 }
 
 void BM_DeviceCopy(benchmark::State& state) {
@@ -205,12 +238,16 @@ void gpu_args(benchmark::internal::Benchmark* b) {
 }
 
 // The D <= 128 kernel's variants side by side: lanes per row x pipeline stages
-// (the default is 16 lanes; 2 stages for fp32, 3 for bf16).
+// x row ring (async 0: registers, one tile per warp, the default with 16 lanes
+// and 2 stages for fp32, 3 for bf16; async 1: cp.async into shared memory).
 void lanes_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"B", "K", "N", "lanes", "stages"});
-  for (std::int64_t lanes : {8, 16})
+  b->ArgNames({"B", "K", "N", "lanes", "stages", "async"});
+  for (std::int64_t lanes : {8, 16}) {
     for (std::int64_t stages : {2, 3, 4})
-      for (std::int64_t N : {50000, 1281167}) b->Args({256, 4096, N, lanes, stages});
+      for (std::int64_t N : {50000, 1281167}) b->Args({256, 4096, N, lanes, stages, 0});
+    for (std::int64_t stages : {4, 8})
+      for (std::int64_t N : {50000, 1281167}) b->Args({256, 4096, N, lanes, stages, 1});
+  }
   b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.1);
 }
 
@@ -244,6 +281,15 @@ int main(int argc, char** argv) {
   // The D <= 128 kernel's layouts and pipeline depths (with_layout = true), fp32 and bf16.
   lanes_args(benchmark::RegisterBenchmark("BM_NceLayout", BM_Nce, false, true, DType::kFloat32));
   lanes_args(benchmark::RegisterBenchmark("BM_NceLayout_bf16", BM_Nce, false, true, DType::kBFloat16));
+  // The gather's ceiling at the target shape, fp32 and bf16 rows.
+  for (DType storage : {DType::kFloat32, DType::kBFloat16}) {
+    benchmark::RegisterBenchmark(storage == DType::kFloat32 ? "BM_GatherProbe" : "BM_GatherProbe_bf16",
+                                 BM_GatherProbe, storage)
+        ->ArgNames({"B", "K", "N"})
+        ->Args({256, 4096, 50000})
+        ->Args({256, 4096, 1281167})
+        ->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.1);
+  }
   benchmark::RegisterBenchmark("BM_NceCpuReference/B:16/K:512/N:10000", BM_NceCpuReference)
       ->UseManualTime()->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();

@@ -21,6 +21,10 @@
 //       accumulates in per-lane registers; groups, then warps (shared memory,
 //       fixed order) combine, and the block writes one partial gradient /
 //       loss / exp-sum for (i, s).
+//   nce_negatives_async_kernel  the same grid, math and epilogue, with the row
+//       ring in shared memory filled by cp.async and run on across a warp's
+//       tiles (deeper pipelines for no registers); a tuning variant, chosen
+//       through nce_set_layout_override until a device sweep makes it a default.
 //   nce_finalize_kernel   grid B: the positive column (it reads V[y_i] for the
 //       proximal term anyway), the sum of the split partials in split order,
 //       the proximal term; writes grad_features and per-sample loss / exp-sum.
@@ -95,6 +99,86 @@ __device__ __forceinline__ float fast_log1p(float x) {
     return 2.0f * u * poly;
   }
   return __logf(1.0f + x);
+}
+
+// The NCE math of one negative column, shared by both gather kernels: given
+// the row's dot product with f_i and the row itself (this lane's slots),
+// accumulate the loss term, exp(s/tau) and coef * row into the lane's
+// registers; write P to `prob_out` when it is set.
+template <int kPerLane>
+__device__ __forceinline__ void nce_row(const NceKernelParams& p, float dot, const float (&row)[kPerLane],
+                                        float inv_z, float (&g)[kPerLane], float& loss_acc,
+                                        float& sum_exp_acc, float* prob_out) {
+  const float e = exp2f(dot * p.inv_tau_log2e);
+  sum_exp_acc += e;  // the same value on every lane of the group; counted once in write_partials
+  if (p.score_only) return;
+  // -log((K/N)/(P+a)) = log1p((P+eps)*N/K);  dL/ds * B * tau = P/(P+a)
+  const float prob = e * inv_z;
+  // __fdividef returns 0 for denominators above 2^126; P/(P+a) is 1
+  // to fp32 precision long before that, so clamp P first.
+  const float coef = __fdividef(fminf(prob, 1e30f), fminf(prob, 1e30f) + p.noise);
+  loss_acc += fast_log1p((prob + static_cast<float>(kNceEps)) * p.inv_kpn);
+#pragma unroll
+  for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(coef, row[k], g[k]);
+  if (prob_out != nullptr) *prob_out = prob;
+}
+
+// Block epilogue of both gather kernels: combine lane groups (shuffles), then
+// warps (through `scratch`, kWarps rows of `stride` floats in shared memory),
+// in a fixed order, and write the block's partial gradient / loss / exp-sum
+// for (sample blockIdx.y, split blockIdx.x).
+template <int kLanes, int kVec, int kPerLane>
+__device__ __forceinline__ void write_partials(const NceKernelParams& p, float (&g)[kPerLane],
+                                               float loss_acc, float sum_exp_acc, float* scratch,
+                                               int stride) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int sub = lane % kLanes;
+  const int group = lane / kLanes;
+  const int dim = static_cast<int>(p.dim);
+  sum_exp_acc = cuda::warp_allreduce_sum(sub == 0 ? sum_exp_acc : 0.f);
+  loss_acc = cuda::warp_allreduce_sum(sub == 0 ? loss_acc : 0.f);
+  __shared__ float s_loss[kWarps], s_sum_exp[kWarps];
+  if (!p.score_only) {
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+#pragma unroll
+      for (int offset = kLanes; offset < 32; offset <<= 1)
+        g[k] += __shfl_xor_sync(cuda::kFullMask, g[k], offset);
+    }
+    if (group == 0) {
+#pragma unroll
+      for (int k = 0; k < kPerLane; ++k) {
+        const int e = cuda::lane_element<kLanes, kVec>(k, sub);
+        if (e < dim) scratch[warp * stride + e] = g[k];
+      }
+    }
+  }
+  if (lane == 0) {
+    s_loss[warp] = loss_acc;
+    s_sum_exp[warp] = sum_exp_acc;
+  }
+  __syncthreads();
+  const std::int64_t slot = static_cast<std::int64_t>(blockIdx.y) * p.splits + blockIdx.x;
+  if (!p.score_only) {
+    const float scale = p.inv_batch * p.inv_tau;
+    for (int d = threadIdx.x; d < dim; d += kThreads) {
+      float acc = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) acc += scratch[w * stride + d];
+      p.partial_grad[slot * dim + d] = acc * scale;
+    }
+  }
+  if (threadIdx.x == 0) {
+    float l = 0.f, se = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      l += s_loss[w];
+      se += s_sum_exp[w];
+    }
+    p.partial_loss[slot] = l * p.inv_batch;
+    p.partial_sum_exp[slot] = se;
+  }
 }
 
 // Resident blocks per SM the compiler must allow (a register cap): from an
@@ -189,68 +273,206 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
       dot = cuda::group_allreduce_sum<kLanes>(dot);
       const int c = s * kRows + group;
       if (c < ncols) {
-        const float e = exp2f(dot * p.inv_tau_log2e);
-        sum_exp_acc += e;  // the same value on every lane of the group; counted once below
-        if (!p.score_only) {
-          // -log((K/N)/(P+a)) = log1p((P+eps)*N/K);  dL/ds * B * tau = P/(P+a)
-          const float prob = e * inv_z;
-          // __fdividef returns 0 for denominators above 2^126; P/(P+a) is 1
-          // to fp32 precision long before that, so clamp P first.
-          const float coef = __fdividef(fminf(prob, 1e30f), fminf(prob, 1e30f) + p.noise);
-          loss_acc += fast_log1p((prob + static_cast<float>(kNceEps)) * p.inv_kpn);
-#pragma unroll
-          for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(coef, row[k], g[k]);
-          if (p.probs != nullptr && sub == 0) p.probs[i * kp1 + n0 + c + 1] = prob;
-        }
+        nce_row<kPerLane>(p, dot, row, inv_z, g, loss_acc, sum_exp_acc,
+                          p.probs != nullptr && sub == 0 ? p.probs + i * kp1 + n0 + c + 1 : nullptr);
       }
     }
   }
 
-  // Combine lane groups (shuffles), then warps (shared memory), in a fixed order.
-  sum_exp_acc = cuda::warp_allreduce_sum(sub == 0 ? sum_exp_acc : 0.f);
-  loss_acc = cuda::warp_allreduce_sum(sub == 0 ? loss_acc : 0.f);
   __shared__ float s_grad[kWarps][kMaxDim];
-  __shared__ float s_loss[kWarps], s_sum_exp[kWarps];
-  if (!p.score_only) {
+  write_partials<kLanes, kVec, kPerLane>(p, g, loss_acc, sum_exp_acc, &s_grad[0][0], kMaxDim);
+}
+
+// ---- async-ring variant -------------------------------------------------------
+// Rows travel global -> shared memory by cp.async (16-byte chunks, L1
+// bypassed), so a deep ring of kStages steps costs shared memory instead of
+// registers. Each lane copies, and later reads, only its own chunks, so the
+// ring needs no barrier. A warp walks all of its tiles as one sequence of
+// steps, so the ring stays full across tile boundaries, and the next tile's
+// row indices are resolved a whole tile ahead. For D <= 128 with 16-byte
+// aligned rows (D % 4 == 0 for fp32, D % 8 == 0 for bf16); the arithmetic and
+// the epilogue are the register-ring kernel's.
+constexpr int kAsyncMaxDim = 128;
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// 16 raw bytes of storage T -> 16 / sizeof(T) floats.
+template <typename T>
+__device__ __forceinline__ void widen16(uint4 v, float* out) {
+  if constexpr (sizeof(T) == 4) {
+    out[0] = __uint_as_float(v.x); out[1] = __uint_as_float(v.y);
+    out[2] = __uint_as_float(v.z); out[3] = __uint_as_float(v.w);
+  } else {
+    const unsigned w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-    for (int k = 0; k < kPerLane; ++k) {
-#pragma unroll
-      for (int offset = kLanes; offset < 32; offset <<= 1)
-        g[k] += __shfl_xor_sync(cuda::kFullMask, g[k], offset);
+    for (int k = 0; k < 4; ++k) {
+      out[2 * k] = __uint_as_float(w[k] << 16);
+      out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
     }
-    if (group == 0) {
+  }
+}
+
+template <typename T, int kLanes, int kStages>
+struct AsyncLayout {
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte chunk
+  static constexpr int kChunks = kAsyncMaxDim / (kVec * kLanes);  // chunks per lane per row
+  static constexpr int kPerLane = kVec * kChunks;
+  // Ring bytes per block: kWarps x kStages x kChunks x 32 lanes x 16 bytes.
+  static constexpr int kSmemBytes = kWarps * kStages * kChunks * 32 * 16;
+  static_assert(kChunks >= 1, "a lane holds at least one chunk of a row");
+  // The epilogue reuses each warp's ring as its gradient scratch.
+  static_assert(kStages * kChunks * 32 * 4 >= kAsyncMaxDim, "ring too small for the epilogue");
+};
+
+template <typename T, int kLanes, int kStages>
+__global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kPerLane >= 16 ? 3 : 4))
+    nce_negatives_async_kernel(const NceKernelParams p) {
+  using L = AsyncLayout<T, kLanes, kStages>;
+  constexpr int kVec = L::kVec, kChunks = L::kChunks, kPerLane = L::kPerLane;
+  constexpr int kRows = 32 / kLanes;  // rows per warp step
+  constexpr int kSteps = 32 / kRows;  // steps per 32-column tile
+  static_assert(kLanes == 8 || kLanes == 16, "a row is read by 8 or 16 lanes");
+  static_assert(kStages >= 2 && kSteps % kStages == 0, "the ring slot of a step must be static");
+  extern __shared__ uint4 s_ring[];
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int sub = lane % kLanes;
+  const int group = lane / kLanes;
+  const std::int64_t i = blockIdx.y;
+  const int split = blockIdx.x;
+  const int dim = static_cast<int>(p.dim);
+  const std::int64_t K = p.num_negatives;
+  const std::int64_t kp1 = K + 1;
+  const T* __restrict__ bank = static_cast<const T*>(p.bank);
+  // This warp's ring: slot (stage q, chunk c) of lane l is ring[(q * kChunks + c) * 32 + l]
+  // (consecutive lanes, consecutive 16 bytes: conflict-free).
+  uint4* ring = s_ring + warp * kStages * kChunks * 32;
+
+  float f[kPerLane], g[kPerLane];
 #pragma unroll
-      for (int k = 0; k < kPerLane; ++k) {
-        const int e = cuda::lane_element<kLanes, kVec>(k, sub);
-        if (e < dim) s_grad[warp][e] = g[k];
+  for (int c = 0; c < kChunks; ++c) {
+    const int e = (c * kLanes + sub) * kVec;
+#pragma unroll
+    for (int v = 0; v < kVec; v += 4) {
+      float* out = f + c * kVec + v;
+      if (e < dim) {
+        const float4 x = __ldg(reinterpret_cast<const float4*>(p.features + i * dim + e + v));
+        out[0] = x.x; out[1] = x.y; out[2] = x.z; out[3] = x.w;
+      } else {
+        out[0] = out[1] = out[2] = out[3] = 0.f;
       }
     }
   }
-  if (lane == 0) {
-    s_loss[warp] = loss_acc;
-    s_sum_exp[warp] = sum_exp_acc;
-  }
-  __syncthreads();
-  const std::int64_t slot = i * p.splits + split;
-  if (!p.score_only) {
-    const float scale = p.inv_batch * p.inv_tau;
-    for (int d = threadIdx.x; d < dim; d += kThreads) {
-      float acc = 0.f;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) acc += s_grad[w][d];
-      p.partial_grad[slot * dim + d] = acc * scale;
+  for (int k = 0; k < kPerLane; ++k) g[k] = 0.f;
+
+  const std::int64_t y = p.targets[i];
+  const float inv_z = p.score_only ? 0.f : 1.f / *p.z;
+  const std::uint64_t step = p.step_device != nullptr ? *p.step_device : p.step;
+  float loss_acc = 0.f, sum_exp_acc = 0.f;
+
+  const std::int64_t tiles = (K + 31) / 32;
+  const std::int64_t t_begin = tiles * split / p.splits;
+  const std::int64_t t_end = tiles * (split + 1) / p.splits;
+  const std::int64_t first = t_begin + warp;  // this warp's tiles: first, first + kWarps, ...
+  const int my_tiles = first < t_end ? static_cast<int>((t_end - first + kWarps - 1) / kWarps) : 0;
+  const int total = my_tiles * kSteps;  // a multiple of kStages
+
+  // Lane l's bank row for column l of the warp's j-th tile (0 past the end).
+  auto resolve = [&](int j) -> int {
+    std::int64_t idx = 0;
+    if (j < my_tiles) {
+      const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
+      if (lane < K - n0) {
+        const std::int64_t n = n0 + lane;
+        idx = p.negatives != nullptr
+                  ? p.negatives[i * K + n]
+                  : nce_negative_index(p.seed, step, i, n + 1, p.bank_size, y, p.exclude_positive);
+        if (p.indices != nullptr) p.indices[i * kp1 + n + 1] = idx;
+      }
+    }
+    return static_cast<int>(idx);  // the entry point requires N < 2^31
+  };
+  int load_tile = 0;
+  int load_idx = resolve(0);
+  int next_idx = resolve(1);
+
+  // Issue the copies of step gs into ring stage q, then commit a group (an
+  // empty one past the end or for missing columns, so that group counting
+  // stays uniform). Called with gs increasing by one. A tile starts at a step
+  // that is a multiple of kSteps, hence of kStages: in the main loop that is
+  // always the issue at q == 1 (gs = g0 + 1 + kStages - 1), so only that
+  // unrolled copy carries the tile switch (and its Philox draws).
+  auto issue = [&](int gs, int q, bool may_switch) {
+    if (gs < total) {  // warp-uniform
+      const int j = gs / kSteps, s = gs - j * kSteps;
+      if (may_switch && j != load_tile) {
+        load_idx = next_idx;
+        next_idx = resolve(j + 1);
+        load_tile = j;
+      }
+      const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
+      const int c = s * kRows + group;
+      const int row = __shfl_sync(cuda::kFullMask, load_idx, c);
+      if (c < K - n0) {
+        const T* src = bank + static_cast<std::int64_t>(row) * dim;
+#pragma unroll
+        for (int cc = 0; cc < kChunks; ++cc) {
+          const int e = (cc * kLanes + sub) * kVec;
+          if (e < dim) cp_async_16(&ring[(q * kChunks + cc) * 32 + lane], src + e);
+        }
+      }
+    }
+    cp_async_commit();
+  };
+
+#pragma unroll
+  for (int q = 0; q < kStages - 1; ++q) issue(q, q, false);  // tile 0 (kStages <= kSteps)
+  for (int g0 = 0; g0 < total; g0 += kStages) {
+#pragma unroll
+    for (int q = 0; q < kStages; ++q) {
+      const int gs = g0 + q;
+      issue(gs + kStages - 1, (q + kStages - 1) % kStages, q == 1);
+      cp_async_wait<kStages - 1>();  // step gs has landed
+      const int j = gs / kSteps, s = gs - j * kSteps;
+      const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
+      const int ncols = static_cast<int>(min(static_cast<std::int64_t>(32), K - n0));
+      if (s * kRows >= ncols) continue;  // warp-uniform: past the end of a short last tile
+      float row[kPerLane];
+#pragma unroll
+      for (int cc = 0; cc < kChunks; ++cc) {
+        const int e = (cc * kLanes + sub) * kVec;
+        if (e < dim) {
+          widen16<T>(ring[(q * kChunks + cc) * 32 + lane], row + cc * kVec);
+        } else {
+#pragma unroll
+          for (int v = 0; v < kVec; ++v) row[cc * kVec + v] = 0.f;
+        }
+      }
+      float dot = 0.f;
+#pragma unroll
+      for (int k = 0; k < kPerLane; ++k) dot = fmaf(f[k], row[k], dot);
+      dot = cuda::group_allreduce_sum<kLanes>(dot);
+      const int c = s * kRows + group;
+      if (c < ncols) {
+        nce_row<kPerLane>(p, dot, row, inv_z, g, loss_acc, sum_exp_acc,
+                          p.probs != nullptr && sub == 0 ? p.probs + i * kp1 + n0 + c + 1 : nullptr);
+      }
     }
   }
-  if (threadIdx.x == 0) {
-    float l = 0.f, se = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      l += s_loss[w];
-      se += s_sum_exp[w];
-    }
-    p.partial_loss[slot] = l * p.inv_batch;
-    p.partial_sum_exp[slot] = se;
-  }
+  cp_async_wait<0>();  // nothing in flight into the ring before it becomes scratch
+  __syncwarp();
+  write_partials<kLanes, kVec, kPerLane>(p, g, loss_acc, sum_exp_acc, reinterpret_cast<float*>(s_ring),
+                                         kStages * kChunks * 32 * 4);
 }
 
 // Per sample: the positive column (score, P, loss term, coefficient), the sum
@@ -346,7 +568,20 @@ __global__ void __launch_bounds__(kReduceThreads)
 using GatherKernel = void (*)(NceKernelParams);
 using FinalizeKernel = void (*)(NceKernelParams, float*, float*, float*);
 
-std::atomic<int> g_layout_override{0};  // lanes * 10 + stages; 0 = default
+// A gather kernel with its dynamic shared memory (the async ring's bytes).
+struct Gather {
+  GatherKernel fn = nullptr;
+  int smem = 0;
+  bool async_ring = false;
+};
+
+// kind * 1000 + lanes * 10 + stages; 0 = default.
+std::atomic<int> g_layout_override{0};
+
+template <typename T, int kLanes, int kStages>
+Gather async_gather() {
+  return {nce_negatives_async_kernel<T, kLanes, kStages>, AsyncLayout<T, kLanes, kStages>::kSmemBytes, true};
+}
 
 // Dispatch table, for each bank storage T in {float, bf16}:
 //   D % 4 == 0, 16-byte (fp32) / 8-byte (bf16) aligned rows:
@@ -356,51 +591,70 @@ std::atomic<int> g_layout_override{0};  // lanes * 10 + stages; 0 = default
 //                       tuning override
 //     D <= 256, 512     kLanes 32 x kVec 4 x kChunks 2, 4; 2 stages
 //   otherwise (any D):  kLanes 32 x kVec 1 x kChunks 4, 16; 2 stages
+//   The async ring (kind 1: 8 or 16 lanes x 4 or 8 stages) only through the
+//   tuning override, and only where its alignment holds (`async_ok`):
+//   otherwise the override falls back to the default.
 template <typename T>
-GatherKernel pick_gather_kernel(std::int64_t dim, bool vec4) {
+Gather pick_gather_kernel(std::int64_t dim, bool vec4, bool async_ok) {
   if (vec4) {
     if (dim <= 128) {
-      switch (g_layout_override.load()) {
-        case 82: return nce_negatives_kernel<T, 8, 4, 4, 2>;
-        case 83: return nce_negatives_kernel<T, 8, 4, 4, 3>;
-        case 84: return nce_negatives_kernel<T, 8, 4, 4, 4>;
-        case 162: return nce_negatives_kernel<T, 16, 4, 2, 2>;
-        case 163: return nce_negatives_kernel<T, 16, 4, 2, 3>;
-        case 164: return nce_negatives_kernel<T, 16, 4, 2, 4>;
+      const int o = g_layout_override.load();
+      if (async_ok) {
+        switch (o) {
+          case 1084: return async_gather<T, 8, 4>();
+          case 1088: return async_gather<T, 8, 8>();
+          case 1164: return async_gather<T, 16, 4>();
+          case 1168: return async_gather<T, 16, 8>();
+          default: break;
+        }
+      }
+      switch (o) {
+        case 82: return {nce_negatives_kernel<T, 8, 4, 4, 2>};
+        case 83: return {nce_negatives_kernel<T, 8, 4, 4, 3>};
+        case 84: return {nce_negatives_kernel<T, 8, 4, 4, 4>};
+        case 162: return {nce_negatives_kernel<T, 16, 4, 2, 2>};
+        case 163: return {nce_negatives_kernel<T, 16, 4, 2, 3>};
+        case 164: return {nce_negatives_kernel<T, 16, 4, 2, 4>};
         default:
-          return sizeof(T) == 4 ? nce_negatives_kernel<T, 16, 4, 2, 2> : nce_negatives_kernel<T, 16, 4, 2, 3>;
+          return {sizeof(T) == 4 ? nce_negatives_kernel<T, 16, 4, 2, 2> : nce_negatives_kernel<T, 16, 4, 2, 3>};
       }
     }
-    if (dim <= 256) return nce_negatives_kernel<T, 32, 4, 2, 2>;
-    return nce_negatives_kernel<T, 32, 4, 4, 2>;
+    if (dim <= 256) return {nce_negatives_kernel<T, 32, 4, 2, 2>};
+    return {nce_negatives_kernel<T, 32, 4, 4, 2>};
   }
-  if (dim <= 128) return nce_negatives_kernel<T, 32, 1, 4, 2>;
-  return nce_negatives_kernel<T, 32, 1, 16, 2>;
+  if (dim <= 128) return {nce_negatives_kernel<T, 32, 1, 4, 2>};
+  return {nce_negatives_kernel<T, 32, 1, 16, 2>};
 }
 
-// Resident blocks per SM of `kernel` on the current device (cached).
-int blocks_per_sm(GatherKernel kernel, int device) {
+// Resident blocks per SM of `kernel` on the current device (cached). Also
+// opts the kernel into its dynamic shared memory when that exceeds the
+// default 48 KB (once per kernel and device, before any launch or capture).
+int blocks_per_sm(const Gather& kernel, int device) {
   static std::mutex mutex;
   static std::map<std::pair<GatherKernel, int>, int> cache;
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find({kernel, device});
+  auto it = cache.find({kernel.fn, device});
   if (it != cache.end()) return it->second;
+  if (kernel.smem > 48 * 1024)
+    NPID_CUDA_CHECK(cudaFuncSetAttribute(kernel.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kernel.smem));
   int blocks = 0;
-  NPID_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0));
-  cache[{kernel, device}] = blocks;
+  NPID_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel.fn, kThreads, kernel.smem));
+  cache[{kernel.fn, device}] = blocks;
   return blocks;
 }
 
-// Column splits per sample: about one 32-column tile per warp, and at least
-// two waves of blocks so that small batches still fill the device and the
-// last wave's tail stays short.
-int choose_splits(Context& ctx, GatherKernel kernel, std::int64_t batch, std::int64_t negatives) {
+// Column splits per sample: at least two waves of blocks, so that small
+// batches still fill the device and the last wave's tail stays short; and at
+// most about one 32-column tile per warp for the register ring, two for the
+// async ring (whose pipeline runs on across a warp's tiles).
+int choose_splits(Context& ctx, const Gather& kernel, std::int64_t batch, std::int64_t negatives) {
   const int per_sm = blocks_per_sm(kernel, ctx.device().index);
   const std::int64_t resident =
       static_cast<std::int64_t>(std::max(1, per_sm)) * ctx.device_info().multiprocessors;
   const std::int64_t tiles = (negatives + 31) / 32;
+  const std::int64_t tiles_per_block = kernel.async_ring ? 2 * kWarps : kWarps;
   const std::int64_t want =
-      std::max((tiles + kWarps - 1) / kWarps, (2 * resident + batch - 1) / batch);
+      std::max((tiles + tiles_per_block - 1) / tiles_per_block, (2 * resident + batch - 1) / batch);
   return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>({want, tiles, kMaxSplits})));
 }
 
@@ -431,8 +685,11 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   const std::uintptr_t row_align = bf16_bank ? 8 : 16;  // 4 elements of storage
   const bool vec4 = pr.dim % 4 == 0 && reinterpret_cast<std::uintptr_t>(pr.features) % 16 == 0 &&
                     reinterpret_cast<std::uintptr_t>(pr.bank) % row_align == 0;
-  const GatherKernel gather =
-      bf16_bank ? pick_gather_kernel<bf16>(pr.dim, vec4) : pick_gather_kernel<float>(pr.dim, vec4);
+  // The async ring copies 16-byte chunks: rows must start 16-byte aligned.
+  const bool async_ok = vec4 && pr.dim <= kAsyncMaxDim && pr.dim % (bf16_bank ? 8 : 4) == 0 &&
+                        reinterpret_cast<std::uintptr_t>(pr.bank) % 16 == 0;
+  const Gather gather = bf16_bank ? pick_gather_kernel<bf16>(pr.dim, vec4, async_ok)
+                                  : pick_gather_kernel<float>(pr.dim, vec4, async_ok);
   const FinalizeKernel finalize = bf16_bank ? nce_finalize_kernel<bf16> : nce_finalize_kernel<float>;
   const int splits = choose_splits(ctx, gather, pr.batch, pr.num_negatives);
 
@@ -484,7 +741,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   if (z_update == ZUpdate::kInitFromBatch) {
     NceKernelParams score = p;
     score.score_only = true;
-    gather<<<grid, kThreads, 0, stream>>>(score);
+    gather.fn<<<grid, kThreads, gather.smem, stream>>>(score);
     NPID_CHECK_LAUNCH(ctx, "nce_negatives_kernel (score pass)");
     finalize<<<batch_blocks, kFinalizeThreads, 0, stream>>>(score, nullptr, sample_loss, sample_sum_exp);
     NPID_CHECK_LAUNCH(ctx, "nce_finalize_kernel (score pass)");
@@ -496,7 +753,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
 
   p.probs = pr.probs;
   p.indices = pr.indices;
-  gather<<<grid, kThreads, 0, stream>>>(p);
+  gather.fn<<<grid, kThreads, gather.smem, stream>>>(p);
   NPID_CHECK_LAUNCH(ctx, "nce_negatives_kernel");
   finalize<<<batch_blocks, kFinalizeThreads, 0, stream>>>(p, pr.grad, sample_loss, sample_sum_exp);
   NPID_CHECK_LAUNCH(ctx, "nce_finalize_kernel");
@@ -508,8 +765,8 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   NPID_CHECK_LAUNCH(ctx, "nce_reduce_kernel");
 }
 
-void nce_set_layout_override(int lanes, int stages) {
-  g_layout_override.store(lanes == 0 ? 0 : lanes * 10 + stages);
+void nce_set_layout_override(int lanes, int stages, NceRing ring) {
+  g_layout_override.store(lanes == 0 ? 0 : (ring == NceRing::kAsync ? 1000 : 0) + lanes * 10 + stages);
 }
 
 }  // namespace npid

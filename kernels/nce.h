@@ -47,10 +47,14 @@ constexpr std::int64_t kNceMaxBatch = 65535;
 constexpr float kNceMinTemperature = 0.0115f;
 void launch_nce_forward_backward(Context& ctx, const NceProblem& p, ZUpdate z_update);
 // Tuning hook for bench_nce_kernel and the GPU tests: the D <= 128 kernel's
-// lanes per row (8 or 16) and pipeline stages (2-4; instantiated: 8 x {2,3,4},
-// 16 x {2,3,4}). lanes = 0 restores the default (16 lanes; 2 stages for an
-// fp32 bank, 3 for bf16).
-void nce_set_layout_override(int lanes, int stages);
+// lanes per row (8 or 16), its row ring, and pipeline stages. kRegisters: the
+// ring of raw row buffers in registers, one tile per warp, 2-4 stages
+// (instantiated: 8 x {2,3,4}, 16 x {2,3,4}); kAsync: cp.async into a ring in
+// shared memory, running on across a warp's tiles, 4 or 8 stages (where rows
+// are 16-byte aligned; elsewhere the default is used). lanes = 0 restores the
+// default (registers, 16 lanes; 2 stages for an fp32 bank, 3 for bf16).
+enum class NceRing { kRegisters, kAsync };
+void nce_set_layout_override(int lanes, int stages, NceRing ring = NceRing::kRegisters);
 
 // ---- CPU reference (kernels/nce_cpu.cpp) ------------------------------------
 void nce_forward_backward_cpu(const NceProblem& p, ZUpdate z_update, int threads);

@@ -8,7 +8,9 @@ namespace npid::test {
 
 class LayoutOverride {
  public:
-  LayoutOverride(int lanes, int stages) { nce_set_layout_override(lanes, stages); }
+  LayoutOverride(int lanes, int stages, NceRing ring = NceRing::kRegisters) {
+    nce_set_layout_override(lanes, stages, ring);
+  }
   ~LayoutOverride() { nce_set_layout_override(0, 0); }
   LayoutOverride(const LayoutOverride&) = delete;
   LayoutOverride& operator=(const LayoutOverride&) = delete;

@@ -62,15 +62,25 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
   struct Variant {
     int lanes, stages;
     std::int64_t B, D;
+    NceRing ring = NceRing::kRegisters;
   };
-  // The default layout on awkward shapes, then every D <= 128 layout once.
+  // The default layout on awkward shapes, then every D <= 128 layout once
+  // (the async ring also at B = 256, where a warp walks two tiles, and at
+  // D = 40: 16-byte rows of bf16 need D % 8 == 0).
   std::vector<Variant> variants;
   for (std::int64_t B : {1, 7, 256})
     for (std::int64_t D : {128, 50}) variants.push_back({0, 0, B, D});
-  for (int lanes : {8, 16})
+  for (int lanes : {8, 16}) {
     for (int stages : {2, 3, 4}) variants.push_back({lanes, stages, 7, 128});
+    for (int stages : {4, 8}) {
+      for (std::int64_t B : {7, 256}) variants.push_back({lanes, stages, B, 128, NceRing::kAsync});
+      variants.push_back({lanes, stages, 7, 40, NceRing::kAsync});
+    }
+  }
   for (const Variant& v : variants) {
-    test::LayoutOverride layout(v.lanes, v.stages);
+    INFO("lanes=" << v.lanes << " stages=" << v.stages << " B=" << v.B << " D=" << v.D
+                  << " ring=" << (v.ring == NceRing::kAsync ? "async" : "registers"));
+    test::LayoutOverride layout(v.lanes, v.stages, v.ring);
     {
       const std::int64_t B = v.B, D = v.D;
       NceData d(B, D, 5000, 4096, static_cast<std::uint64_t>(B + D));
@@ -93,7 +103,6 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
                            {view(d.features.data(), {B, D}), view(d.targets.data(), {B}), host_bf16(bits, d.N, D), {}},
                            1, ZUpdate::kInitFromBatch, view(&cz, {1}),
                            {view(&closs, {1}), view(cgrad.data(), {B, D}), {}, view(cidx.data(), {B, K + 1})});
-      INFO("B=" << B << " D=" << D << " lanes=" << v.lanes << " stages=" << v.stages);
       CHECK(to_host<std::int64_t>(gpu, idx) == cidx);
       CHECK(to_host<float>(gpu, loss)[0] == Approx(closs).epsilon(2e-5));
       CHECK(to_host<float>(gpu, z)[0] == Approx(cz).epsilon(2e-5));

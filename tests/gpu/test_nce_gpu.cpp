@@ -188,19 +188,41 @@ TEST_CASE("fused NCE: every D <= 128 layout and pipeline depth matches the CPU r
           "[gpu][nce]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
+  struct Layout {
+    int lanes, stages;
+    NceRing ring;
+  };
+  std::vector<Layout> layouts;
   for (int lanes : {8, 16}) {
-    for (int stages : {2, 3, 4}) {
-      test::LayoutOverride layout(lanes, stages);
-      for (std::int64_t K : {1, 15, 4096}) {
+    for (int stages : {2, 3, 4}) layouts.push_back({lanes, stages, NceRing::kRegisters});
+    for (int stages : {4, 8}) layouts.push_back({lanes, stages, NceRing::kAsync});
+  }
+  for (const Layout& l : layouts) {
+    const int lanes = l.lanes, stages = l.stages;
+    {
+      test::LayoutOverride layout(lanes, stages, l.ring);
+      // K = 1000: tiles that end mid-way (1000 = 31 * 32 + 8), several tiles per warp.
+      for (std::int64_t K : {1, 15, 1000, 4096}) {
         for (std::int64_t D : {32, 128}) {
           NceData d(7, D, 5000, K, static_cast<std::uint64_t>(K + D));
           NceConfig cfg;
           cfg.num_negatives = K;
           cfg.proximal_lambda = 3.f;
-          INFO("lanes=" << lanes << " stages=" << stages << " K=" << K << " D=" << D);
+          INFO("lanes=" << lanes << " stages=" << stages << " ring=" << (l.ring == NceRing::kAsync ? "async" : "registers")
+                        << " K=" << K << " D=" << D);
           compare(run(gpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f),
                   run(cpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f));
         }
+      }
+      // A large batch: few splits per sample, so a warp walks two tiles (the
+      // async ring runs on across the boundary; at K = 1000 the second one is short).
+      for (std::int64_t K : {1000, 4096}) {
+        NceData d(512, 128, 20000, K, static_cast<std::uint64_t>(K + 1));
+        NceConfig cfg;
+        cfg.num_negatives = K;
+        INFO("lanes=" << lanes << " stages=" << stages << " ring=" << (l.ring == NceRing::kAsync ? "async" : "registers")
+                      << " B=512 K=" << K);
+        compare(run(gpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f));
       }
     }
   }
