@@ -85,7 +85,10 @@ TEST_CASE("BatchNorm kernels match the CPU reference (train, eval, backward)", "
   Context gpu = Context::cuda();
   for (bool relu : {false, true}) {
     for (bool residual : {false, true}) {
-      for (const NormShape s : {NormShape{7 * 16 * 16, 64}, NormShape{3, 5}, NormShape{256 * 4 * 4, 512}}) {
+      // Chunk counts that do not divide the positions, channel counts that are
+      // not a multiple of 32, and real sizes.
+      for (const NormShape s : {NormShape{7 * 16 * 16, 64}, NormShape{3, 5}, NormShape{256 * 4 * 4, 512},
+                                NormShape{1000, 40}, NormShape{257 * 3, 100}}) {
         const auto x = randf(static_cast<std::size_t>(s.count * s.channels), 1, 2.0);
         const auto res = randf(x.size(), 2), dy = randf(x.size(), 3);
         const auto gamma = randf(static_cast<std::size_t>(s.channels), 4), beta = randf(gamma.size(), 5);
@@ -173,16 +176,32 @@ TEST_CASE("pooling, head and SGD kernels match the CPU reference", "[gpu][resnet
   CHECK(test::relative_error(to_host<float>(gpu, gu), u) < 1e-6);
   CHECK(test::relative_error(to_host<float>(gpu, gdu), du) < 1e-5);
 
+  // SGD: weights and momentum buffers over three steps, with the learning rate
+  // from the host and from a device word (the CUDA-graph path), which changes
+  // between steps as a schedule would.
   for (bool nesterov : {false, true}) {
-    auto w = randf(1000, 7), buf = randf(1000, 8);
-    const auto g = randf(1000, 9);
-    Tensor gw = dev(gpu, w), gg = dev(gpu, g), gbuf = dev(gpu, buf);
-    for (int step = 0; step < 3; ++step) {
-      sgd_step_cpu(1000, w.data(), g.data(), buf.data(), 0.1f, 0.9f, 5e-4f, nesterov, step == 0);
-      launch_sgd_step(gpu, 1000, gw.data_as<float>(), gg.data_as<float>(), gbuf.data_as<float>(), 0.1f, 0.9f, 5e-4f,
-                      nesterov, step == 0);
+    for (bool lr_on_device : {false, true}) {
+      auto w = randf(1000, 7), buf = randf(1000, 8);
+      const auto g = randf(1000, 9);
+      Tensor gw = dev(gpu, w), gg = dev(gpu, g), gbuf = dev(gpu, buf);
+      Tensor glr = dev_zeros(gpu, 1);
+      for (int step = 0; step < 3; ++step) {
+        const float lr = 0.1f / static_cast<float>(step + 1);
+        sgd_step_cpu(1000, w.data(), g.data(), buf.data(), lr, 0.9f, 5e-4f, nesterov, step == 0);
+        if (lr_on_device) {
+          copy(gpu, glr, view(&lr, {1}));
+          // The host lr must be ignored when the device word is given.
+          launch_sgd_step(gpu, 1000, gw.data_as<float>(), gg.data_as<float>(), gbuf.data_as<float>(), 123.f, 0.9f,
+                          5e-4f, nesterov, step == 0, glr.data_as<float>());
+        } else {
+          launch_sgd_step(gpu, 1000, gw.data_as<float>(), gg.data_as<float>(), gbuf.data_as<float>(), lr, 0.9f, 5e-4f,
+                          nesterov, step == 0);
+        }
+      }
+      INFO("nesterov=" << nesterov << " lr_on_device=" << lr_on_device);
+      CHECK(test::relative_error(to_host<float>(gpu, gw), w) < 1e-6);
+      CHECK(test::relative_error(to_host<float>(gpu, gbuf), buf) < 1e-6);
     }
-    CHECK(test::relative_error(to_host<float>(gpu, gw), w) < 1e-6);
   }
 }
 
@@ -234,6 +253,14 @@ TEST_CASE("ResNet18 on CUDA matches the CPU network: both stems, several batches
         // TF32 convolutions: the same function to ~1e-3 per layer.
         CHECK(cosine(to_host<float>(gpu, gemb), emb) > 0.999);
         CHECK(cosine(gg, cg) > 0.99);
+        // Every parameter's gradient points the same way (a wrong or missing
+        // small tensor -- a BatchNorm's gamma, the fc bias -- gives ~0).
+        for (const ParameterInfo& p : gnet.parameters()) {
+          std::vector<float> a(gg.begin() + p.offset, gg.begin() + p.offset + p.numel);
+          std::vector<float> b(cg.begin() + p.offset, cg.begin() + p.offset + p.numel);
+          INFO(p.name);
+          CHECK(cosine(a, b) > 0.95);
+        }
       }
     }
   }
