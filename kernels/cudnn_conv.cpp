@@ -11,6 +11,8 @@
 
 #include <cudnn.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -78,36 +80,72 @@ Desc tensor(std::int64_t uid, std::int64_t n, std::int64_t c, std::int64_t h, st
 
 constexpr std::int64_t kUidX = 'x', kUidW = 'w', kUidY = 'y';
 
-// The numerical notes of the engine behind `cfg`, as a bit set (bit = note);
-// all bits set when they cannot be read, so that every filter rejects it.
-unsigned numerical_notes(const Desc& cfg) {
+// The notes of the engine behind `cfg`: numerical notes as a bit set (bit =
+// note) and behaviour notes likewise; `ok` is false when they cannot be read
+// (the configuration is then skipped, and the reason reported).
+struct EngineNotes {
+  unsigned numerical = 0, behavior = 0;
+  bool ok = false;
+};
+
+EngineNotes engine_notes(const Desc& cfg) {
+  EngineNotes out;
   Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
   cudnnBackendDescriptor_t e = engine.get();
   std::int64_t count = 0;
   if (cudnnBackendGetAttribute(cfg.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count, &e) !=
       CUDNN_STATUS_SUCCESS)
-    return ~0u;
+    return out;
   cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
   std::int64_t n = 0;
   if (cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
                                CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n, notes) != CUDNN_STATUS_SUCCESS)
-    return ~0u;
-  unsigned bits = 0;
-  for (std::int64_t k = 0; k < n; ++k) bits |= 1u << static_cast<unsigned>(notes[k]);
-  return bits;
+    return out;
+  for (std::int64_t k = 0; k < n; ++k) out.numerical |= 1u << static_cast<unsigned>(notes[k]);
+  cudnnBackendBehaviorNote_t behavior[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+  n = 0;
+  if (cudnnBackendGetAttribute(e, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
+                               CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &n, behavior) != CUDNN_STATUS_SUCCESS)
+    return out;
+  for (std::int64_t k = 0; k < n; ++k) out.behavior |= 1u << static_cast<unsigned>(behavior[k]);
+  out.ok = true;
+  return out;
 }
 
 constexpr unsigned note(cudnnBackendNumericalNote_t n) { return 1u << static_cast<unsigned>(n); }
+constexpr unsigned note(cudnnBackendBehaviorNote_t n) { return 1u << static_cast<unsigned>(n); }
 
-// Engines a configuration must not use: never fp16 down-conversion of fp32
-// inputs; for exact fp32 no tensor cores (TF32); and, on the first pass,
-// nothing nondeterministic (the library's determinism promise; a second pass
-// allows it only when no deterministic engine finalizes).
-unsigned rejected_notes(ConvMath math, bool allow_nondeterministic) {
+// Engine selection runs in passes, each over heuristics mode A then the
+// fallback list, taking the first configuration that passes the pass's
+// filter and finalizes. Always rejected: fp16 down-conversion of fp32 inputs;
+// for exact fp32 (kFP32, the tests' reference mode) also tensor cores (TF32),
+// FFT and Winograd. The passes relax, in order: nothing; nondeterminism (the
+// library's determinism promise, kept whenever any deterministic engine
+// works); runtime compilation (NVRTC at plan time: seconds per plan); the
+// workspace cap.
+struct Pass {
+  bool nondeterministic, runtime_compiled, any_workspace;
+};
+constexpr Pass kPasses[] = {{false, false, false}, {true, false, false}, {true, true, false}, {true, true, true}};
+
+// Workspace one convolution plan may ask for before later passes are tried.
+constexpr std::int64_t kWorkspaceCap = std::int64_t(512) << 20;
+
+unsigned rejected_numerical(ConvMath math, bool allow_nondeterministic) {
   unsigned r = note(CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS);
-  if (math == ConvMath::kFP32) r |= note(CUDNN_NUMERICAL_NOTE_TENSOR_CORE);
+  if (math == ConvMath::kFP32) {
+    r |= note(CUDNN_NUMERICAL_NOTE_TENSOR_CORE) | note(CUDNN_NUMERICAL_NOTE_FFT) |
+         note(CUDNN_NUMERICAL_NOTE_WINOGRAD) | note(CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4) |
+         note(CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6) | note(CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13);
+  }
   if (!allow_nondeterministic) r |= note(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC);
   return r;
+}
+
+std::string last_cudnn_error() {
+  char message[512] = {0};
+  cudnnGetLastErrorString(message, sizeof(message));
+  return message[0] != '\0' ? std::string(" (") + message + ")" : std::string();
 }
 
 const char* name_of(ConvDirection d) {
@@ -125,9 +163,11 @@ class ConvPlan {
  public:
   ConvPlan(cudnnHandle_t handle, ConvDirection dir, const layers::ConvShape& s, ConvMath math) : dir_(dir) {
     const std::int64_t ho = s.out_h(), wo = s.out_w();
-    Desc x = tensor(kUidX, s.n, s.c, s.h, s.w);
+    x_ = std::make_unique<Desc>(tensor(kUidX, s.n, s.c, s.h, s.w));
+    const Desc& x = *x_;
     // Filter (O, I, KH, KW) stored channels-last: strides of (O, KH, KW, I).
-    Desc w(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    w_ = std::make_unique<Desc>(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    Desc& w = *w_;
     const cudnnDataType_t dtype = CUDNN_DATA_FLOAT;
     w.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, &dtype, 1)
         .set_i64s(CUDNN_ATTR_TENSOR_DIMENSIONS, {s.out_c, s.c, s.k, s.k})
@@ -135,9 +175,11 @@ class ConvPlan {
         .set_i64(CUDNN_ATTR_TENSOR_UNIQUE_ID, kUidW)
         .set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, kAlignment);
     w.finalize();
-    Desc y = tensor(kUidY, s.n, s.out_c, ho, wo);
+    y_ = std::make_unique<Desc>(tensor(kUidY, s.n, s.out_c, ho, wo));
+    const Desc& y = *y_;
 
-    Desc conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+    conv_ = std::make_unique<Desc>(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+    Desc& conv = *conv_;
     const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
     conv.set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, &dtype, 1)
         .set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, &mode, 1)
@@ -149,7 +191,7 @@ class ConvPlan {
     conv.finalize();
 
     const float alpha = 1.f, beta = 0.f;
-    std::unique_ptr<Desc> op;
+    std::unique_ptr<Desc>& op = op_;
     if (dir == ConvDirection::kForward) {
       op = std::make_unique<Desc>(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
       op->set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, x)
@@ -183,14 +225,22 @@ class ConvPlan {
         .set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
     graph_->finalize();
 
+    // What was tried, for the error message when nothing works.
     std::string tried;
-    for (bool allow_nondeterministic : {false, true}) {
-      const unsigned rejected = rejected_notes(math, allow_nondeterministic);
+    int filtered = 0, over_cap = 0, unreadable = 0;
+    unsigned filtered_bits = 0;
+    for (const Pass& pass : kPasses) {
+      const unsigned rejected = rejected_numerical(math, pass.nondeterministic);
       for (cudnnBackendHeurMode_t heur : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
         Desc h(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
         h.set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *graph_)
             .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, &heur, 1);
-        if (cudnnBackendFinalize(h.get()) != CUDNN_STATUS_SUCCESS) continue;
+        if (cudnnBackendFinalize(h.get()) != CUDNN_STATUS_SUCCESS) {
+          if (&pass == &kPasses[0])
+            tried += std::string(" [heuristics ") + (heur == CUDNN_HEUR_MODE_A ? "A" : "fallback") +
+                     " did not finalize" + last_cudnn_error() + "]";
+          continue;
+        }
         std::int64_t available = 0;
         if (cudnnBackendGetAttribute(h.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
                                      &available, nullptr) != CUDNN_STATUS_SUCCESS ||
@@ -207,38 +257,61 @@ class ConvPlan {
                                      available, &got, raw.data()) != CUDNN_STATUS_SUCCESS)
           continue;
         for (std::int64_t k = 0; k < got; ++k) {
-          if (numerical_notes(cfgs[static_cast<std::size_t>(k)]) & rejected) continue;
+          const EngineNotes notes = engine_notes(cfgs[static_cast<std::size_t>(k)]);
+          if (!notes.ok) {
+            ++unreadable;
+            continue;
+          }
+          if ((notes.numerical & rejected) != 0 ||
+              (!pass.runtime_compiled && (notes.behavior & note(CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION)) != 0)) {
+            ++filtered;
+            filtered_bits |= notes.numerical & rejected;
+            continue;
+          }
           auto plan = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
           cudnnBackendDescriptor_t cfg = raw[static_cast<std::size_t>(k)];
           plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1)
               .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, &cfg, 1);
           const cudnnStatus_t st = cudnnBackendFinalize(plan->get());
           if (st != CUDNN_STATUS_SUCCESS) {
-            tried += std::string(" [cfg ") + std::to_string(k) + ": " + cudnnGetErrorString(st) + "]";
+            if (tried.size() < 2000)
+              tried += std::string(" [cfg ") + std::to_string(k) + ": " + cudnnGetErrorString(st) + last_cudnn_error() + "]";
             continue;
           }
           std::int64_t ws = 0, n = 0;
           NPID_CUDNN_CHECK(cudnnBackendGetAttribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                                     CUDNN_TYPE_INT64, 1, &n, &ws));
+          if (!pass.any_workspace && ws > kWorkspaceCap) {
+            ++over_cap;
+            continue;
+          }
           // Keep what the plan was built from alive with it.
           config_ = std::make_unique<Desc>(std::move(cfgs[static_cast<std::size_t>(k)]));
           plan_ = std::move(plan);
           workspace_ = static_cast<std::size_t>(ws);
-          deterministic_ = !allow_nondeterministic;
+          deterministic_ = (notes.numerical & note(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC)) == 0;
+          runtime_compiled_ = (notes.behavior & note(CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION)) != 0;
           return;
         }
       }
     }
+    char bits[16];
+    std::snprintf(bits, sizeof(bits), "0x%x", filtered_bits);
     throw Error(ErrorKind::kCudnn, std::string("cuDNN: no engine supports the convolution ") + name_of(dir) +
                                        " for x (" + std::to_string(s.n) + ", " + std::to_string(s.h) + ", " +
                                        std::to_string(s.w) + ", " + std::to_string(s.c) + "), " + std::to_string(s.k) +
                                        "x" + std::to_string(s.k) + " stride " + std::to_string(s.stride) + " pad " +
-                                       std::to_string(s.pad) + " -> " + std::to_string(s.out_c) +
-                                       " channels;" + (tried.empty() ? " heuristics returned nothing" : tried));
+                                       std::to_string(s.pad) + " -> " + std::to_string(s.out_c) + " channels (" +
+                                       (math == ConvMath::kFP32 ? "exact fp32" : "tf32") + "): " +
+                                       std::to_string(filtered) + " configurations filtered by their notes (numerical " +
+                                       bits + "), " + std::to_string(unreadable) + " with unreadable notes, " +
+                                       std::to_string(over_cap) + " over the workspace cap;" +
+                                       (tried.empty() ? " no plan finalize was attempted" : tried));
   }
 
   std::size_t workspace() const { return workspace_; }
   bool deterministic() const { return deterministic_; }
+  bool runtime_compiled() const { return runtime_compiled_; }
 
   void run(cudnnHandle_t handle, const float* a, const float* b, float* out, void* workspace) const {
     // Pointers in uid order x, w, y.
@@ -267,9 +340,10 @@ class ConvPlan {
 
  private:
   ConvDirection dir_;
-  std::unique_ptr<Desc> graph_, config_, plan_;
+  // Every descriptor the plan was built from lives as long as the plan.
+  std::unique_ptr<Desc> x_, w_, y_, conv_, op_, graph_, config_, plan_;
   std::size_t workspace_ = 0;
-  bool deterministic_ = true;
+  bool deterministic_ = true, runtime_compiled_ = false;
 };
 
 ConvPlans::ConvPlans(Context& ctx) : ctx_(&ctx) {}
@@ -287,10 +361,27 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
 
 void ConvPlans::run(ConvDirection dir, const layers::ConvShape& s, ConvMath math, const float* a, const float* b,
                     float* out, void* workspace) {
-  prepare(dir, s, math);
+  // Only prepared plans run: the caller sized `workspace` from prepare().
   const Key key{static_cast<int>(dir), s.n, s.h, s.w, s.c, s.out_c, s.k, s.stride, s.pad, static_cast<int>(math)};
+  auto it = plans_.find(key);
+  if (it == plans_.end())
+    throw Error(ErrorKind::kInternal, std::string("cuDNN convolution ") + name_of(dir) + " for x (" +
+                                          std::to_string(s.n) + ", " + std::to_string(s.h) + ", " +
+                                          std::to_string(s.w) + ", " + std::to_string(s.c) + ") -> " +
+                                          std::to_string(s.out_c) + " channels was run before prepare()");
   DeviceGuard guard(ctx_->device());
-  plans_.at(key)->run(cudnn_handle(*ctx_), a, b, out, workspace);
+  it->second->run(cudnn_handle(*ctx_), a, b, out, workspace);
+}
+
+ConvPlans::Summary ConvPlans::summary() const {
+  Summary out;
+  for (const auto& [key, plan] : plans_) {
+    ++out.plans;
+    if (!plan->deterministic()) ++out.nondeterministic;
+    if (plan->runtime_compiled()) ++out.runtime_compiled;
+    out.max_workspace = std::max(out.max_workspace, plan->workspace());
+  }
+  return out;
 }
 
 }  // namespace cudnn

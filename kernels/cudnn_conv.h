@@ -9,9 +9,11 @@
 // and the matching strides; every pointer must be 16-byte aligned. Plans are
 // built on first use -- heuristics mode A, then the fallback list, taking the
 // first engine configuration that finalizes and whose numerical notes suit the
-// math (no TF32 for kFP32; deterministic engines first) -- and cached per
-// shape in the ConvPlans object, so steady-state calls only execute. Every
-// descriptor is RAII.
+// math (no TF32, FFT or Winograd for kFP32; deterministic engines first) -- and cached per
+// shape in the ConvPlans object, so steady-state calls only execute. Engine
+// selection relaxes in passes (see cudnn_conv.cpp): deterministic, no runtime
+// compilation and at most 512 MiB of workspace first. Every descriptor is
+// RAII and lives as long as its plan.
 #pragma once
 
 #include <cstddef>
@@ -43,8 +45,16 @@ class ConvPlans {
   // Runs on ctx.stream(). Pointers: forward (x, w -> y), backward data
   // (dy, w -> dx), backward filter (x, dy -> dw); outputs are overwritten.
   // `workspace` must hold prepare()'s bytes.
+  // Throws npid::Error when the plan was never prepared.
   void run(ConvDirection dir, const layers::ConvShape& s, ConvMath math, const float* a, const float* b, float* out,
            void* workspace);
+
+  // What the cached plans chose (for tests and device reports).
+  struct Summary {
+    int plans = 0, nondeterministic = 0, runtime_compiled = 0;
+    std::size_t max_workspace = 0;
+  };
+  Summary summary() const;
 
  private:
   using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,

@@ -71,11 +71,13 @@ struct CudaRunner::Impl {
     return {Tensor({c}, DType::kFloat32, ctx->device()), Tensor({c}, DType::kFloat32, ctx->device())};
   }
 
-  // Plans for every convolution at batch n, and the workspace they need.
-  void prepare(std::int64_t n) {
+  // Plans for every convolution at batch n (the backward ones only when
+  // training will need them), and the workspace they need.
+  void prepare(std::int64_t n, bool with_backward = true) {
     std::size_t need = 0;
     auto conv = [&](const Conv& c, bool data_grad) {
       need = std::max(need, plans.prepare(ConvDirection::kForward, c.shape(n), math));
+      if (!with_backward) return;
       need = std::max(need, plans.prepare(ConvDirection::kBackwardFilter, c.shape(n), math));
       if (data_grad) need = std::max(need, plans.prepare(ConvDirection::kBackwardData, c.shape(n), math));
     };
@@ -167,7 +169,7 @@ void CudaRunner::forward(const float* params, float* stats, const float* images,
   Impl& m = *impl_;
   const NetSpec& spec = *m.spec;
   DeviceGuard guard(m.ctx->device());
-  if (n != m.max_batch) m.prepare(n);  // a new batch size: plans (and workspace) for it
+  if (n != m.max_batch) m.prepare(n, training);  // a new batch size: plans (and workspace) for it
   m.conv(ConvDirection::kForward, spec.stem, n, images, params + spec.stem.weight, f(m.stem_z.value));
   m.norm_forward(spec.stem_bn, m.stem_saved, n * m.stem_z.h * m.stem_z.w, params, stats, f(m.stem_z.value), nullptr,
                  true, f(m.stem_y.value), training);

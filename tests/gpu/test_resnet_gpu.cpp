@@ -79,6 +79,12 @@ TEST_CASE("cuDNN graph convolutions match the CPU reference", "[gpu][resnet][con
       CHECK(test::relative_error(to_host<float>(gpu, gdw), dw) < tol);
     }
   }
+  // The library's determinism promise: every plan chosen was a deterministic engine.
+  const cudnn::ConvPlans::Summary summary = plans.summary();
+  INFO(summary.plans << " plans, " << summary.runtime_compiled << " runtime-compiled, largest workspace "
+                     << summary.max_workspace << " bytes");
+  CHECK(summary.plans == 30);
+  CHECK(summary.nondeterministic == 0);
 }
 
 TEST_CASE("BatchNorm kernels match the CPU reference (train, eval, backward)", "[gpu][resnet][bn]") {
