@@ -308,7 +308,7 @@ struct StreamingImpl final : Loader::Impl {
         std::lock_guard<std::mutex> lock(mu);
         s.batch = k;
         s.ready = true;
-        failed = error;
+        failed = failed || error;  // never clear a failure the consumer recorded
       }
       cv.notify_all();
       if (error) return;
@@ -420,11 +420,18 @@ struct StreamingImpl final : Loader::Impl {
       d.bytes = Tensor({static_cast<std::int64_t>(s.total_bytes + s.total_bytes / 2 + 1)},
                        DType::kUInt8, ctx->device());
     }
-    NPID_CUDA_CHECK(cudaMemcpyAsync(d.bytes.data(), s.bytes.as<void>(), s.total_bytes,
-                                    cudaMemcpyHostToDevice, io_stream));
-    NPID_CUDA_CHECK(cudaMemcpyAsync(d.meta.data(), meta, static_cast<std::size_t>(5 * len) * 8,
-                                    cudaMemcpyHostToDevice, io_stream));
-    NPID_CUDA_CHECK(cudaEventRecord(s.uploaded->get(), io_stream));
+    try {
+      NPID_CUDA_CHECK(cudaMemcpyAsync(d.bytes.data(), s.bytes.as<void>(), s.total_bytes,
+                                      cudaMemcpyHostToDevice, io_stream));
+      NPID_CUDA_CHECK(cudaMemcpyAsync(d.meta.data(), meta, static_cast<std::size_t>(5 * len) * 8,
+                                      cudaMemcpyHostToDevice, io_stream));
+      NPID_CUDA_CHECK(cudaEventRecord(s.uploaded->get(), io_stream));
+    } catch (...) {
+      // No event marks the copies: wait for them here, so that the pinned
+      // slot is not refilled under a copy still in flight.
+      cudaStreamSynchronize(io_stream);
+      throw;
+    }
     s.upload_pending = true;
     const auto* dmeta = d.meta.data_as<const std::int64_t>();
     p.pixels = d.bytes.data_as<const std::uint8_t>();
