@@ -184,46 +184,62 @@ TEST_CASE("sync_after_launch contexts run the same ops", "[gpu][core]") {
   compare(run(gpu, cfg, d, 0, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 0, ZUpdate::kInitFromBatch, 0.f));
 }
 
-TEST_CASE("fused NCE: every D <= 128 layout and pipeline depth matches the CPU reference",
-          "[gpu][nce]") {
-  Context gpu = Context::cuda();
-  Context cpu = Context::cpu();
-  struct Layout {
-    int lanes, stages;
-    NceRing ring;
-  };
+namespace {
+
+struct Layout {
+  int lanes, stages;
+  NceRing ring;
+};
+
+// Every instantiated D <= 128 variant: the register ring (one tile per warp)
+// and the async ring (cp.async into shared memory, run on across tiles).
+std::vector<Layout> all_layouts() {
   std::vector<Layout> layouts;
   for (int lanes : {8, 16}) {
     for (int stages : {2, 3, 4}) layouts.push_back({lanes, stages, NceRing::kRegisters});
     for (int stages : {4, 8}) layouts.push_back({lanes, stages, NceRing::kAsync});
   }
-  for (const Layout& l : layouts) {
-    const int lanes = l.lanes, stages = l.stages;
-    {
-      test::LayoutOverride layout(lanes, stages, l.ring);
-      // K = 1000: tiles that end mid-way (1000 = 31 * 32 + 8), several tiles per warp.
-      for (std::int64_t K : {1, 15, 1000, 4096}) {
-        for (std::int64_t D : {32, 128}) {
-          NceData d(7, D, 5000, K, static_cast<std::uint64_t>(K + D));
-          NceConfig cfg;
-          cfg.num_negatives = K;
-          cfg.proximal_lambda = 3.f;
-          INFO("lanes=" << lanes << " stages=" << stages << " ring=" << (l.ring == NceRing::kAsync ? "async" : "registers")
-                        << " K=" << K << " D=" << D);
-          compare(run(gpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f),
-                  run(cpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f));
-        }
-      }
-      // A large batch: few splits per sample, so a warp walks two tiles (the
-      // async ring runs on across the boundary; at K = 1000 the second one is short).
-      for (std::int64_t K : {1000, 4096}) {
-        NceData d(512, 128, 20000, K, static_cast<std::uint64_t>(K + 1));
+  return layouts;
+}
+
+const char* ring_name(NceRing ring) { return ring == NceRing::kAsync ? "async" : "registers"; }
+
+}  // namespace
+
+TEST_CASE("fused NCE: every D <= 128 layout and pipeline depth matches the CPU reference",
+          "[gpu][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  for (const Layout& l : all_layouts()) {
+    test::LayoutOverride layout(l.lanes, l.stages, l.ring);
+    // K = 1000: the last tile ends mid-way (1000 = 31 * 32 + 8).
+    for (std::int64_t K : {1, 15, 1000, 4096}) {
+      for (std::int64_t D : {32, 128}) {
+        NceData d(7, D, 5000, K, static_cast<std::uint64_t>(K + D));
         NceConfig cfg;
         cfg.num_negatives = K;
-        INFO("lanes=" << lanes << " stages=" << stages << " ring=" << (l.ring == NceRing::kAsync ? "async" : "registers")
-                      << " B=512 K=" << K);
-        compare(run(gpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f));
+        cfg.proximal_lambda = 3.f;
+        INFO("lanes=" << l.lanes << " stages=" << l.stages << " ring=" << ring_name(l.ring) << " K=" << K
+                      << " D=" << D);
+        compare(run(gpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f));
       }
+    }
+  }
+}
+
+TEST_CASE("fused NCE: every layout on a large batch (several tiles per warp)", "[gpu][nce][heavy]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  for (const Layout& l : all_layouts()) {
+    test::LayoutOverride layout(l.lanes, l.stages, l.ring);
+    // Few splits per sample, so a warp walks two tiles (the async ring runs on
+    // across the boundary; at K = 1000 the second one is short).
+    for (std::int64_t K : {1000, 4096}) {
+      NceData d(512, 128, 20000, K, static_cast<std::uint64_t>(K + 1));
+      NceConfig cfg;
+      cfg.num_negatives = K;
+      INFO("lanes=" << l.lanes << " stages=" << l.stages << " ring=" << ring_name(l.ring) << " B=512 K=" << K);
+      compare(run(gpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f));
     }
   }
 }
