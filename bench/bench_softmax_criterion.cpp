@@ -71,7 +71,8 @@ double gemm_reference_seconds(Context& ctx, const Tensor& features, const Tensor
   return t[t.size() / 2];
 }
 
-// Args: B, N, storage (0 = float32, 1 = bf16), budget in MiB.
+// Args: B, N, storage (0 = float32, 1 = bf16), budget in MiB, GEMM math
+// (0 = TF32, the default; 1 = bf16, for a bf16 bank: SoftmaxMath::kBF16).
 void BM_Softmax(benchmark::State& state) {
   if (gpu() == nullptr) {
     state.SkipWithError("skipped: no CUDA device");
@@ -97,6 +98,7 @@ void BM_Softmax(benchmark::State& state) {
   cfg.temperature = 0.07f;
   cfg.validate_inputs = false;
   cfg.workspace_bytes = static_cast<std::size_t>(state.range(3)) << 20;
+  cfg.math = state.range(4) != 0 ? SoftmaxMath::kBF16 : SoftmaxMath::kTF32;
   SoftmaxCriterion criterion(ctx, cfg, B, kDim, N, storage);
   const double gemm_s = gemm_reference_seconds(ctx, features, bank32, B, N);
   bank32 = Tensor();
@@ -129,11 +131,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: the GPU cases were NOT run (reported as skipped).\n", cuda_status().c_str());
   }
   auto* b = benchmark::RegisterBenchmark("BM_SoftmaxForwardBackward", BM_Softmax);
-  b->ArgNames({"B", "N", "bf16", "budget_MiB"});
+  b->ArgNames({"B", "N", "bf16", "budget_MiB", "bf16_math"});
   for (std::int64_t storage : {0, 1})
     for (std::int64_t B : {128, 256})
-      for (std::int64_t N : {50000, 1281167}) b->Args({B, N, storage, 32});
-  for (std::int64_t budget : {8, 16, 64, 256}) b->Args({256, 1281167, 0, budget});
+      for (std::int64_t N : {50000, 1281167}) b->Args({B, N, storage, 32, 0});
+  // A bf16 bank with bf16 GEMMs (no staging pass), against the same TF32 GEMM rate.
+  for (std::int64_t B : {128, 256})
+    for (std::int64_t N : {50000, 1281167}) b->Args({B, N, 1, 32, 1});
+  for (std::int64_t budget : {8, 16, 64, 256}) b->Args({256, 1281167, 0, budget, 0});
   b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

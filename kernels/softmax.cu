@@ -5,12 +5,17 @@
 //   acc_i = sum_k exp(l_ik - m_i) V[k],  s_i = sum_k exp(l_ik - m_i),
 //   m_i the running max of the logits l_ik = f_i . V[k] / tau.
 // Per chunk [c0, c0 + C):
-//   (bf16 bank) widen_chunk_kernel   the chunk's rows -> fp32 staging (C x D)
+//   (bf16 bank, kTF32/kFP32) widen_chunk_kernel  the chunk's rows -> fp32 staging (C x D)
 //   cuBLAS GEMM                      S = f Vc^T / tau             (B x C)
 //   softmax_chunk_kernel             per sample: chunk max, new running max
 //                                    m', S <- exp(S - m'), s <- s e^(m-m') + sum,
 //                                    acc row *= e^(m-m')
 //   cuBLAS GEMM                      acc += S Vc                    (B x D)
+// SoftmaxMath::kBF16 (bf16 banks): both GEMMs read the bank's bf16 rows as
+// stored (no staging pass) against bf16 operands -- the features, rounded once
+// per call, and the weights, which softmax_chunk_kernel also writes rounded to
+// bf16 (B x C) and sums as rounded, so s and acc see the same weights -- with
+// fp32 accumulation and fp32 S / acc.
 // then softmax_finalize_kernel: the target logit (exact fp32 dot), loss terms
 // m + log s - l_iy, gradient (acc / s - V[y]) / (B tau), the proximal term;
 // and softmax_loss_kernel sums the batch loss in double (fixed order).
@@ -63,10 +68,20 @@ __global__ void widen_chunk_kernel(const bf16* __restrict__ src, float* __restri
     dst[e] = bf16_to_float(src[e]);
 }
 
-// One block per sample i; S row i has `len` logits (row stride len).
+// fp32 -> bf16 (round to nearest even), for the kBF16 GEMM operands.
+__global__ void narrow_kernel(const float* __restrict__ src, bf16* __restrict__ dst, std::int64_t n) {
+  for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    dst[e] = float_to_bf16(src[e]);
+}
+
+// One block per sample i; S row i has `len` logits (row stride len). With
+// `w16` set (kBF16), the weights are also written rounded to bf16 there (same
+// layout) and the running sum adds the rounded values.
 __global__ void __launch_bounds__(kThreads)
     softmax_chunk_kernel(float* __restrict__ s, std::int64_t len, float* __restrict__ acc,
-                         std::int64_t dim, float* __restrict__ run_max, float* __restrict__ run_sum) {
+                         std::int64_t dim, float* __restrict__ run_max, float* __restrict__ run_sum,
+                         bf16* __restrict__ w16) {
   using BlockReduce = cub::BlockReduce<float, kThreads>;
   __shared__ typename BlockReduce::TempStorage temp;
   __shared__ float s_max, s_scale;
@@ -87,10 +102,19 @@ __global__ void __launch_bounds__(kThreads)
   const float new_max = s_max, scale = s_scale;
 
   float sum = 0.f;
-  for (std::int64_t k = threadIdx.x; k < len; k += kThreads) {
-    const float w = expf(row[k] - new_max);
-    row[k] = w;
-    sum += w;
+  if (w16 != nullptr) {
+    bf16* row16 = w16 + i * len;
+    for (std::int64_t k = threadIdx.x; k < len; k += kThreads) {
+      const bf16 w = float_to_bf16(expf(row[k] - new_max));
+      row16[k] = w;
+      sum += bf16_to_float(w);
+    }
+  } else {
+    for (std::int64_t k = threadIdx.x; k < len; k += kThreads) {
+      const float w = expf(row[k] - new_max);
+      row[k] = w;
+      sum += w;
+    }
   }
   __syncthreads();  // temp storage reuse
   sum = BlockReduce(temp).Sum(sum);
@@ -149,13 +173,18 @@ unsigned grid_for(std::int64_t n, const Context& ctx) {
 }  // namespace
 
 std::size_t softmax_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim, std::int64_t chunk,
-                                         DType bank_dtype) {
+                                         DType bank_dtype, SoftmaxMath math) {
   const auto b = static_cast<std::size_t>(batch), d = static_cast<std::size_t>(dim),
              c = static_cast<std::size_t>(chunk);
   std::size_t bytes = cuda::align256(b * c * sizeof(float))      // S
                       + cuda::align256(b * d * sizeof(float))    // acc
                       + 3 * cuda::align256(b * sizeof(float));   // running max, sum, sample loss
-  if (bank_dtype == DType::kBFloat16) bytes += cuda::align256(c * d * sizeof(float));  // staging
+  if (math == SoftmaxMath::kBF16) {
+    bytes += cuda::align256(b * c * sizeof(bf16))    // weights in bf16
+             + cuda::align256(b * d * sizeof(bf16));  // features in bf16
+  } else if (bank_dtype == DType::kBFloat16) {
+    bytes += cuda::align256(c * d * sizeof(float));  // staging
+  }
   return bytes;
 }
 
@@ -164,8 +193,9 @@ void launch_softmax_forward_backward(Context& ctx, const SoftmaxProblem& p) {
   cudaStream_t stream = ctx.stream();
   const std::int64_t B = p.batch, D = p.dim, N = p.bank_size, C = p.chunk;
   const bool bf16_bank = p.bank_dtype == DType::kBFloat16;
+  const bool bf16_math = p.math == SoftmaxMath::kBF16;  // the entry point requires a bf16 bank
   Workspace& ws = ctx.workspace();
-  ws.reserve(softmax_cuda_workspace_bytes(B, D, C, p.bank_dtype), stream);
+  ws.reserve(softmax_cuda_workspace_bytes(B, D, C, p.bank_dtype, p.math), stream);
   char* cursor = static_cast<char*>(ws.data());
   auto carve = [&cursor](std::size_t bytes) {
     float* out = reinterpret_cast<float*>(cursor);
@@ -177,7 +207,9 @@ void launch_softmax_forward_backward(Context& ctx, const SoftmaxProblem& p) {
   float* run_max = carve(static_cast<std::size_t>(B) * sizeof(float));
   float* run_sum = carve(static_cast<std::size_t>(B) * sizeof(float));
   float* sample_loss = carve(static_cast<std::size_t>(B) * sizeof(float));
-  float* staging = bf16_bank ? carve(static_cast<std::size_t>(C * D) * sizeof(float)) : nullptr;
+  float* staging = bf16_bank && !bf16_math ? carve(static_cast<std::size_t>(C * D) * sizeof(float)) : nullptr;
+  auto* w16 = bf16_math ? reinterpret_cast<bf16*>(carve(static_cast<std::size_t>(B * C) * sizeof(bf16))) : nullptr;
+  auto* f16 = bf16_math ? reinterpret_cast<bf16*>(carve(static_cast<std::size_t>(B * D) * sizeof(bf16))) : nullptr;
 
   cublasHandle_t handle = cublas_handle(ctx);
   const cublasComputeType_t compute =
@@ -186,9 +218,30 @@ void launch_softmax_forward_backward(Context& ctx, const SoftmaxProblem& p) {
 
   softmax_init_kernel<<<grid_for(B * D, ctx), kThreads, 0, stream>>>(acc, run_max, run_sum, B, D);
   NPID_CHECK_LAUNCH(ctx, "softmax_init_kernel");
+  if (bf16_math) {
+    narrow_kernel<<<grid_for(B * D, ctx), kThreads, 0, stream>>>(p.features, f16, B * D);
+    NPID_CHECK_LAUNCH(ctx, "narrow_kernel (features)");
+  }
 
   for (std::int64_t c0 = 0; c0 < N; c0 += C) {
     const std::int64_t len = std::min(C, N - c0);
+    if (bf16_math) {
+      const bf16* rows16 = static_cast<const bf16*>(p.bank) + c0 * D;
+      // S^T (len x B) = Vc (len x D) * f^T (D x B) / tau: bf16 operands, fp32 out.
+      NPID_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(len), static_cast<int>(B),
+                                     static_cast<int>(D), &inv_tau, rows16, CUDA_R_16BF, static_cast<int>(D), f16,
+                                     CUDA_R_16BF, static_cast<int>(D), &zero, s, CUDA_R_32F, static_cast<int>(len),
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      softmax_chunk_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(s, len, acc, D, run_max, run_sum,
+                                                                              w16);
+      NPID_CHECK_LAUNCH(ctx, "softmax_chunk_kernel");
+      // acc^T (D x B) += Vc^T (D x len) * W^T (len x B): bf16 operands, fp32 accumulate.
+      NPID_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(D), static_cast<int>(B),
+                                     static_cast<int>(len), &one, rows16, CUDA_R_16BF, static_cast<int>(D), w16,
+                                     CUDA_R_16BF, static_cast<int>(len), &one, acc, CUDA_R_32F, static_cast<int>(D),
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      continue;
+    }
     const float* rows;
     if (bf16_bank) {
       widen_chunk_kernel<<<grid_for(len * D, ctx), kThreads, 0, stream>>>(
@@ -203,7 +256,8 @@ void launch_softmax_forward_backward(Context& ctx, const SoftmaxProblem& p) {
                                    static_cast<int>(B), static_cast<int>(D), &inv_tau, rows, CUDA_R_32F,
                                    static_cast<int>(D), p.features, CUDA_R_32F, static_cast<int>(D), &zero,
                                    s, CUDA_R_32F, static_cast<int>(len), compute, CUBLAS_GEMM_DEFAULT));
-    softmax_chunk_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(s, len, acc, D, run_max, run_sum);
+    softmax_chunk_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(s, len, acc, D, run_max, run_sum,
+                                                                            nullptr);
     NPID_CHECK_LAUNCH(ctx, "softmax_chunk_kernel");
     // acc^T (D x B) += Vc^T (D x len) * W^T (len x B).
     NPID_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(D), static_cast<int>(B),

@@ -29,7 +29,7 @@ struct SoftmaxProblem {
 
 // ---- CUDA (kernels/softmax.cu) ----------------------------------------------
 std::size_t softmax_cuda_workspace_bytes(std::int64_t batch, std::int64_t dim, std::int64_t chunk,
-                                         DType bank_dtype);
+                                         DType bank_dtype, SoftmaxMath math);
 void launch_softmax_forward_backward(Context& ctx, const SoftmaxProblem& p);
 
 // ---- CPU reference (kernels/softmax_cpu.cpp) ----------------------------------

@@ -21,9 +21,14 @@ void check_config(const SoftmaxConfig& c, const char* op) {
                  "expected a finite tau > 0, got " << c.temperature);
   NPID_CHECK_ARG(std::isfinite(c.proximal_lambda) && c.proximal_lambda >= 0.f, op, "proximal_lambda",
                  "expected a finite lambda >= 0, got " << c.proximal_lambda);
-  NPID_CHECK_ARG(c.math == SoftmaxMath::kTF32 || c.math == SoftmaxMath::kFP32, op, "math",
-                 "expected kTF32 or kFP32, got " << static_cast<int>(c.math));
+  NPID_CHECK_ARG(c.math == SoftmaxMath::kTF32 || c.math == SoftmaxMath::kFP32 || c.math == SoftmaxMath::kBF16, op,
+                 "math", "expected kTF32, kFP32 or kBF16, got " << static_cast<int>(c.math));
   NPID_CHECK_ARG(c.workspace_bytes > 0, op, "workspace_bytes", "expected > 0, got 0");
+}
+
+void check_math_for_bank(const SoftmaxConfig& c, DType bank_dtype, const char* op) {
+  NPID_CHECK_ARG(c.math != SoftmaxMath::kBF16 || bank_dtype == DType::kBFloat16, op, "math",
+                 "expected kBF16 only with a bfloat16 bank, got a " << to_string(bank_dtype) << " bank");
 }
 }  // namespace
 
@@ -31,8 +36,13 @@ std::int64_t softmax_chunk_rows(const SoftmaxConfig& config, std::int64_t batch,
                                 std::int64_t bank_size, DType bank_dtype) {
   const auto b = static_cast<std::size_t>(std::max<std::int64_t>(batch, 1));
   const auto d = static_cast<std::size_t>(std::max<std::int64_t>(dim, 1));
-  const std::size_t fixed = softmax_cuda_workspace_bytes(batch, dim, 0, bank_dtype);
-  const std::size_t per_row = b * sizeof(float) + (bank_dtype == DType::kBFloat16 ? d * sizeof(float) : 0);
+  const std::size_t fixed = softmax_cuda_workspace_bytes(batch, dim, 0, bank_dtype, config.math);
+  // Per bank row of a chunk: a logit column (fp32) and, for a bf16 bank, either
+  // a bf16 weight column (kBF16) or an fp32 staging row (the others).
+  const std::size_t per_row =
+      b * sizeof(float) + (config.math == SoftmaxMath::kBF16 ? b * sizeof(std::uint16_t)
+                           : bank_dtype == DType::kBFloat16 ? d * sizeof(float)
+                                                            : 0);
   const std::size_t room = config.workspace_bytes > fixed ? config.workspace_bytes - fixed : 0;
   std::int64_t rows = static_cast<std::int64_t>(room / per_row) / kChunkQuantum * kChunkQuantum;
   rows = std::max(rows, kChunkQuantum);  // the floor: budgets below it are exceeded
@@ -44,7 +54,7 @@ std::size_t softmax_workspace_bytes(const Context& ctx, const SoftmaxConfig& con
   if (!ctx.is_cuda()) return 0;
   return softmax_cuda_workspace_bytes(batch, dim,
                                       softmax_chunk_rows(config, batch, dim, bank_size, bank_dtype),
-                                      bank_dtype);
+                                      bank_dtype, config.math);
 }
 
 void softmax_forward_backward(Context& ctx, const SoftmaxConfig& config, const SoftmaxInputs& in,
@@ -61,6 +71,7 @@ void softmax_forward_backward(Context& ctx, const SoftmaxConfig& config, const S
     require_no_overlap(*o.first, in.targets, kOp, o.second, "targets");
   }
   require_no_overlap(out.grad_features, out.loss, kOp, "grad_features", "loss");
+  check_math_for_bank(config, in.bank.dtype, kOp);
   if (config.validate_inputs) {
     require_indices_below(ctx, in.targets, N, kOp, "targets");
     require_finite(ctx, in.features, kOp, "features");
@@ -95,6 +106,7 @@ SoftmaxCriterion::SoftmaxCriterion(Context& ctx, const SoftmaxConfig& config, st
   NPID_CHECK_ARG(dim >= 1 && dim <= kMaxDim, "SoftmaxCriterion", "dim",
                  "expected D in [1, " << kMaxDim << "], got " << dim);
   NPID_CHECK_ARG(bank_size >= 1, "SoftmaxCriterion", "bank_size", "expected N >= 1, got " << bank_size);
+  check_math_for_bank(config, bank_dtype, "SoftmaxCriterion");
   ctx.workspace().reserve(softmax_workspace_bytes(ctx, config, max_batch, dim, bank_size, bank_dtype),
                           ctx.stream());
 }

@@ -89,6 +89,7 @@ struct TrainStep::Impl {
       SoftmaxConfig sc;
       sc.temperature = cfg.temperature;
       sc.proximal_lambda = cfg.proximal_lambda;
+      sc.math = cfg.softmax_math;
       sc.validate_inputs = false;
       softmax = std::make_unique<SoftmaxCriterion>(c, sc, B, D, n, cfg.bank_dtype);
     }
@@ -258,6 +259,9 @@ TrainStep::TrainStep(Context& ctx, const TrainStepConfig& config, std::int64_t n
                  "expected 2 <= N < 2^31, got " << num_instances);
   NPID_CHECK_ARG(config.bank_momentum >= 0.0f && config.bank_momentum < 1.0f, op, "config.bank_momentum",
                  "expected 0 <= m < 1, got " << config.bank_momentum);
+  NPID_CHECK_ARG(config.softmax_math != SoftmaxMath::kBF16 || config.bank_dtype == DType::kBFloat16, op,
+                 "config.softmax_math", "expected bf16 GEMMs only with a bf16 bank, got a "
+                                            << to_string(config.bank_dtype) << " bank");
   NPID_CHECK_ARG(config.augment.out_height == config.model.image_size &&
                      config.augment.out_width == config.model.image_size,
                  op, "config.augment",

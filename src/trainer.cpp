@@ -100,6 +100,16 @@ AugmentConfig augment_from(const json& j) {
   return a;
 }
 
+const char* softmax_math_name(SoftmaxMath m) {
+  return m == SoftmaxMath::kFP32 ? "fp32" : m == SoftmaxMath::kBF16 ? "bf16" : "tf32";
+}
+SoftmaxMath softmax_math_from(const std::string& name) {
+  if (name == "tf32") return SoftmaxMath::kTF32;
+  if (name == "fp32") return SoftmaxMath::kFP32;
+  if (name == "bf16") return SoftmaxMath::kBF16;
+  throw Error(ErrorKind::kIo, "trainer configuration: step.softmax_math: expected tf32, fp32 or bf16, got '" + name + "'");
+}
+
 json config_json(const TrainerConfig& c) {
   const TrainStepConfig& s = c.step;
   json model = {{"stem", to_string(s.model.stem)},         {"width", s.model.width},
@@ -114,6 +124,7 @@ json config_json(const TrainerConfig& c) {
                {"z_policy", z_policy_name(s.z_policy)},
                {"bank_momentum", s.bank_momentum},
                {"bank_dtype", s.bank_dtype == DType::kBFloat16 ? "bf16" : "fp32"},
+               {"softmax_math", softmax_math_name(s.softmax_math)},
                {"bank_init", to_string(s.bank_init)},
                {"sgd", {{"momentum", s.sgd.momentum}, {"weight_decay", s.sgd.weight_decay}, {"nesterov", s.sgd.nesterov}}},
                {"batch_size", s.batch_size},
@@ -172,6 +183,7 @@ TrainerConfig TrainerConfig::from_json(const std::string& text) {
                                                          : ZPolicy::kFirstBatch;
     c.step.bank_momentum = s.at("bank_momentum");
     c.step.bank_dtype = s.at("bank_dtype") == "bf16" ? DType::kBFloat16 : DType::kFloat32;
+    c.step.softmax_math = softmax_math_from(s.value("softmax_math", "tf32"));  // absent before 0.1 runs: tf32
     c.step.bank_init = s.at("bank_init") == to_string(BankInit::kUnit) ? BankInit::kUnit : BankInit::kUniform;
     c.step.sgd.momentum = s.at("sgd").at("momentum");
     c.step.sgd.weight_decay = s.at("sgd").at("weight_decay");

@@ -162,7 +162,7 @@ if nce:
         for a, b in pairs:
             lines.append(f"| {a.split('/', 1)[1]} | {times[a]:.1f} us | {times[b]:.1f} us | {times[a] / times[b]:.2f}x |")
 if softmax:
-    lines += ["", "## bench_softmax_criterion (D = 128, TF32; time per forward+backward)", "",
+    lines += ["", "## bench_softmax_criterion (D = 128, TF32 GEMMs unless bf16_math:1; time per forward+backward)", "",
               "| benchmark | time | TFLOP/s | cuBLAS TF32 GEMM TFLOP/s, same shapes | fraction | chunk rows |",
               "|---|---|---|---|---|---|"]
     for b in softmax:

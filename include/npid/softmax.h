@@ -16,8 +16,10 @@
 // (SoftmaxMath::kTF32, the default: ~1e-3 relative error in the logits) or
 // exact fp32 (kFP32). The log-sum-exp comes from the GEMM logits, the target
 // logit from an exact fp32 dot product, so under TF32 a loss near zero can
-// come out slightly negative (by ~1e-3 / tau); use kFP32 where that matters. The bank may be float32 or bfloat16 (widened to fp32
-// chunk by chunk). Deterministic for a given device, shape and budget.
+// // come out slightly negative (by ~1e-3 / tau); use kFP32 where that matters.
+// The bank may be float32 or bfloat16 (widened to fp32 chunk by chunk, or,
+// under kBF16, multiplied as stored). The CPU reference computes in fp32 /
+// double whatever the math. Deterministic for a given device, shape and budget.
 #pragma once
 
 #include <cstddef>
@@ -31,6 +33,11 @@ namespace npid {
 enum class SoftmaxMath {
   kTF32,  // TF32 tensor-core GEMMs, fp32 accumulate (fast; ~1e-3 relative)
   kFP32,  // plain fp32 GEMMs (exact to fp32 rounding; for checks)
+  // bf16 banks only: bf16 tensor-core GEMMs on the rows as stored (no fp32
+  // staging copy), the features and the softmax weights rounded to bf16
+  // (2^-9 relative), fp32 accumulation; the running sum adds the rounded
+  // weights, so the gradient is the exact expectation under them.
+  kBF16,
 };
 
 struct SoftmaxConfig {
@@ -38,8 +45,9 @@ struct SoftmaxConfig {
   float proximal_lambda = 0.0f;   // lambda >= 0
   SoftmaxMath math = SoftmaxMath::kTF32;
   // Workspace budget: the chunk C is the largest multiple of 128 rows whose
-  // buffers (B x C logits, plus a C x D fp32 staging copy for a bf16 bank)
-  // fit in it, capped at N. Smaller budgets mean more, smaller GEMMs.
+  // buffers (B x C logits, plus a C x D fp32 staging copy for a bf16 bank, or
+  // B x C bf16 weights under kBF16) fit in it, capped at N. Smaller budgets
+  // mean more, smaller GEMMs.
   std::size_t workspace_bytes = std::size_t(32) << 20;
   // Check target ranges and feature finiteness first (one stream sync on CUDA).
   bool validate_inputs = true;

@@ -44,6 +44,8 @@ struct TrainStepConfig {
   ZPolicy z_policy = ZPolicy::kFirstBatch;
   float bank_momentum = 0.5f;
   DType bank_dtype = DType::kFloat32;
+  // Full softmax only: the GEMMs' math (kBF16 needs a bf16 bank; see npid/softmax.h).
+  SoftmaxMath softmax_math = SoftmaxMath::kTF32;
   BankInit bank_init = BankInit::kUniform;
   SgdConfig sgd;                       // momentum 0.9, weight decay 5e-4
   std::int64_t batch_size = 128;

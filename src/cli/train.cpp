@@ -37,6 +37,7 @@ overrides of the preset:
   --criterion C        nce (preset default) | softmax       --nce-k K        --tau T
   --lambda L           proximal term       --z-policy first_batch|ema
   --bank-momentum M    --bank-dtype fp32|bf16        --bank-init uniform|unit
+  --softmax-math M     tf32 (default) | fp32 | bf16: the full softmax's GEMMs (bf16 needs --bank-dtype bf16)
   --width W            --image-size S     --embedding-dim D
   --weight-decay WD    --momentum M       --nesterov
   --flip P             horizontal-flip probability of the augmentation
@@ -53,7 +54,7 @@ overrides of the preset:
 
 const std::set<std::string> kKnown = {
     "--help", "--preset", "--data", "--device", "--run", "--resume", "--epochs", "--batch", "--lr", "--lr-steps",
-    "--cosine", "--criterion", "--nce-k", "--tau", "--lambda", "--z-policy", "--bank-momentum", "--bank-dtype",
+    "--cosine", "--criterion", "--nce-k", "--tau", "--lambda", "--z-policy", "--bank-momentum", "--bank-dtype", "--softmax-math",
     "--bank-init", "--width", "--image-size", "--embedding-dim", "--weight-decay", "--momentum", "--nesterov", "--flip",
     "--seed", "--steps-per-epoch", "--knn-every", "--knn-k", "--checkpoint-every", "--no-final-eval", "--log-every",
     "--threads", "--quiet", "--no-cuda-graph", "--stream"};
@@ -150,6 +151,10 @@ int train_main(const std::vector<std::string>& args) {
                                                                                               : ZPolicy::kFirstBatch;
     cfg.step.bank_momentum = static_cast<float>(o.number("--bank-momentum", cfg.step.bank_momentum, 0, 0.999999));
     cfg.step.bank_dtype = o.choice("--bank-dtype", "fp32", {"fp32", "bf16"}) == "bf16" ? DType::kBFloat16 : DType::kFloat32;
+    if (o.has("--softmax-math")) {
+      const std::string m = o.choice("--softmax-math", "tf32", {"tf32", "fp32", "bf16"});
+      cfg.step.softmax_math = m == "bf16" ? SoftmaxMath::kBF16 : m == "fp32" ? SoftmaxMath::kFP32 : SoftmaxMath::kTF32;
+    }
     cfg.step.bank_init = o.choice("--bank-init", "uniform", {"uniform", "unit"}) == "unit" ? BankInit::kUnit
                                                                                          : BankInit::kUniform;
     cfg.step.model.width = o.integer("--width", cfg.step.model.width, 1, 1024);

@@ -86,8 +86,8 @@ TEST_CASE("softmax chunk size follows the workspace budget", "[softmax]") {
   const std::int64_t c32 = softmax_chunk_rows(cfg, B, D, N, DType::kFloat32);
   CHECK(c32 % 128 == 0);
   // The chunk's buffers fit the budget.
-  CHECK(softmax_cuda_workspace_bytes(B, D, c32, DType::kFloat32) <= cfg.workspace_bytes);
-  CHECK(softmax_cuda_workspace_bytes(B, D, c32 + 128, DType::kFloat32) > cfg.workspace_bytes);
+  CHECK(softmax_cuda_workspace_bytes(B, D, c32, DType::kFloat32, SoftmaxMath::kTF32) <= cfg.workspace_bytes);
+  CHECK(softmax_cuda_workspace_bytes(B, D, c32 + 128, DType::kFloat32, SoftmaxMath::kTF32) > cfg.workspace_bytes);
   // A bf16 bank needs an fp32 staging copy of the chunk: fewer rows per chunk.
   CHECK(softmax_chunk_rows(cfg, B, D, N, DType::kBFloat16) < c32);
   cfg.workspace_bytes = std::size_t(128) << 20;
@@ -95,6 +95,14 @@ TEST_CASE("softmax chunk size follows the workspace budget", "[softmax]") {
   CHECK(softmax_chunk_rows(cfg, B, D, 1000, DType::kFloat32) == 1000);  // capped at N
   cfg.workspace_bytes = 1;
   CHECK(softmax_chunk_rows(cfg, B, D, N, DType::kFloat32) == 128);  // the floor
+  // kBF16 on a bf16 bank: bf16 weights (B x C x 2 bytes) instead of a staging
+  // copy; the chunk fits the budget exactly as the others do.
+  cfg.workspace_bytes = std::size_t(32) << 20;
+  cfg.math = SoftmaxMath::kBF16;
+  const std::int64_t c16 = softmax_chunk_rows(cfg, B, D, N, DType::kBFloat16);
+  CHECK(c16 % 128 == 0);
+  CHECK(softmax_cuda_workspace_bytes(B, D, c16, DType::kBFloat16, SoftmaxMath::kBF16) <= cfg.workspace_bytes);
+  CHECK(softmax_cuda_workspace_bytes(B, D, c16 + 128, DType::kBFloat16, SoftmaxMath::kBF16) > cfg.workspace_bytes);
 }
 
 TEST_CASE("softmax rejects bad input with a named argument", "[softmax][errors]") {
@@ -130,5 +138,13 @@ TEST_CASE("softmax rejects bad input with a named argument", "[softmax][errors]"
   SECTION("non-finite feature") {
     d.features[0] = std::nanf("");
     test::require_error([&] { run(good); }, kind, {"'features'", "finite"});
+  }
+  SECTION("bf16 GEMMs need a bf16 bank") {
+    cfg.math = SoftmaxMath::kBF16;
+    const float before = loss;
+    test::require_error([&] { run(good); }, kind, {"'math'", "kBF16 only with a bfloat16 bank", "got a float32 bank"});
+    CHECK(loss == before);  // nothing written
+    test::require_error([&] { SoftmaxCriterion(ctx, cfg, d.B, d.D, d.N, DType::kFloat32); }, kind,
+                        {"SoftmaxCriterion", "'math'"});
   }
 }

@@ -121,6 +121,13 @@ TEST_CASE("TrainStep rejects bad input naming it", "[train][errors]") {
   TrainStepConfig bad = cfg;
   bad.augment.out_height = 16;
   test::require_error([&] { TrainStep s(ctx, bad, 32); }, ErrorKind::kInvalidArgument, {"config.augment", "8 x 8"});
+  bad = tiny_config(CriterionKind::kSoftmax).step;
+  bad.softmax_math = SoftmaxMath::kBF16;  // needs a bf16 bank
+  test::require_error([&] { TrainStep s(ctx, bad, 32); }, ErrorKind::kInvalidArgument,
+                      {"config.softmax_math", "bf16 bank", "float32"});
+  bad.bank_dtype = DType::kBFloat16;
+  TrainStep ok(ctx, bad, 32);  // accepted (on the CPU the math is exact fp32 whatever it says)
+  REQUIRE(ok.steps_done() == 0);
 }
 
 TEST_CASE("Trainer: two runs with one seed are identical; a resumed run equals the uninterrupted one", "[train]") {
@@ -229,6 +236,16 @@ TEST_CASE("Trainer config: presets, JSON round trip, LR schedules", "[train]") {
   REQUIRE(i.step.augment.flip_p == 0.5f);
   REQUIRE(i.step.sgd.weight_decay == Approx(1e-4f));
   REQUIRE(TrainerConfig::from_json(i.to_json()).to_json() == i.to_json());
+  TrainerConfig b = c;
+  b.step.bank_dtype = DType::kBFloat16;
+  b.step.softmax_math = SoftmaxMath::kBF16;
+  REQUIRE(TrainerConfig::from_json(b.to_json()).step.softmax_math == SoftmaxMath::kBF16);
+  // A configuration written before softmax_math existed reads as tf32.
+  std::string old_doc = c.to_json();
+  const std::size_t at = old_doc.find("\"softmax_math\"");
+  REQUIRE(at != std::string::npos);
+  old_doc.erase(at, old_doc.find('\n', at) - at + 1);
+  REQUIRE(TrainerConfig::from_json(old_doc).step.softmax_math == SoftmaxMath::kTF32);
   TrainerConfig cos = c;
   cos.cosine = true;
   REQUIRE(cos.lr_at(100) == Approx(0.015f));

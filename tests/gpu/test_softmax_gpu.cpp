@@ -53,7 +53,7 @@ void compare(const Out& g, const Out& c, double loss_tol, double grad_tol) {
 
 // Bytes that make chunks of exactly `rows` rows for batch B, width D.
 std::size_t budget_for(std::int64_t rows, std::int64_t B, std::int64_t D, DType dtype) {
-  return softmax_cuda_workspace_bytes(B, D, rows, dtype);
+  return softmax_cuda_workspace_bytes(B, D, rows, dtype, SoftmaxMath::kTF32);
 }
 
 }  // namespace
@@ -107,6 +107,30 @@ TEST_CASE("softmax: TF32 math stays within its rounding of the reference", "[gpu
   cfg.temperature = 0.1f;
   cfg.math = SoftmaxMath::kTF32;
   compare(run(gpu, cfg, d), run(cpu, cfg, d), 5e-3, 2e-2);
+}
+
+TEST_CASE("softmax: bf16 GEMMs on a bf16 bank stay within bf16 rounding of the reference", "[gpu][softmax][bf16]") {
+  // kBF16 rounds f and the weights to bf16 (2^-9 relative): a logit (unit
+  // vectors) moves by <= 2^-9 / tau in the worst case, ~2e-4 / tau typically,
+  // and each weight by 2^-9 independently. At tau = 0.1: the loss within
+  // 5e-3, the gradient within 3e-2 -- a little above TF32's bound.
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  struct Shape {
+    std::int64_t B, N, chunk;
+  };
+  // N not a multiple of the chunk; N < chunk; B = 1; a real batch.
+  for (const Shape s : {Shape{7, 1000, 256}, Shape{7, 100, 1024}, Shape{1, 777, 128}, Shape{256, 20000, 2048}}) {
+    NceData d(s.B, 128, s.N, 1, static_cast<std::uint64_t>(s.B + 3 * s.N));
+    SoftmaxConfig cfg;
+    cfg.temperature = 0.1f;
+    cfg.math = SoftmaxMath::kBF16;
+    cfg.proximal_lambda = s.B == 7 ? 10.f : 0.f;
+    cfg.workspace_bytes = softmax_cuda_workspace_bytes(s.B, 128, s.chunk, DType::kBFloat16, SoftmaxMath::kBF16);
+    INFO("B=" << s.B << " N=" << s.N << " chunk=" << softmax_chunk_rows(cfg, s.B, 128, s.N, DType::kBFloat16));
+    CHECK(softmax_chunk_rows(cfg, s.B, 128, s.N, DType::kBFloat16) == std::min(s.chunk, s.N));
+    compare(run(gpu, cfg, d, true), run(cpu, cfg, d, true), 5e-3, 3e-2);
+  }
 }
 
 TEST_CASE("softmax on CUDA: deterministic, and independent of the chunk size", "[gpu][softmax]") {
