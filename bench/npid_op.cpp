@@ -244,14 +244,16 @@ int run_softmax(const std::string& dir, Context& ctx, int warmup, int iters) {
   bank_update(ctx, bank, features, targets, momentum);
   write_outputs(ctx, dir, loss, grad, bank, targets_h);
 
-  cfg.math = SoftmaxMath::kTF32;
+  // Timed: TF32 GEMMs, or bf16 GEMMs on a bf16 bank when the pair asks (bf16_math).
+  const bool bf16_math = bf16_bank && meta.count("bf16_math") && meta.at("bf16_math") != 0;
+  cfg.math = bf16_math ? SoftmaxMath::kBF16 : SoftmaxMath::kTF32;
   cfg.validate_inputs = false;
   SoftmaxCriterion criterion(ctx, cfg, B, D, N, bank.dtype());
   const auto ms = time_steps(ctx, warmup, iters, [&](int) {
     criterion.forward_backward({features, targets, bank}, {loss, grad});
     bank_update(ctx, bank, features, targets, momentum, false);
   });
-  write_timing(dir, bf16_bank ? "softmax_step_bf16" : "softmax_step", ctx, ms);
+  write_timing(dir, bf16_math ? "softmax_step_bf16_gemm" : bf16_bank ? "softmax_step_bf16" : "softmax_step", ctx, ms);
   return 0;
 }
 
