@@ -573,14 +573,22 @@ struct Gather {
   GatherKernel fn = nullptr;
   int smem = 0;
   bool async_ring = false;
+  int code = 0;  // ring * 1000 + lanes * 10 + stages (nce_last_layout)
 };
 
 // kind * 1000 + lanes * 10 + stages; 0 = default.
 std::atomic<int> g_layout_override{0};
+// The layout code of the last gather launched (tests check an override took).
+std::atomic<int> g_last_layout{0};
 
 template <typename T, int kLanes, int kStages>
 Gather async_gather() {
-  return {nce_negatives_async_kernel<T, kLanes, kStages>, AsyncLayout<T, kLanes, kStages>::kSmemBytes, true};
+  return {nce_negatives_async_kernel<T, kLanes, kStages>, AsyncLayout<T, kLanes, kStages>::kSmemBytes, true,
+          1000 + kLanes * 10 + kStages};
+}
+template <typename T, int kLanes, int kVec, int kChunks, int kStages>
+Gather register_gather() {
+  return {nce_negatives_kernel<T, kLanes, kVec, kChunks, kStages>, 0, false, kLanes * 10 + kStages};
 }
 
 // Dispatch table, for each bank storage T in {float, bf16}:
@@ -609,21 +617,21 @@ Gather pick_gather_kernel(std::int64_t dim, bool vec4, bool async_ok) {
         }
       }
       switch (o) {
-        case 82: return {nce_negatives_kernel<T, 8, 4, 4, 2>};
-        case 83: return {nce_negatives_kernel<T, 8, 4, 4, 3>};
-        case 84: return {nce_negatives_kernel<T, 8, 4, 4, 4>};
-        case 162: return {nce_negatives_kernel<T, 16, 4, 2, 2>};
-        case 163: return {nce_negatives_kernel<T, 16, 4, 2, 3>};
-        case 164: return {nce_negatives_kernel<T, 16, 4, 2, 4>};
+        case 82: return register_gather<T, 8, 4, 4, 2>();
+        case 83: return register_gather<T, 8, 4, 4, 3>();
+        case 84: return register_gather<T, 8, 4, 4, 4>();
+        case 162: return register_gather<T, 16, 4, 2, 2>();
+        case 163: return register_gather<T, 16, 4, 2, 3>();
+        case 164: return register_gather<T, 16, 4, 2, 4>();
         default:
-          return {sizeof(T) == 4 ? nce_negatives_kernel<T, 16, 4, 2, 2> : nce_negatives_kernel<T, 16, 4, 2, 3>};
+          return sizeof(T) == 4 ? register_gather<T, 16, 4, 2, 2>() : register_gather<T, 16, 4, 2, 3>();
       }
     }
-    if (dim <= 256) return {nce_negatives_kernel<T, 32, 4, 2, 2>};
-    return {nce_negatives_kernel<T, 32, 4, 4, 2>};
+    if (dim <= 256) return register_gather<T, 32, 4, 2, 2>();
+    return register_gather<T, 32, 4, 4, 2>();
   }
-  if (dim <= 128) return {nce_negatives_kernel<T, 32, 1, 4, 2>};
-  return {nce_negatives_kernel<T, 32, 1, 16, 2>};
+  if (dim <= 128) return register_gather<T, 32, 1, 4, 2>();
+  return register_gather<T, 32, 1, 16, 2>();
 }
 
 // Resident blocks per SM of `kernel` on the current device (cached). Also
@@ -692,6 +700,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
                                   : pick_gather_kernel<float>(pr.dim, vec4, async_ok);
   const FinalizeKernel finalize = bf16_bank ? nce_finalize_kernel<bf16> : nce_finalize_kernel<float>;
   const int splits = choose_splits(ctx, gather, pr.batch, pr.num_negatives);
+  g_last_layout.store(gather.code);
 
   // Carve the workspace.
   char* cursor = static_cast<char*>(ws.data());
@@ -764,6 +773,8 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
                                                       pr.z_decay);
   NPID_CHECK_LAUNCH(ctx, "nce_reduce_kernel");
 }
+
+int nce_last_layout() { return g_last_layout.load(); }
 
 void nce_set_layout_override(int lanes, int stages, NceRing ring) {
   g_layout_override.store(lanes == 0 ? 0 : (ring == NceRing::kAsync ? 1000 : 0) + lanes * 10 + stages);

@@ -45,6 +45,11 @@ std::int64_t softmax_chunk_rows(const SoftmaxConfig& config, std::int64_t batch,
                                                             : 0);
   const std::size_t room = config.workspace_bytes > fixed ? config.workspace_bytes - fixed : 0;
   std::int64_t rows = static_cast<std::int64_t>(room / per_row) / kChunkQuantum * kChunkQuantum;
+  // The estimate ignores the 256-byte padding of the chunk-sized buffers: step
+  // back while the real layout does not fit.
+  while (rows > kChunkQuantum &&
+         softmax_cuda_workspace_bytes(batch, dim, rows, bank_dtype, config.math) > config.workspace_bytes)
+    rows -= kChunkQuantum;
   rows = std::max(rows, kChunkQuantum);  // the floor: budgets below it are exceeded
   return std::max<std::int64_t>(1, std::min(rows, bank_size));
 }

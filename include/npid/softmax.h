@@ -16,7 +16,8 @@
 // (SoftmaxMath::kTF32, the default: ~1e-3 relative error in the logits) or
 // exact fp32 (kFP32). The log-sum-exp comes from the GEMM logits, the target
 // logit from an exact fp32 dot product, so under TF32 a loss near zero can
-// // come out slightly negative (by ~1e-3 / tau); use kFP32 where that matters.
+// // come out slightly negative (by ~1e-3 / tau; ~4x that under kBF16); use kFP32
+// where that matters.
 // The bank may be float32 or bfloat16 (widened to fp32 chunk by chunk, or,
 // under kBF16, multiplied as stored). The CPU reference computes in fp32 /
 // double whatever the math. Deterministic for a given device, shape and budget.

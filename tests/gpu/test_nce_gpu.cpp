@@ -222,8 +222,27 @@ TEST_CASE("fused NCE: every D <= 128 layout and pipeline depth matches the CPU r
         INFO("lanes=" << l.lanes << " stages=" << l.stages << " ring=" << ring_name(l.ring) << " K=" << K
                       << " D=" << D);
         compare(run(gpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f));
+        // The override took: this variant, not a fallback, ran.
+        CHECK(nce_last_layout() == (l.ring == NceRing::kAsync ? 1000 : 0) + l.lanes * 10 + l.stages);
       }
     }
+  }
+}
+
+// Small enough for compute-sanitizer racecheck (tools/device_check.sh): the
+// async ring's lane-private shared-memory slots and the epilogue that reuses
+// them as scratch.
+TEST_CASE("fused NCE: the async ring on a small case", "[gpu][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  for (const Layout& l : {Layout{16, 8, NceRing::kAsync}, Layout{8, 4, NceRing::kAsync}}) {
+    test::LayoutOverride layout(l.lanes, l.stages, l.ring);
+    NceData d(3, 128, 3000, 200, 11);
+    NceConfig cfg;
+    cfg.num_negatives = d.K;
+    INFO("lanes=" << l.lanes << " stages=" << l.stages);
+    compare(run(gpu, cfg, d, 1, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 1, ZUpdate::kInitFromBatch, 0.f));
+    CHECK(nce_last_layout() == 1000 + l.lanes * 10 + l.stages);
   }
 }
 
