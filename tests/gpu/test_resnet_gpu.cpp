@@ -92,9 +92,11 @@ TEST_CASE("BatchNorm kernels match the CPU reference (train, eval, backward)", "
   for (bool relu : {false, true}) {
     for (bool residual : {false, true}) {
       // Chunk counts that do not divide the positions, channel counts that are
-      // not a multiple of 32, and real sizes.
+      // not a multiple of 32, real sizes, and one large enough that the
+      // elementwise grid-stride loops wrap around the channels (C = 40 does
+      // not divide the stride).
       for (const NormShape s : {NormShape{7 * 16 * 16, 64}, NormShape{3, 5}, NormShape{256 * 4 * 4, 512},
-                                NormShape{1000, 40}, NormShape{257 * 3, 100}}) {
+                                NormShape{1000, 40}, NormShape{257 * 3, 100}, NormShape{40000, 40}}) {
         const auto x = randf(static_cast<std::size_t>(s.count * s.channels), 1, 2.0);
         const auto res = randf(x.size(), 2), dy = randf(x.size(), 3);
         const auto gamma = randf(static_cast<std::size_t>(s.channels), 4), beta = randf(gamma.size(), 5);
