@@ -1,10 +1,13 @@
 // resnet_layers_cpu.cpp -- CPU references of the ResNet-18 layers (contracts
 // in resnet_layers.h). They are the oracle of the GPU layers and the CPU
 // training backend, so they are written for clarity first and speed second:
-// convolutions are im2col + a cache-friendly GEMM, threaded over images (or
-// output channels for the weight gradient); every sum has a fixed order, so
-// results do not depend on the thread count. Sums over many terms (BatchNorm
-// statistics) accumulate in double.
+// convolutions are im2col + a GEMM written as axpys over contiguous rows (they
+// vectorize; four output rows share each weight row), threaded over images
+// (or output channels for the weight gradient); BatchNorm walks positions
+// with the channels innermost. Every sum has a fixed order -- each output adds
+// its terms in index order, from 0 -- so results depend neither on the thread
+// count nor on the blocking. Sums over many terms (BatchNorm statistics)
+// accumulate in double.
 #include "resnet_layers.h"
 
 #include <algorithm>
@@ -72,19 +75,46 @@ void col2im_add(const ConvShape& s, const Real* dcol, std::int64_t img, Real* dx
 
 template <typename Real>
 void conv2d_forward_cpu(const ConvShape& s, const Real* x, const Real* w, Real* y, int threads) {
-  const std::int64_t m = s.out_h() * s.out_w(), kk = s.k * s.k * s.c;
+  const std::int64_t m = s.out_h() * s.out_w(), kk = s.k * s.k * s.c, oc = s.out_c;
+  // w^T (K, O), so that the inner loop runs over contiguous output channels
+  // (independent sums: it vectorizes, where a dot product's one running sum
+  // does not). Each y[p, o] still adds its K products in order q = 0..K-1,
+  // from 0: the same value as the dot product, bit for bit.
+  std::vector<Real> wt(static_cast<std::size_t>(kk * oc));
+  for (std::int64_t o = 0; o < oc; ++o)
+    for (std::int64_t q = 0; q < kk; ++q) wt[static_cast<std::size_t>(q * oc + o)] = w[o * kk + q];
   parallel_for(s.n, threads, [&](std::int64_t img) {
     std::vector<Real> col(static_cast<std::size_t>(m * kk));
     im2col(s, x, img, col.data());
-    Real* yi = y + img * m * s.out_c;
-    // y (M, O) = col (M, K) w^T (K, O): dot products over contiguous K.
-    for (std::int64_t p = 0; p < m; ++p) {
+    Real* yi = y + img * m * oc;
+    // y (M, O) = col (M, K) w^T (K, O) as axpys over O, four output rows at
+    // a time so that each row of w^T is loaded once per four.
+    std::fill(yi, yi + m * oc, Real(0));
+    std::int64_t p = 0;
+    for (; p + 4 <= m; p += 4) {
+      const Real* a0 = col.data() + p * kk;
+      const Real *a1 = a0 + kk, *a2 = a1 + kk, *a3 = a2 + kk;
+      Real* o0 = yi + p * oc;
+      Real *o1 = o0 + oc, *o2 = o1 + oc, *o3 = o2 + oc;
+      for (std::int64_t q = 0; q < kk; ++q) {
+        const Real* b = wt.data() + q * oc;
+        const Real c0 = a0[q], c1 = a1[q], c2 = a2[q], c3 = a3[q];
+        for (std::int64_t o = 0; o < oc; ++o) {
+          const Real bo = b[o];
+          o0[o] += c0 * bo;
+          o1[o] += c1 * bo;
+          o2[o] += c2 * bo;
+          o3[o] += c3 * bo;
+        }
+      }
+    }
+    for (; p < m; ++p) {
       const Real* a = col.data() + p * kk;
-      for (std::int64_t o = 0; o < s.out_c; ++o) {
-        const Real* b = w + o * kk;
-        Real acc = 0;
-        for (std::int64_t q = 0; q < kk; ++q) acc += a[q] * b[q];
-        yi[p * s.out_c + o] = acc;
+      Real* out = yi + p * oc;
+      for (std::int64_t q = 0; q < kk; ++q) {
+        const Real aq = a[q];
+        const Real* b = wt.data() + q * oc;
+        for (std::int64_t o = 0; o < oc; ++o) out[o] += aq * b[o];
       }
     }
   });
@@ -96,11 +126,30 @@ void conv2d_backward_data_cpu(const ConvShape& s, const Real* dy, const Real* w,
   parallel_for(s.n, threads, [&](std::int64_t img) {
     std::vector<Real> dcol(static_cast<std::size_t>(m * kk), Real(0));
     const Real* dyi = dy + img * m * s.out_c;
-    // dcol (M, K) = dy (M, O) w (O, K).
-    for (std::int64_t p = 0; p < m; ++p) {
+    // dcol (M, K) = dy (M, O) w (O, K), four rows at a time (each row of w
+    // loaded once per four); every element still adds its O terms in order.
+    const std::int64_t oc = s.out_c;
+    std::int64_t p = 0;
+    for (; p + 4 <= m; p += 4) {
+      Real* r0 = dcol.data() + p * kk;
+      Real *r1 = r0 + kk, *r2 = r1 + kk, *r3 = r2 + kk;
+      const Real* d0 = dyi + p * oc;
+      for (std::int64_t o = 0; o < oc; ++o) {
+        const Real g0 = d0[o], g1 = d0[oc + o], g2 = d0[2 * oc + o], g3 = d0[3 * oc + o];
+        const Real* b = w + o * kk;
+        for (std::int64_t q = 0; q < kk; ++q) {
+          const Real bq = b[q];
+          r0[q] += g0 * bq;
+          r1[q] += g1 * bq;
+          r2[q] += g2 * bq;
+          r3[q] += g3 * bq;
+        }
+      }
+    }
+    for (; p < m; ++p) {
       Real* row = dcol.data() + p * kk;
-      for (std::int64_t o = 0; o < s.out_c; ++o) {
-        const Real g = dyi[p * s.out_c + o];
+      for (std::int64_t o = 0; o < oc; ++o) {
+        const Real g = dyi[p * oc + o];
         const Real* b = w + o * kk;
         for (std::int64_t q = 0; q < kk; ++q) row[q] += g * b[q];
       }
@@ -136,34 +185,47 @@ void conv2d_backward_weight_cpu(const ConvShape& s, const Real* x, const Real* d
 
 // ---- BatchNorm ----------------------------------------------------------------
 
+// BatchNorm walks the NHWC tensor position by position with the channels
+// innermost (contiguous memory), keeping one running sum per channel; each
+// channel's sums still add its positions in order p = 0..count-1, so results
+// are those of a channel-by-channel loop, bit for bit.
 template <typename Real>
 void batchnorm_train_forward_cpu(const NormShape& s, const Real* x, const Real* gamma, const Real* beta,
                                  Real eps, Real momentum, Real* running_mean, Real* running_var,
                                  const Real* residual, bool relu, Real* y, Real* save_mean,
                                  Real* save_invstd) {
   const std::int64_t count = s.count, ch = s.channels;
-  for (std::int64_t c = 0; c < ch; ++c) {
-    double sum = 0.0;
-    for (std::int64_t p = 0; p < count; ++p) sum += static_cast<double>(x[p * ch + c]);
-    const double mean = sum / static_cast<double>(count);
-    double sq = 0.0;
-    for (std::int64_t p = 0; p < count; ++p) {
-      const double d = static_cast<double>(x[p * ch + c]) - mean;
-      sq += d * d;
+  const auto n = static_cast<std::size_t>(ch);
+  std::vector<double> mean(n, 0.0), sq(n, 0.0), scale(n), shift(n);
+  for (std::int64_t p = 0; p < count; ++p) {
+    const Real* xp = x + p * ch;
+    for (std::int64_t c = 0; c < ch; ++c) mean[c] += static_cast<double>(xp[c]);
+  }
+  for (std::int64_t c = 0; c < ch; ++c) mean[c] /= static_cast<double>(count);
+  for (std::int64_t p = 0; p < count; ++p) {
+    const Real* xp = x + p * ch;
+    for (std::int64_t c = 0; c < ch; ++c) {
+      const double d = static_cast<double>(xp[c]) - mean[c];
+      sq[c] += d * d;
     }
-    const double var = sq / static_cast<double>(count);
+  }
+  for (std::int64_t c = 0; c < ch; ++c) {
+    const double var = sq[c] / static_cast<double>(count);
     const double invstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
-    save_mean[c] = static_cast<Real>(mean);
+    save_mean[c] = static_cast<Real>(mean[c]);
     save_invstd[c] = static_cast<Real>(invstd);
-    const double unbiased = count > 1 ? sq / static_cast<double>(count - 1) : var;
-    running_mean[c] = static_cast<Real>((1.0 - momentum) * running_mean[c] + momentum * mean);
+    const double unbiased = count > 1 ? sq[c] / static_cast<double>(count - 1) : var;
+    running_mean[c] = static_cast<Real>((1.0 - momentum) * running_mean[c] + momentum * mean[c]);
     running_var[c] = static_cast<Real>((1.0 - momentum) * running_var[c] + momentum * unbiased);
-    const double scale = static_cast<double>(gamma[c]) * invstd;
-    const double shift = static_cast<double>(beta[c]) - mean * scale;
-    for (std::int64_t p = 0; p < count; ++p) {
-      Real v = static_cast<Real>(static_cast<double>(x[p * ch + c]) * scale + shift);
-      if (residual != nullptr) v += residual[p * ch + c];
-      y[p * ch + c] = relu && v < Real(0) ? Real(0) : v;
+    scale[c] = static_cast<double>(gamma[c]) * invstd;
+    shift[c] = static_cast<double>(beta[c]) - mean[c] * scale[c];
+  }
+  for (std::int64_t p = 0; p < count; ++p) {
+    const std::int64_t e0 = p * ch;
+    for (std::int64_t c = 0; c < ch; ++c) {
+      Real v = static_cast<Real>(static_cast<double>(x[e0 + c]) * scale[c] + shift[c]);
+      if (residual != nullptr) v += residual[e0 + c];
+      y[e0 + c] = relu && v < Real(0) ? Real(0) : v;
     }
   }
 }
@@ -173,14 +235,18 @@ void batchnorm_eval_forward_cpu(const NormShape& s, const Real* x, const Real* g
                                 const Real* running_mean, const Real* running_var, Real eps,
                                 const Real* residual, bool relu, Real* y) {
   const std::int64_t count = s.count, ch = s.channels;
+  std::vector<double> scale(static_cast<std::size_t>(ch)), shift(static_cast<std::size_t>(ch));
   for (std::int64_t c = 0; c < ch; ++c) {
     const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + static_cast<double>(eps));
-    const double scale = static_cast<double>(gamma[c]) * invstd;
-    const double shift = static_cast<double>(beta[c]) - static_cast<double>(running_mean[c]) * scale;
-    for (std::int64_t p = 0; p < count; ++p) {
-      Real v = static_cast<Real>(static_cast<double>(x[p * ch + c]) * scale + shift);
-      if (residual != nullptr) v += residual[p * ch + c];
-      y[p * ch + c] = relu && v < Real(0) ? Real(0) : v;
+    scale[c] = static_cast<double>(gamma[c]) * invstd;
+    shift[c] = static_cast<double>(beta[c]) - static_cast<double>(running_mean[c]) * scale[c];
+  }
+  for (std::int64_t p = 0; p < count; ++p) {
+    const std::int64_t e0 = p * ch;
+    for (std::int64_t c = 0; c < ch; ++c) {
+      Real v = static_cast<Real>(static_cast<double>(x[e0 + c]) * scale[c] + shift[c]);
+      if (residual != nullptr) v += residual[e0 + c];
+      y[e0 + c] = relu && v < Real(0) ? Real(0) : v;
     }
   }
 }
@@ -190,24 +256,48 @@ void batchnorm_backward_cpu(const NormShape& s, const Real* dy, const Real* x, c
                             const Real* gamma, const Real* save_mean, const Real* save_invstd, Real* dx,
                             Real* dgamma, Real* dbeta, Real* residual_grad) {
   const std::int64_t count = s.count, ch = s.channels;
+  const auto n = static_cast<std::size_t>(ch);
+  std::vector<double> mean(n), invstd(n), sum_g(n, 0.0), sum_gx(n, 0.0), k(n);
   for (std::int64_t c = 0; c < ch; ++c) {
-    const double mean = save_mean[c], invstd = save_invstd[c];
-    double sum_g = 0.0, sum_gx = 0.0;
-    for (std::int64_t p = 0; p < count; ++p) {
-      const std::int64_t e = p * ch + c;
-      const double g = relu && !(y[e] > Real(0)) ? 0.0 : static_cast<double>(dy[e]);
-      if (residual_grad != nullptr) residual_grad[e] = static_cast<Real>(g);
-      sum_g += g;
-      sum_gx += g * (static_cast<double>(x[e]) - mean) * invstd;
+    mean[c] = save_mean[c];
+    invstd[c] = save_invstd[c];
+  }
+  // g = dy masked by the ReLU (y <= 0, or NaN, passes nothing), one position
+  // at a time into `g_row`; the branches stay outside the channel loops.
+  std::vector<double> g_row(n);
+  auto masked = [&](std::int64_t e0) {
+    if (relu) {
+      for (std::int64_t c = 0; c < ch; ++c) {
+        const double d = static_cast<double>(dy[e0 + c]);  // loaded unconditionally: a select, not a branch
+        g_row[c] = y[e0 + c] > Real(0) ? d : 0.0;
+      }
+    } else {
+      for (std::int64_t c = 0; c < ch; ++c) g_row[c] = static_cast<double>(dy[e0 + c]);
     }
-    dbeta[c] = static_cast<Real>(sum_g);
-    dgamma[c] = static_cast<Real>(sum_gx);
-    const double k = static_cast<double>(gamma[c]) * invstd / static_cast<double>(count);
-    for (std::int64_t p = 0; p < count; ++p) {
-      const std::int64_t e = p * ch + c;
-      const double g = relu && !(y[e] > Real(0)) ? 0.0 : static_cast<double>(dy[e]);
-      const double xhat = (static_cast<double>(x[e]) - mean) * invstd;
-      dx[e] = static_cast<Real>(k * (static_cast<double>(count) * g - sum_g - xhat * sum_gx));
+  };
+  for (std::int64_t p = 0; p < count; ++p) {
+    const std::int64_t e0 = p * ch;
+    masked(e0);
+    if (residual_grad != nullptr)
+      for (std::int64_t c = 0; c < ch; ++c) residual_grad[e0 + c] = static_cast<Real>(g_row[c]);
+    for (std::int64_t c = 0; c < ch; ++c) {
+      const double g = g_row[c];
+      sum_g[c] += g;
+      sum_gx[c] += g * (static_cast<double>(x[e0 + c]) - mean[c]) * invstd[c];
+    }
+  }
+  for (std::int64_t c = 0; c < ch; ++c) {
+    dbeta[c] = static_cast<Real>(sum_g[c]);
+    dgamma[c] = static_cast<Real>(sum_gx[c]);
+    k[c] = static_cast<double>(gamma[c]) * invstd[c] / static_cast<double>(count);
+  }
+  const double m = static_cast<double>(count);
+  for (std::int64_t p = 0; p < count; ++p) {
+    const std::int64_t e0 = p * ch;
+    masked(e0);
+    for (std::int64_t c = 0; c < ch; ++c) {
+      const double xhat = (static_cast<double>(x[e0 + c]) - mean[c]) * invstd[c];
+      dx[e0 + c] = static_cast<Real>(k[c] * (m * g_row[c] - sum_g[c] - xhat * sum_gx[c]));
     }
   }
 }
