@@ -166,18 +166,26 @@ void conv2d_backward_weight_cpu(const ConvShape& s, const Real* x, const Real* d
   std::vector<Real> cols(static_cast<std::size_t>(s.n * m * kk));
   parallel_for(s.n, threads, [&](std::int64_t img) { im2col(s, x, img, cols.data() + img * m * kk); });
   // dw (O, K) = sum over images and positions of dy (M, O)^T col (M, K);
-  // threads own output channels, images and positions run in order.
-  parallel_for(s.out_c, threads, [&](std::int64_t o) {
-    Real* row = dw + o * kk;
-    std::fill(row, row + kk, Real(0));
+  // each thread owns a contiguous range of output channels and walks the
+  // images and positions once, in order (a column row is read once per range,
+  // not once per channel); every dw row adds its terms in (image, position)
+  // order whatever the thread count.
+  const std::int64_t oc = s.out_c;
+  const std::int64_t t = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, oc));
+  parallel_for(t, static_cast<int>(t), [&](std::int64_t w) {
+    const std::int64_t o_begin = oc * w / t, o_end = oc * (w + 1) / t;
+    std::fill(dw + o_begin * kk, dw + o_end * kk, Real(0));
     for (std::int64_t img = 0; img < s.n; ++img) {
-      const Real* dyi = dy + img * m * s.out_c;
+      const Real* dyi = dy + img * m * oc;
       const Real* coli = cols.data() + img * m * kk;
       for (std::int64_t p = 0; p < m; ++p) {
-        const Real g = dyi[p * s.out_c + o];
-        if (g == Real(0)) continue;
         const Real* a = coli + p * kk;
-        for (std::int64_t q = 0; q < kk; ++q) row[q] += g * a[q];
+        for (std::int64_t o = o_begin; o < o_end; ++o) {
+          const Real g = dyi[p * oc + o];
+          if (g == Real(0)) continue;
+          Real* row = dw + o * kk;
+          for (std::int64_t q = 0; q < kk; ++q) row[q] += g * a[q];
+        }
       }
     }
   });
