@@ -178,7 +178,30 @@ void conv2d_backward_weight_cpu(const ConvShape& s, const Real* x, const Real* d
     for (std::int64_t img = 0; img < s.n; ++img) {
       const Real* dyi = dy + img * m * oc;
       const Real* coli = cols.data() + img * m * kk;
-      for (std::int64_t p = 0; p < m; ++p) {
+      // Four positions per pass over a dw row (a quarter of the row traffic),
+      // added one after another in position order. A zero g adds +-0, which
+      // leaves a running sum that started at +0 unchanged (finite columns), so
+      // skipping zeros or not gives the same bits; all-zero quads are skipped.
+      std::int64_t p = 0;
+      for (; p + 4 <= m; p += 4) {
+        const Real* a0 = coli + p * kk;
+        const Real *a1 = a0 + kk, *a2 = a1 + kk, *a3 = a2 + kk;
+        const Real* d0 = dyi + p * oc;
+        for (std::int64_t o = o_begin; o < o_end; ++o) {
+          const Real g0 = d0[o], g1 = d0[oc + o], g2 = d0[2 * oc + o], g3 = d0[3 * oc + o];
+          if (g0 == Real(0) && g1 == Real(0) && g2 == Real(0) && g3 == Real(0)) continue;
+          Real* row = dw + o * kk;
+          for (std::int64_t q = 0; q < kk; ++q) {
+            Real r = row[q];
+            r += g0 * a0[q];
+            r += g1 * a1[q];
+            r += g2 * a2[q];
+            r += g3 * a3[q];
+            row[q] = r;
+          }
+        }
+      }
+      for (; p < m; ++p) {
         const Real* a = coli + p * kk;
         for (std::int64_t o = o_begin; o < o_end; ++o) {
           const Real g = dyi[p * oc + o];
