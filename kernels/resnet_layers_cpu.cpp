@@ -71,15 +71,50 @@ void col2im_add(const ConvShape& s, const Real* dcol, std::int64_t img, Real* dx
   }
 }
 
+// C (M, N) = A (M, K) B (K, N), all row-major and contiguous, as axpys over
+// C's rows (they vectorize), four rows of C per row of B (B is read once per
+// four). Every C[p][j] adds its K products in order i = 0..K-1, starting from
+// 0: the value of the plain triple loop, bit for bit, whatever the blocking.
+template <typename Real>
+void gemm_rows(std::int64_t m, std::int64_t k, std::int64_t n, const Real* a, const Real* b, Real* c) {
+  std::fill(c, c + m * n, Real(0));
+  std::int64_t p = 0;
+  for (; p + 4 <= m; p += 4) {
+    const Real* a0 = a + p * k;
+    const Real *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k;
+    Real* c0 = c + p * n;
+    Real *c1 = c0 + n, *c2 = c1 + n, *c3 = c2 + n;
+    for (std::int64_t i = 0; i < k; ++i) {
+      const Real* bi = b + i * n;
+      const Real x0 = a0[i], x1 = a1[i], x2 = a2[i], x3 = a3[i];
+      for (std::int64_t j = 0; j < n; ++j) {
+        const Real bj = bi[j];
+        c0[j] += x0 * bj;
+        c1[j] += x1 * bj;
+        c2[j] += x2 * bj;
+        c3[j] += x3 * bj;
+      }
+    }
+  }
+  for (; p < m; ++p) {
+    const Real* ap = a + p * k;
+    Real* cp = c + p * n;
+    for (std::int64_t i = 0; i < k; ++i) {
+      const Real x = ap[i];
+      const Real* bi = b + i * n;
+      for (std::int64_t j = 0; j < n; ++j) cp[j] += x * bi[j];
+    }
+  }
+}
+
 }  // namespace
 
 template <typename Real>
 void conv2d_forward_cpu(const ConvShape& s, const Real* x, const Real* w, Real* y, int threads) {
   const std::int64_t m = s.out_h() * s.out_w(), kk = s.k * s.k * s.c, oc = s.out_c;
-  // w^T (K, O), so that the inner loop runs over contiguous output channels
-  // (independent sums: it vectorizes, where a dot product's one running sum
-  // does not). Each y[p, o] still adds its K products in order q = 0..K-1,
-  // from 0: the same value as the dot product, bit for bit.
+  // w^T (K, O): gemm_rows' inner loop then runs over contiguous output
+  // channels (independent sums, which vectorize where a dot product's one
+  // running sum does not), and each y[p, o] is still the in-order dot product.
   std::vector<Real> wt(static_cast<std::size_t>(kk * oc));
   for (std::int64_t o = 0; o < oc; ++o)
     for (std::int64_t q = 0; q < kk; ++q) wt[static_cast<std::size_t>(q * oc + o)] = w[o * kk + q];
@@ -87,36 +122,7 @@ void conv2d_forward_cpu(const ConvShape& s, const Real* x, const Real* w, Real* 
     std::vector<Real> col(static_cast<std::size_t>(m * kk));
     im2col(s, x, img, col.data());
     Real* yi = y + img * m * oc;
-    // y (M, O) = col (M, K) w^T (K, O) as axpys over O, four output rows at
-    // a time so that each row of w^T is loaded once per four.
-    std::fill(yi, yi + m * oc, Real(0));
-    std::int64_t p = 0;
-    for (; p + 4 <= m; p += 4) {
-      const Real* a0 = col.data() + p * kk;
-      const Real *a1 = a0 + kk, *a2 = a1 + kk, *a3 = a2 + kk;
-      Real* o0 = yi + p * oc;
-      Real *o1 = o0 + oc, *o2 = o1 + oc, *o3 = o2 + oc;
-      for (std::int64_t q = 0; q < kk; ++q) {
-        const Real* b = wt.data() + q * oc;
-        const Real c0 = a0[q], c1 = a1[q], c2 = a2[q], c3 = a3[q];
-        for (std::int64_t o = 0; o < oc; ++o) {
-          const Real bo = b[o];
-          o0[o] += c0 * bo;
-          o1[o] += c1 * bo;
-          o2[o] += c2 * bo;
-          o3[o] += c3 * bo;
-        }
-      }
-    }
-    for (; p < m; ++p) {
-      const Real* a = col.data() + p * kk;
-      Real* out = yi + p * oc;
-      for (std::int64_t q = 0; q < kk; ++q) {
-        const Real aq = a[q];
-        const Real* b = wt.data() + q * oc;
-        for (std::int64_t o = 0; o < oc; ++o) out[o] += aq * b[o];
-      }
-    }
+    gemm_rows(m, kk, oc, col.data(), wt.data(), yi);  // y (M, O) = col (M, K) w^T (K, O)
   });
 }
 
@@ -124,36 +130,8 @@ template <typename Real>
 void conv2d_backward_data_cpu(const ConvShape& s, const Real* dy, const Real* w, Real* dx, int threads) {
   const std::int64_t m = s.out_h() * s.out_w(), kk = s.k * s.k * s.c;
   parallel_for(s.n, threads, [&](std::int64_t img) {
-    std::vector<Real> dcol(static_cast<std::size_t>(m * kk), Real(0));
-    const Real* dyi = dy + img * m * s.out_c;
-    // dcol (M, K) = dy (M, O) w (O, K), four rows at a time (each row of w
-    // loaded once per four); every element still adds its O terms in order.
-    const std::int64_t oc = s.out_c;
-    std::int64_t p = 0;
-    for (; p + 4 <= m; p += 4) {
-      Real* r0 = dcol.data() + p * kk;
-      Real *r1 = r0 + kk, *r2 = r1 + kk, *r3 = r2 + kk;
-      const Real* d0 = dyi + p * oc;
-      for (std::int64_t o = 0; o < oc; ++o) {
-        const Real g0 = d0[o], g1 = d0[oc + o], g2 = d0[2 * oc + o], g3 = d0[3 * oc + o];
-        const Real* b = w + o * kk;
-        for (std::int64_t q = 0; q < kk; ++q) {
-          const Real bq = b[q];
-          r0[q] += g0 * bq;
-          r1[q] += g1 * bq;
-          r2[q] += g2 * bq;
-          r3[q] += g3 * bq;
-        }
-      }
-    }
-    for (; p < m; ++p) {
-      Real* row = dcol.data() + p * kk;
-      for (std::int64_t o = 0; o < oc; ++o) {
-        const Real g = dyi[p * oc + o];
-        const Real* b = w + o * kk;
-        for (std::int64_t q = 0; q < kk; ++q) row[q] += g * b[q];
-      }
-    }
+    std::vector<Real> dcol(static_cast<std::size_t>(m * kk));
+    gemm_rows(m, s.out_c, kk, dy + img * m * s.out_c, w, dcol.data());  // dcol (M, K) = dy (M, O) w (O, K)
     Real* dxi = dx + img * s.h * s.w * s.c;
     std::fill(dxi, dxi + s.h * s.w * s.c, Real(0));
     col2im_add(s, dcol.data(), img, dx);

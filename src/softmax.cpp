@@ -40,7 +40,7 @@ std::int64_t softmax_chunk_rows(const SoftmaxConfig& config, std::int64_t batch,
   // Per bank row of a chunk: a logit column (fp32) and, for a bf16 bank, either
   // a bf16 weight column (kBF16) or an fp32 staging row (the others).
   const std::size_t per_row =
-      b * sizeof(float) + (config.math == SoftmaxMath::kBF16 ? b * sizeof(std::uint16_t)
+      b * sizeof(float) + (config.math == SoftmaxMath::kBF16 ? b * sizeof(bf16)
                            : bank_dtype == DType::kBFloat16 ? d * sizeof(float)
                                                             : 0);
   const std::size_t room = config.workspace_bytes > fixed ? config.workspace_bytes - fixed : 0;
