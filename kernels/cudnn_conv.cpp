@@ -7,6 +7,11 @@
 // and its configuration. Engines are filtered by their numerical notes: never
 // fp16 down-conversion; no tensor cores (TF32) for ConvMath::kFP32; and
 // deterministic ones first, nondeterministic only when nothing else finalizes.
+//
+// Deviceless planning (cuDNN >= 9.8): the graph, the heuristics and the plan
+// finalization take a device-properties descriptor (deserialized from cuDNN's
+// JSON) instead of a handle; everything else is the same code, so a machine
+// without a GPU checks every descriptor and engine choice (tests/cpu).
 #include "cudnn_conv.h"
 
 #include <cudnn.h>
@@ -24,6 +29,12 @@ namespace npid {
 namespace cudnn {
 
 namespace {
+
+std::string last_cudnn_error() {
+  char message[512] = {0};
+  cudnnGetLastErrorString(message, sizeof(message));
+  return message[0] != '\0' ? std::string(" (") + message + ")" : std::string();
+}
 
 // RAII owner of one backend descriptor.
 class Desc {
@@ -50,7 +61,13 @@ class Desc {
     cudnnBackendDescriptor_t d = other.get();
     return set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, &d, 1);
   }
-  void finalize() { NPID_CUDNN_CHECK(cudnnBackendFinalize(d_)); }
+  // Throws npid::Error (kCudnn) naming `what` and cuDNN's reason.
+  void finalize(const char* what) {
+    const cudnnStatus_t st = cudnnBackendFinalize(d_);
+    if (st != CUDNN_STATUS_SUCCESS)
+      throw Error(ErrorKind::kCudnn, std::string("cuDNN rejected the ") + what + " descriptor: " +
+                                         cudnnGetErrorString(st) + last_cudnn_error());
+  }
 
  private:
   cudnnBackendDescriptor_t d_ = nullptr;
@@ -74,7 +91,7 @@ Desc tensor(std::int64_t uid, std::int64_t n, std::int64_t c, std::int64_t h, st
       .set_i64s(CUDNN_ATTR_TENSOR_STRIDES, nhwc_strides(c, h, w))
       .set_i64(CUDNN_ATTR_TENSOR_UNIQUE_ID, uid)
       .set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, kAlignment);
-  t.finalize();
+  t.finalize("tensor");
   return t;
 }
 
@@ -142,12 +159,6 @@ unsigned rejected_numerical(ConvMath math, bool allow_nondeterministic) {
   return r;
 }
 
-std::string last_cudnn_error() {
-  char message[512] = {0};
-  cudnnGetLastErrorString(message, sizeof(message));
-  return message[0] != '\0' ? std::string(" (") + message + ")" : std::string();
-}
-
 const char* name_of(ConvDirection d) {
   switch (d) {
     case ConvDirection::kForward: return "forward";
@@ -157,11 +168,67 @@ const char* name_of(ConvDirection d) {
   return "?";
 }
 
+// "convolution forward for x (n, h, w, c), 3x3 stride 1 pad 1 -> 64 channels (tf32)"
+std::string describe(ConvDirection dir, const layers::ConvShape& s, ConvMath math) {
+  return std::string("convolution ") + name_of(dir) + " for x (" + std::to_string(s.n) + ", " + std::to_string(s.h) +
+         ", " + std::to_string(s.w) + ", " + std::to_string(s.c) + "), " + std::to_string(s.k) + "x" +
+         std::to_string(s.k) + " stride " + std::to_string(s.stride) + " pad " + std::to_string(s.pad) + " -> " +
+         std::to_string(s.out_c) + " channels (" + (math == ConvMath::kFP32 ? "exact fp32" : "tf32") + ")";
+}
+
+// A serialized device-properties descriptor's JSON (CUDNN_TYPE_CHAR).
+std::string serialize_properties(cudnnBackendDescriptor_t props) {
+  std::int64_t size = 0;
+  NPID_CUDNN_CHECK(cudnnBackendGetAttribute(props, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0,
+                                            &size, nullptr));
+  std::string json(static_cast<std::size_t>(std::max<std::int64_t>(size, 0)), '\0');
+  std::int64_t got = 0;
+  NPID_CUDNN_CHECK(cudnnBackendGetAttribute(props, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, size,
+                                            &got, json.data()));
+  json.resize(static_cast<std::size_t>(std::min(got, size)));
+  while (!json.empty() && json.back() == '\0') json.pop_back();
+  return json;
+}
+
 }  // namespace
+
+// The GPU a deviceless ConvPlans plans for.
+class DeviceProperties {
+ public:
+  explicit DeviceProperties(const std::string& json) : desc_(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR) {
+    if (cudnnGetVersion() < 90800)
+      throw Error(ErrorKind::kUnsupported, "cuDNN: deviceless planning needs cuDNN 9.8 or newer, found " +
+                                               std::to_string(cudnnGetVersion()));
+    if (json.empty())
+      throw Error(ErrorKind::kInvalidArgument, "device_properties_json: expected cuDNN's serialized device "
+                                               "properties (a JSON object), got an empty string");
+    const cudnnStatus_t set = cudnnBackendSetAttribute(desc_.get(), CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION,
+                                                       CUDNN_TYPE_CHAR, static_cast<std::int64_t>(json.size()),
+                                                       json.data());
+    const cudnnStatus_t fin = set == CUDNN_STATUS_SUCCESS ? cudnnBackendFinalize(desc_.get()) : set;
+    if (fin != CUDNN_STATUS_SUCCESS)
+      throw Error(ErrorKind::kInvalidArgument,
+                  std::string("device_properties_json: expected cuDNN's serialized device properties, got ") +
+                      std::to_string(json.size()) + " bytes that cuDNN rejects: " + cudnnGetErrorString(fin) +
+                      last_cudnn_error());
+  }
+  cudnnBackendDescriptor_t get() const { return desc_.get(); }
+
+ private:
+  Desc desc_;
+};
+
+// Where plans are made: on a device through its handle, or for the device
+// that `props` describes (deviceless; such plans cannot execute).
+struct PlanTarget {
+  cudnnHandle_t handle = nullptr;
+  cudnnBackendDescriptor_t props = nullptr;
+};
 
 class ConvPlan {
  public:
-  ConvPlan(cudnnHandle_t handle, ConvDirection dir, const layers::ConvShape& s, ConvMath math) : dir_(dir) {
+  ConvPlan(PlanTarget target, ConvDirection dir, const layers::ConvShape& s, ConvMath math) : dir_(dir) {
+    cudnnHandle_t handle = target.handle;
     const std::int64_t ho = s.out_h(), wo = s.out_w();
     x_ = std::make_unique<Desc>(tensor(kUidX, s.n, s.c, s.h, s.w));
     const Desc& x = *x_;
@@ -174,7 +241,7 @@ class ConvPlan {
         .set_i64s(CUDNN_ATTR_TENSOR_STRIDES, nhwc_strides(s.c, s.k, s.k))
         .set_i64(CUDNN_ATTR_TENSOR_UNIQUE_ID, kUidW)
         .set_i64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, kAlignment);
-    w.finalize();
+    w.finalize("filter tensor");
     y_ = std::make_unique<Desc>(tensor(kUidY, s.n, s.out_c, ho, wo));
     const Desc& y = *y_;
 
@@ -188,7 +255,7 @@ class ConvPlan {
         .set_i64s(CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, {s.stride, s.stride})
         .set_i64s(CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, {s.pad, s.pad})
         .set_i64s(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, {s.pad, s.pad});
-    conv.finalize();
+    conv.finalize("convolution");
 
     const float alpha = 1.f, beta = 0.f;
     std::unique_ptr<Desc>& op = op_;
@@ -217,13 +284,13 @@ class ConvPlan {
           .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, &alpha, 1)
           .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, &beta, 1);
     }
-    op->finalize();
+    op->finalize("convolution operation");
 
     graph_ = std::make_unique<Desc>(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     cudnnBackendDescriptor_t ops = op->get();
-    graph_->set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, &ops, 1)
-        .set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
-    graph_->finalize();
+    graph_->set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, &ops, 1);
+    if (handle != nullptr) graph_->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
+    graph_->finalize("operation graph");
 
     // What was tried, for the error message when nothing works.
     std::string tried;
@@ -235,6 +302,8 @@ class ConvPlan {
         Desc h(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
         h.set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *graph_)
             .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, &heur, 1);
+        if (target.props != nullptr)
+          h.set(CUDNN_ATTR_ENGINEHEUR_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, &target.props, 1);
         if (cudnnBackendFinalize(h.get()) != CUDNN_STATUS_SUCCESS) {
           if (&pass == &kPasses[0])
             tried += std::string(" [heuristics ") + (heur == CUDNN_HEUR_MODE_A ? "A" : "fallback") +
@@ -270,8 +339,11 @@ class ConvPlan {
           }
           auto plan = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
           cudnnBackendDescriptor_t cfg = raw[static_cast<std::size_t>(k)];
-          plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1)
-              .set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, &cfg, 1);
+          if (handle != nullptr)
+            plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
+          else
+            plan->set(CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, &target.props, 1);
+          plan->set(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, &cfg, 1);
           const cudnnStatus_t st = cudnnBackendFinalize(plan->get());
           if (st != CUDNN_STATUS_SUCCESS) {
             if (tried.size() < 2000)
@@ -297,14 +369,9 @@ class ConvPlan {
     }
     char bits[16];
     std::snprintf(bits, sizeof(bits), "0x%x", filtered_bits);
-    throw Error(ErrorKind::kCudnn, std::string("cuDNN: no engine supports the convolution ") + name_of(dir) +
-                                       " for x (" + std::to_string(s.n) + ", " + std::to_string(s.h) + ", " +
-                                       std::to_string(s.w) + ", " + std::to_string(s.c) + "), " + std::to_string(s.k) +
-                                       "x" + std::to_string(s.k) + " stride " + std::to_string(s.stride) + " pad " +
-                                       std::to_string(s.pad) + " -> " + std::to_string(s.out_c) + " channels (" +
-                                       (math == ConvMath::kFP32 ? "exact fp32" : "tf32") + "): " +
-                                       std::to_string(filtered) + " configurations filtered by their notes (numerical " +
-                                       bits + "), " + std::to_string(unreadable) + " with unreadable notes, " +
+    throw Error(ErrorKind::kCudnn, "no engine supports it: " + std::to_string(filtered) +
+                                       " configurations filtered by their notes (numerical " + bits + "), " +
+                                       std::to_string(unreadable) + " with unreadable notes, " +
                                        std::to_string(over_cap) + " over the workspace cap;" +
                                        (tried.empty() ? " no plan finalize was attempted" : tried));
   }
@@ -334,7 +401,7 @@ class ConvPlan {
     pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, ptrs, 3)
         .set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, uids, 3)
         .set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, &workspace, 1);
-    pack.finalize();
+    pack.finalize("variant pack");
     NPID_CUDNN_CHECK(cudnnBackendExecute(handle, plan_->get(), pack.get()));
   }
 
@@ -347,14 +414,27 @@ class ConvPlan {
 };
 
 ConvPlans::ConvPlans(Context& ctx) : ctx_(&ctx) {}
+ConvPlans::ConvPlans(const std::string& device_properties_json)
+    : ctx_(nullptr), props_(std::make_unique<DeviceProperties>(device_properties_json)) {}
 ConvPlans::~ConvPlans() = default;
 
 std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math) {
   const Key key{static_cast<int>(dir), s.n, s.h, s.w, s.c, s.out_c, s.k, s.stride, s.pad, static_cast<int>(math)};
   auto it = plans_.find(key);
   if (it == plans_.end()) {
-    DeviceGuard guard(ctx_->device());
-    it = plans_.emplace(key, std::make_unique<ConvPlan>(cudnn_handle(*ctx_), dir, s, math)).first;
+    std::unique_ptr<ConvPlan> plan;
+    try {
+      if (ctx_ != nullptr) {
+        DeviceGuard guard(ctx_->device());
+        plan = std::make_unique<ConvPlan>(PlanTarget{cudnn_handle(*ctx_), nullptr}, dir, s, math);
+      } else {
+        plan = std::make_unique<ConvPlan>(PlanTarget{nullptr, props_->get()}, dir, s, math);
+      }
+    } catch (const Error& e) {
+      // Name the convolution; the cause (cuDNN's own reason) follows.
+      throw Error(e.kind(), "cuDNN: " + describe(dir, s, math) + ": " + e.what());
+    }
+    it = plans_.emplace(key, std::move(plan)).first;
   }
   return it->second->workspace();
 }
@@ -365,12 +445,25 @@ void ConvPlans::run(ConvDirection dir, const layers::ConvShape& s, ConvMath math
   const Key key{static_cast<int>(dir), s.n, s.h, s.w, s.c, s.out_c, s.k, s.stride, s.pad, static_cast<int>(math)};
   auto it = plans_.find(key);
   if (it == plans_.end())
-    throw Error(ErrorKind::kInternal, std::string("cuDNN convolution ") + name_of(dir) + " for x (" +
-                                          std::to_string(s.n) + ", " + std::to_string(s.h) + ", " +
-                                          std::to_string(s.w) + ", " + std::to_string(s.c) + ") -> " +
-                                          std::to_string(s.out_c) + " channels was run before prepare()");
+    throw Error(ErrorKind::kInternal, "cuDNN: " + describe(dir, s, math) + " was run before prepare()");
+  if (ctx_ == nullptr)
+    throw Error(ErrorKind::kUnsupported,
+                "cuDNN: " + describe(dir, s, math) + ": plans made from device properties (deviceless) cannot run");
   DeviceGuard guard(ctx_->device());
   it->second->run(cudnn_handle(*ctx_), a, b, out, workspace);
+}
+
+std::string device_properties_json(Context& ctx) {
+  DeviceGuard guard(ctx.device());
+  cudnnHandle_t handle = cudnn_handle(ctx);
+  Desc props(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+  props.set(CUDNN_ATTR_DEVICEPROP_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
+  props.finalize("device properties");
+  return serialize_properties(props.get());
+}
+
+std::string normalized_properties_json(const std::string& json) {
+  return serialize_properties(DeviceProperties(json).get());
 }
 
 ConvPlans::Summary ConvPlans::summary() const {

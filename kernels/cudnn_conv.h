@@ -14,12 +14,18 @@
 // selection relaxes in passes (see cudnn_conv.cpp): deterministic, no runtime
 // compilation and at most 512 MiB of workspace first. Every descriptor is
 // RAII and lives as long as its plan.
+//
+// Deviceless planning (cuDNN >= 9.8): ConvPlans built from cuDNN's serialized
+// device properties run the same descriptor, heuristics and engine-selection
+// code for that GPU without one being present; their plans cannot execute.
+// CPU tests use it with device profiles recorded on GPU machines.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
 
 #include "npid/context.h"
@@ -31,11 +37,16 @@ namespace cudnn {
 enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
 enum class ConvMath { kTF32, kFP32 };
 
-class ConvPlan;  // an execution plan with its workspace size
+class ConvPlan;          // an execution plan with its workspace size
+class DeviceProperties;  // the GPU a deviceless ConvPlans plans for
 
 class ConvPlans {
  public:
   explicit ConvPlans(Context& ctx);
+  // Deviceless: plans for the GPU described by `device_properties_json`
+  // (device_properties_json() on that GPU). Throws npid::Error (kInvalidArgument)
+  // when cuDNN rejects the description, kUnsupported before cuDNN 9.8.
+  explicit ConvPlans(const std::string& device_properties_json);
   ~ConvPlans();
   ConvPlans(const ConvPlans&) = delete;
   ConvPlans& operator=(const ConvPlans&) = delete;
@@ -45,7 +56,7 @@ class ConvPlans {
   // Runs on ctx.stream(). Pointers: forward (x, w -> y), backward data
   // (dy, w -> dx), backward filter (x, dy -> dw); outputs are overwritten.
   // `workspace` must hold prepare()'s bytes.
-  // Throws npid::Error when the plan was never prepared.
+  // Throws npid::Error when the plan was never prepared, or was made deviceless.
   void run(ConvDirection dir, const layers::ConvShape& s, ConvMath math, const float* a, const float* b, float* out,
            void* workspace);
 
@@ -59,9 +70,16 @@ class ConvPlans {
  private:
   using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                          std::int64_t, std::int64_t, int>;
-  Context* ctx_;
+  Context* ctx_;                             // null when deviceless
+  std::unique_ptr<DeviceProperties> props_;  // set when deviceless
   std::map<Key, std::unique_ptr<ConvPlan>> plans_;
 };
+
+// The context's GPU as cuDNN serializes it (the deviceless constructor's input).
+std::string device_properties_json(Context& ctx);
+// `json` as cuDNN re-serializes it after reading it (throws like the
+// deviceless constructor): a check that a stored profile is complete.
+std::string normalized_properties_json(const std::string& json);
 
 }  // namespace cudnn
 }  // namespace npid

@@ -75,17 +75,11 @@ struct CudaRunner::Impl {
   // training will need them), and the workspace they need.
   void prepare(std::int64_t n, bool with_backward = true) {
     std::size_t need = 0;
-    auto conv = [&](const Conv& c, bool data_grad) {
-      need = std::max(need, plans.prepare(ConvDirection::kForward, c.shape(n), math));
-      if (!with_backward) return;
-      need = std::max(need, plans.prepare(ConvDirection::kBackwardFilter, c.shape(n), math));
-      if (data_grad) need = std::max(need, plans.prepare(ConvDirection::kBackwardData, c.shape(n), math));
-    };
-    conv(spec->stem, false);
-    for (const Block& b : spec->blocks) {
-      conv(b.conv1, true);
-      conv(b.conv2, true);
-      if (b.has_down) conv(b.down, true);
+    for (const Conv* c : spec->convs()) {
+      need = std::max(need, plans.prepare(ConvDirection::kForward, c->shape(n), math));
+      if (!with_backward) continue;
+      need = std::max(need, plans.prepare(ConvDirection::kBackwardFilter, c->shape(n), math));
+      if (c != &spec->stem) need = std::max(need, plans.prepare(ConvDirection::kBackwardData, c->shape(n), math));
     }
     if (need > conv_ws_bytes) {
       ctx->synchronize();

@@ -70,6 +70,16 @@ struct Builder {
 
 }  // namespace
 
+std::vector<const Conv*> NetSpec::convs() const {
+  std::vector<const Conv*> out{&stem};
+  for (const Block& b : blocks) {
+    out.push_back(&b.conv1);
+    out.push_back(&b.conv2);
+    if (b.has_down) out.push_back(&b.down);
+  }
+  return out;
+}
+
 NetSpec NetSpec::build(const ResNetConfig& cfg) {
   NPID_CHECK_ARG(cfg.width >= 1, "ResNet18", "width", "expected >= 1, got " << cfg.width);
   NPID_CHECK_ARG(cfg.embedding_dim >= 1, "ResNet18", "embedding_dim", "expected >= 1, got " << cfg.embedding_dim);

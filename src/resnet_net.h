@@ -64,6 +64,10 @@ struct NetSpec {
     return n;
   }
 
+  // Every convolution in execution order, the stem first (the stem is the
+  // only one whose data gradient is never needed: its input is the images).
+  std::vector<const Conv*> convs() const;
+
   // Validates the configuration (errors name the layer and the shapes).
   static NetSpec build(const ResNetConfig& cfg);
 };

@@ -3,6 +3,8 @@
 // the whole network -- both stems, batch 1, 7 and a real size -- forward
 // output, every parameter gradient and the running statistics.
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 
 #include "common/fd.h"
 #include "cudnn_conv.h"
@@ -85,6 +87,39 @@ TEST_CASE("cuDNN graph convolutions match the CPU reference", "[gpu][resnet][con
                      << summary.max_workspace << " bytes");
   CHECK(summary.plans == 30);
   CHECK(summary.nondeterministic == 0);
+}
+
+// The device's own cuDNN profile: it serializes and reads back, and deviceless
+// plans made from it (what tests/cpu checks with stored profiles) cover the
+// same convolutions as plans made on the device. With NPID_CUDNN_PROFILE_OUT
+// set, the profile is written there (tools/device_check.sh records it, to be
+// stored under tests/cpu/cudnn_profiles).
+TEST_CASE("cuDNN device profile: deviceless plans agree with plans made on the device", "[gpu][resnet][conv]") {
+  Context gpu = Context::cuda();
+  const std::string json = cudnn::device_properties_json(gpu);
+  REQUIRE(json.find("multiProcessorCount") != std::string::npos);
+  CHECK(cudnn::normalized_properties_json(json) == json);
+  if (const char* out = std::getenv("NPID_CUDNN_PROFILE_OUT")) {
+    std::ofstream f(out);
+    f << json << "\n";
+  }
+  cudnn::ConvPlans device(gpu), deviceless(json);
+  ResNetConfig cfg;  // CIFAR stem, width 64
+  const resnet::NetSpec spec = resnet::NetSpec::build(cfg);
+  for (const resnet::Conv* conv : spec.convs()) {
+    for (auto dir : {cudnn::ConvDirection::kForward, cudnn::ConvDirection::kBackwardFilter,
+                     cudnn::ConvDirection::kBackwardData}) {
+      INFO(conv->name << " direction " << static_cast<int>(dir));
+      const std::size_t a = device.prepare(dir, conv->shape(128), cudnn::ConvMath::kTF32);
+      const std::size_t b = deviceless.prepare(dir, conv->shape(128), cudnn::ConvMath::kTF32);
+      // Heuristics see the same device either way; report a different pick.
+      if (a != b) WARN(conv->name << ": workspace " << a << " on the device, " << b << " deviceless");
+    }
+  }
+  const auto sa = device.summary(), sb = deviceless.summary();
+  CHECK(sa.plans == sb.plans);
+  CHECK(sa.nondeterministic == 0);
+  CHECK(sb.nondeterministic == 0);
 }
 
 TEST_CASE("BatchNorm kernels match the CPU reference (train, eval, backward)", "[gpu][resnet][bn]") {

@@ -1,0 +1,148 @@
+// Deviceless cuDNN planning (cuDNN >= 9.8): for each GPU profile in
+// cpu/cudnn_profiles, every ResNet-18 convolution -- both stems, the batch
+// sizes the GPU tests, benchmarks and presets use, forward / data gradient /
+// weight gradient, TF32 and exact fp32 -- gets an execution plan through the
+// same descriptors, heuristics and engine selection the CUDA backend runs,
+// with no GPU. Engines must be deterministic and need no runtime compilation,
+// within the workspace cap. Plans made this way refuse to run.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+#include <catch2/catch.hpp>
+
+#include "cudnn_conv.h"
+#include "npid/error.h"
+#include "resnet_net.h"
+
+using namespace npid;
+using cudnn::ConvDirection;
+using cudnn::ConvMath;
+
+namespace {
+
+std::vector<std::filesystem::path> profiles() {
+  std::vector<std::filesystem::path> out;
+  for (const auto& e : std::filesystem::directory_iterator(NPID_CUDNN_PROFILE_DIR))
+    if (e.path().extension() == ".json") out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string read(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+struct NetCase {
+  ResNetStem stem;
+  std::int64_t image;
+  std::vector<std::int64_t> batches;
+};
+
+}  // namespace
+
+TEST_CASE("cuDNN plans every ResNet-18 convolution for each recorded GPU, deviceless", "[resnet][cudnn]") {
+  const auto files = profiles();
+  REQUIRE(files.size() >= 2);
+  // The GPU tests' batches (1, 7, 16 / 2), the benchmarks' and the presets'.
+  const NetCase cases[] = {{ResNetStem::kCifar, 32, {1, 7, 16, 128, 256}}, {ResNetStem::kImageNet, 224, {2, 64, 256}}};
+  constexpr std::size_t kWorkspaceCap = std::size_t(512) << 20;
+  for (const auto& file : files) {
+    for (const ConvMath math : {ConvMath::kTF32, ConvMath::kFP32}) {
+      INFO(file.filename().string() << (math == ConvMath::kTF32 ? " tf32" : " exact fp32"));
+      cudnn::ConvPlans plans(read(file));
+      std::set<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>>
+          keys;
+      for (const NetCase& c : cases) {
+        ResNetConfig cfg;
+        cfg.stem = c.stem;
+        cfg.image_size = c.image;
+        const resnet::NetSpec spec = resnet::NetSpec::build(cfg);
+        for (const std::int64_t n : c.batches) {
+          for (const resnet::Conv* conv : spec.convs()) {
+            const layers::ConvShape s = conv->shape(n);
+            for (const ConvDirection dir :
+                 {ConvDirection::kForward, ConvDirection::kBackwardFilter, ConvDirection::kBackwardData}) {
+              if (dir == ConvDirection::kBackwardData && conv == &spec.stem) continue;
+              INFO(conv->name << " batch " << n << " direction " << static_cast<int>(dir));
+              std::size_t ws = 0;
+              REQUIRE_NOTHROW(ws = plans.prepare(dir, s, math));
+              CHECK(ws <= kWorkspaceCap);
+              keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride);
+            }
+          }
+        }
+      }
+      // The GPU convolution test's odd shapes (tests/gpu/test_resnet_gpu.cpp).
+      using layers::ConvShape;
+      for (const ConvShape& s : {ConvShape::of(2, 32, 32, 3, 16, 3, 1, 1), ConvShape::of(3, 33, 31, 3, 8, 7, 2, 3),
+                                 ConvShape::of(4, 16, 16, 16, 32, 1, 2, 0), ConvShape::of(1, 9, 9, 24, 24, 3, 2, 1),
+                                 ConvShape::of(7, 8, 8, 64, 64, 3, 1, 1)}) {
+        for (const ConvDirection dir :
+             {ConvDirection::kForward, ConvDirection::kBackwardFilter, ConvDirection::kBackwardData}) {
+          REQUIRE_NOTHROW(plans.prepare(dir, s, math));
+          keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride);
+        }
+      }
+      const cudnn::ConvPlans::Summary summary = plans.summary();
+      CHECK(summary.plans == static_cast<int>(keys.size()));
+      CHECK(summary.nondeterministic == 0);
+      CHECK(summary.runtime_compiled == 0);
+      CHECK(summary.max_workspace <= kWorkspaceCap);
+    }
+  }
+}
+
+TEST_CASE("deviceless cuDNN plans: profile errors and plans that cannot run", "[resnet][cudnn]") {
+  const auto files = profiles();
+  REQUIRE_FALSE(files.empty());
+  const std::string json = read(files.front());
+
+  // A recorded profile reads back with the fields cuDNN's heuristics use.
+  const std::string normalized = cudnn::normalized_properties_json(json);
+  CHECK(normalized.find("multiProcessorCount") != std::string::npos);
+  CHECK(normalized.find("deviceVer") != std::string::npos);
+  CHECK(cudnn::normalized_properties_json(normalized) == normalized);
+
+  for (const std::string& bad : {std::string(), std::string("{"), std::string("{\"warpSize\": 32}"),
+                                 json.substr(0, json.size() / 2)}) {
+    INFO("profile of " << bad.size() << " bytes");
+    try {
+      cudnn::ConvPlans plans(bad);
+      FAIL("a broken profile was accepted");
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::kInvalidArgument);
+      CHECK(std::string(e.what()).find("device_properties_json") != std::string::npos);
+    }
+  }
+
+  cudnn::ConvPlans plans(json);
+  const auto s = layers::ConvShape::of(2, 8, 8, 16, 32, 3, 1, 1);
+  REQUIRE(plans.prepare(ConvDirection::kForward, s, ConvMath::kTF32) < (std::size_t(1) << 30));
+  // A convolution cuDNN cannot describe (7x7 filter over a 2x2 image, no
+  // padding) is refused with the convolution named and cuDNN's reason.
+  try {
+    plans.prepare(ConvDirection::kForward, layers::ConvShape::of(1, 2, 2, 3, 8, 7, 1, 0), ConvMath::kTF32);
+    FAIL("an impossible convolution was planned");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::kCudnn);
+    const std::string what = e.what();
+    CHECK(what.find("convolution forward for x (1, 2, 2, 3), 7x7 stride 1 pad 0 -> 8 channels") != std::string::npos);
+    CHECK(what.find("rejected") != std::string::npos);
+  }
+
+  float dummy[4] = {};
+  try {
+    plans.run(ConvDirection::kForward, s, ConvMath::kTF32, dummy, dummy, dummy, nullptr);
+    FAIL("a deviceless plan ran");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::kUnsupported);
+    CHECK(std::string(e.what()).find("deviceless") != std::string::npos);
+  }
+}
