@@ -4,12 +4,15 @@
 # Runs on the GPU machine from the repository root, with the prebuilt bundle
 # from tools/prepare_device_bundle.sh in .carry/ (or binaries in $NPID_BIN_DIR):
 #   1. device facts (nvidia-smi)
-#   2. CPU tests and GPU tests (every CUDA op against its CPU reference)
-#   3. compute-sanitizer memcheck (and racecheck on a small case) on the GPU tests
-#   4. bench_nce_kernel, bench_softmax_criterion, bench_resnet18, bench_data, bench_knn
-#      (Google Benchmark JSON)
-#   5. the examples and a short `npid train` run on CUDA (CIFAR-10 when carried)
-#   6. tools/side_by_side.sh, when it exists (PyTorch baselines)
+#   2. the GPU tests (every CUDA op against its CPU reference), one process per
+#      group of tags (gpu_criteria, gpu_resnet, gpu_data, gpu_eval, gpu_train,
+#      gpu_other); the cuDNN device profile they record
+#   3. bench_nce_kernel, bench_softmax_criterion, bench_resnet18,
+#      bench_train_step, bench_knn, bench_data (Google Benchmark JSON)
+#   4. tools/side_by_side.sh (the PyTorch baselines, same GPU, same run)
+#   5. a short `npid train` run on CUDA (CIFAR-10 when carried), the examples
+#   6. compute-sanitizer racecheck (small cases) and memcheck (all but [heavy])
+#   7. ncu on the NCE gather (tools/profile_nce.sh), the CPU tests
 # Budget: NPID_DEVICE_BUDGET_S (default 540 s) for all steps together;
 # NPID_DEVICE_STEPS=a,b,c runs only those steps.
 # Writes to $OUT (or $1): summary.md, device_check.json, bench_nce.json,
@@ -37,6 +40,7 @@ export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$PATH:/usr/local/cuda/bin"
 
 declare -A STATUS SECONDS_TAKEN
+ORDER=()  # step names in the order they ran (the summary's order)
 # Every step gets what is left of a global budget (the device tool stops a
 # command at 600 s, and the summary is written last), so a slow step costs
 # the steps after it, never the summary.
@@ -46,6 +50,7 @@ BUDGET=${NPID_DEVICE_BUDGET_S:-540}
 ONLY=${NPID_DEVICE_STEPS:-}
 step() {  # step NAME TIMEOUT LOGFILE CMD...
   local name=$1 limit=$2 log=$3; shift 3
+  ORDER+=("$name")
   if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then
     STATUS[$name]="not selected"; SECONDS_TAKEN[$name]=0
     return
@@ -86,51 +91,81 @@ if [ -f .carry/data/cifar10-jpeg.tar.gz ] && [ ! -d /tmp/npid_cifar/train ]; the
 fi
 [ -d /tmp/npid_cifar/train ] && export NPID_CIFAR_DIR=/tmp/npid_cifar
 
-step cpu_tests 300 logs.txt "$BIN/npid_tests" --durations no
-step gpu_tests 300 logs.txt "$BIN/npid_gpu_tests" --durations yes
-if command -v compute-sanitizer >/dev/null; then
-  # The [heavy] cases (large CPU-reference comparisons, whole training runs)
-  # are left to the plain run above: under memcheck they would not fit.
-  step memcheck 420 logs.txt compute-sanitizer --tool memcheck --error-exitcode 1 \
-       "$BIN/npid_gpu_tests" "~[heavy]"
-  step racecheck 180 logs.txt compute-sanitizer --tool racecheck --error-exitcode 1 \
-       "$BIN/npid_gpu_tests" "sync_after_launch contexts run the same ops,knn_topk: CUDA breaks massive exact ties by key index,fused NCE: the async ring on a small case"
-else
-  STATUS[memcheck]="not available"; STATUS[racecheck]="not available"
-fi
-step bench_nce 300 logs.txt "$BIN/bench_nce_kernel" \
+# Steps in order of what a lease must not miss: the GPU tests (one process
+# per group, so a crash in one group cannot hide the others' results), the
+# benchmarks behind the issues' targets, the PyTorch side by side, a short
+# real training run, then the sanitizers, ncu and the CPU tests on whatever
+# budget is left. Each step's own limit keeps one hang from eating the rest.
+export NPID_CUDNN_PROFILE_OUT=/tmp/npid_cudnn_profile.json
+rm -f "$NPID_CUDNN_PROFILE_OUT"
+GPU_GROUPS=(
+  "criteria:[nce],[softmax],[bank],[bf16],[sampler]"
+  "resnet:[resnet]"
+  "data:[augment],[loader]"
+  "eval:[knn],[linear],[evaluate]"
+  "train:[train]"
+  "other:~[nce]~[softmax]~[bank]~[bf16]~[sampler]~[resnet]~[augment]~[loader]~[knn]~[linear]~[evaluate]~[train]"
+)
+for g in "${GPU_GROUPS[@]}"; do
+  step "gpu_${g%%:*}" 150 logs.txt "$BIN/npid_gpu_tests" --durations yes "${g#*:}"
+done
+step bench_nce 150 logs.txt "$BIN/bench_nce_kernel" \
      --benchmark_out="$OUT/bench_nce.json" --benchmark_out_format=json
-step bench_softmax 300 logs.txt "$BIN/bench_softmax_criterion" \
+step bench_softmax 90 logs.txt "$BIN/bench_softmax_criterion" \
      --benchmark_out="$OUT/bench_softmax.json" --benchmark_out_format=json
-step bench_resnet 300 logs.txt "$BIN/bench_resnet18" --benchmark_filter=Gpu \
+step bench_resnet 120 logs.txt "$BIN/bench_resnet18" --benchmark_filter=Gpu \
      --benchmark_out="$OUT/bench_resnet.json" --benchmark_out_format=json
-DATA_JSON=$(mktemp /tmp/npid_bench_data.XXXXXX.json)
-step bench_data 300 logs.txt "$BIN/bench_data" \
-     --benchmark_out="$DATA_JSON" --benchmark_out_format=json
-KNN_JSON=$(mktemp /tmp/npid_bench_knn.XXXXXX.json)
-step bench_knn 300 logs.txt "$BIN/bench_knn" --benchmark_filter=Gpu\|Gemm \
-     --benchmark_out="$KNN_JSON" --benchmark_out_format=json
 TRAIN_JSON=$(mktemp /tmp/npid_bench_train.XXXXXX.json)
-step bench_train 300 logs.txt "$BIN/bench_train_step" --benchmark_filter=Gpu \
+step bench_train 120 logs.txt "$BIN/bench_train_step" --benchmark_filter=Gpu \
      --benchmark_out="$TRAIN_JSON" --benchmark_out_format=json
-step example_cuda 120 logs.txt "$BIN/nce_training" --device cuda --steps 300
-step example_train_step 120 logs.txt "$BIN/train_step" --device cuda --steps 40
+KNN_JSON=$(mktemp /tmp/npid_bench_knn.XXXXXX.json)
+step bench_knn 90 logs.txt "$BIN/bench_knn" --benchmark_filter=Gpu\|Gemm \
+     --benchmark_out="$KNN_JSON" --benchmark_out_format=json
+DATA_JSON=$(mktemp /tmp/npid_bench_data.XXXXXX.json)
+step bench_data 90 logs.txt "$BIN/bench_data" \
+     --benchmark_out="$DATA_JSON" --benchmark_out_format=json
+if [ -x tools/side_by_side.sh ]; then
+  [ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
+  step side_by_side 240 logs.txt tools/side_by_side.sh "$OUT"
+fi
 # A short real training run: CIFAR-10 when carried, else the synthetic default.
 RUN_DATA=()
 [ -n "${NPID_CIFAR_DIR:-}" ] && RUN_DATA=(--data "$NPID_CIFAR_DIR")
 rm -rf /tmp/npid_device_run
-step train_run 300 logs.txt "$BIN/npid" train --device cuda "${RUN_DATA[@]}" --epochs 2 \
+step train_run 150 logs.txt "$BIN/npid" train --device cuda "${RUN_DATA[@]}" --epochs 2 \
      --steps-per-epoch 200 --knn-every 1 --run /tmp/npid_device_run --quiet
-if [ -x tools/side_by_side.sh ]; then
-  [ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
-  step side_by_side 420 logs.txt tools/side_by_side.sh "$OUT"
+step example_cuda 60 logs.txt "$BIN/nce_training" --device cuda --steps 300
+step example_train_step 60 logs.txt "$BIN/train_step" --device cuda --steps 40
+if command -v compute-sanitizer >/dev/null; then
+  step racecheck 90 logs.txt compute-sanitizer --tool racecheck --error-exitcode 1 \
+       "$BIN/npid_gpu_tests" "sync_after_launch contexts run the same ops,knn_topk: CUDA breaks massive exact ties by key index,fused NCE: the async ring on a small case"
+  # The [heavy] cases (large CPU-reference comparisons, whole training runs)
+  # are left to the plain runs above: under memcheck they would not fit. Our
+  # kernels first; the cuDNN-heavy ResNet group (slow under memcheck) after.
+  step memcheck 180 logs.txt compute-sanitizer --tool memcheck --error-exitcode 1 \
+       "$BIN/npid_gpu_tests" "~[heavy]~[resnet]"
+  step memcheck_resnet 120 logs.txt compute-sanitizer --tool memcheck --error-exitcode 1 \
+       "$BIN/npid_gpu_tests" "[resnet]~[heavy]"
+else
+  for n in racecheck memcheck memcheck_resnet; do ORDER+=("$n"); STATUS[$n]="not available"; done
 fi
+step ncu_nce 120 logs.txt tools/profile_nce.sh "$BIN/bench_nce_kernel"
+step cpu_tests 120 logs.txt "$BIN/npid_tests" --durations no
 
 # Summary (markdown + JSON) from the statuses and the benchmark JSON.
-STATUS_JSON=$(for k in "${!STATUS[@]}"; do printf '"%s": ["%s", %s], ' "$k" "${STATUS[$k]}" "${SECONDS_TAKEN[$k]:-0}"; done)
-python3 - "$OUT" "$DEVICE" "$COMMIT" "{${STATUS_JSON%, }}" "$DATA_JSON" "$KNN_JSON" "$TRAIN_JSON" <<'PY'
+STATUS_JSON=$(for k in "${ORDER[@]}"; do printf '["%s", "%s", %s], ' "$k" "${STATUS[$k]}" "${SECONDS_TAKEN[$k]:-0}"; done)
+python3 - "$OUT" "$DEVICE" "$COMMIT" "[${STATUS_JSON%, }]" "$DATA_JSON" "$KNN_JSON" "$TRAIN_JSON" \
+  "$NPID_CUDNN_PROFILE_OUT" <<'PY'
 import json, os, re, sys
-out, device, commit, status = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+out, device, commit = sys.argv[1], sys.argv[2], sys.argv[3]
+status = {name: (s, t) for name, s, t in json.loads(sys.argv[4])}  # in run order
+profile_path = sys.argv[8]
+cudnn_profile = None
+if os.path.exists(profile_path):
+    try:
+        cudnn_profile = json.load(open(profile_path))
+    except ValueError:
+        cudnn_profile = open(profile_path).read()
 
 def load(name):
     path = name if os.path.isabs(name) else os.path.join(out, name)
@@ -144,7 +179,7 @@ def short(name):
 nce, softmax, resnet = load("bench_nce.json"), load("bench_softmax.json"), load("bench_resnet.json")
 data, knn, train = load(sys.argv[5]), load(sys.argv[6]), load(sys.argv[7])
 lines = [f"# device_check: {device}", "", f"commit: {commit}", "", "| step | status | seconds |", "|---|---|---|"]
-for k, (s, t) in sorted(status.items()):
+for k, (s, t) in status.items():
     lines.append(f"| {k} | {s} | {t} |")
 if nce:
     lines += ["", "## bench_nce_kernel (D = 128; time per call)", "",
@@ -194,13 +229,16 @@ run_metrics = "/tmp/npid_device_run/metrics.jsonl"
 if os.path.exists(run_metrics):
     lines += ["", "## short training run (npid train, 2 x 200 steps)", "", "```"] + \
              open(run_metrics).read().strip().splitlines() + ["```"]
+if cudnn_profile is not None:
+    lines += ["", "cuDNN device profile recorded in device_check.json (cudnn_device_properties): store it as "
+              "tests/cpu/cudnn_profiles/<device>.json."]
 sbs = os.path.join(out, "side_by_side.md")
 if os.path.exists(sbs):
     lines += ["", open(sbs).read()]
 open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
 json.dump({"device": device, "commit": commit, "steps": status, "bench_nce": nce, "bench_softmax": softmax,
            "bench_resnet": resnet, "bench_data": data, "bench_knn": knn,
-           "bench_train_step": train},
+           "bench_train_step": train, "cudnn_device_properties": cudnn_profile},
           open(os.path.join(out, "device_check.json"), "w"), indent=1)
 print("\n".join(lines))
 PY

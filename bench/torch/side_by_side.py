@@ -467,6 +467,19 @@ def report(results, dev_name, commit):
     return "\n".join(lines) + "\n"
 
 
+def write_report(args, results, dev_name):
+    md = report(results, dev_name, args.commit)
+    for name, text in (("side_by_side.md", md),
+                       ("side_by_side.json", json.dumps({"device": dev_name, "torch": torch.__version__,
+                                                         "commit": args.commit, "results": results},
+                                                        indent=1, default=str))):
+        tmp = os.path.join(args.out, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(args.out, name))
+    return md
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--npid-op", required=True)
@@ -487,6 +500,7 @@ def main():
     timer = Timer(device)
 
     results = []
+    md = write_report(args, results, dev_name)
     for pair in args.pairs.split(","):
         full, small = CONFIGS[pair]
         for cfg in (small if args.small else full):
@@ -499,11 +513,9 @@ def main():
             results.append(r)
             print(json.dumps(r, default=str), flush=True)
             torch.backends.cuda.matmul.allow_tf32 = False
-
-    md = report(results, dev_name, args.commit)
-    open(os.path.join(args.out, "side_by_side.md"), "w").write(md)
-    json.dump({"device": dev_name, "torch": torch.__version__, "commit": args.commit, "results": results},
-              open(os.path.join(args.out, "side_by_side.json"), "w"), indent=1, default=str)
+            # The report so far, after every pair: a run stopped by its time
+            # limit still leaves the pairs it finished.
+            md = write_report(args, results, dev_name)
     print(md)
     failed = [r for r in results if "error" in r or any(
         not t.get("check", {"ok": True})["ok"] for t in r.get("theirs", {}).values())]
