@@ -24,6 +24,10 @@ struct NceData {
         f = 0.5f * f + 0.5f * bank[targets[i] * D + c];
         ss += double(f) * f;
       }
+      if (ss == 0) {  // f = -bank row (possible at tiny D, e.g. D = 1): take the positive itself
+        for (std::int64_t c = 0; c < D; ++c) features[i * D + c] = bank[targets[i] * D + c];
+        continue;
+      }
       for (std::int64_t c = 0; c < D; ++c) features[i * D + c] /= static_cast<float>(std::sqrt(ss));
     }
   }

@@ -67,7 +67,16 @@ TEST_CASE("linear_eval: CUDA run agrees with the CPU run", "[gpu][linear]") {
       TensorView(yd.data(), DType::kInt64, {ntr}, gpu.device()),
       TensorView(xd.data_as<float>() + ntr * D, DType::kFloat32, {nte, D}, gpu.device()),
       TensorView(yd.data_as<std::int64_t>() + ntr, DType::kInt64, {nte}, gpu.device()));
-  CHECK(g.best_l2 == c.best_l2);
+  // Held-out accuracies per grid value agree to two held-out samples (cuBLAS
+  // and the CPU round differently, which can flip a borderline sample; the
+  // grid's best value can then differ between near-tied strengths, so
+  // best_l2 itself is not compared).
+  REQUIRE(g.holdout_accuracy.size() == c.holdout_accuracy.size());
+  const double two_samples = 2.0 / static_cast<double>(std::lround(cfg.holdout * ntr)) + 1e-9;  // as linear_eval holds out
+  for (std::size_t j = 0; j < c.holdout_accuracy.size(); ++j) {
+    INFO("l2 " << c.l2_grid[j]);
+    CHECK(std::fabs(g.holdout_accuracy[j] - c.holdout_accuracy[j]) <= two_samples);
+  }
   CHECK(std::fabs(g.test_accuracy - c.test_accuracy) <= 0.01);
   CHECK(c.test_accuracy > 0.3);  // well above chance (0.1)
 }
