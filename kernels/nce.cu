@@ -776,6 +776,8 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
 
 int nce_last_layout() { return g_last_layout.load(); }
 
+int nce_layout_override() { return g_layout_override.load(); }
+
 void nce_set_layout_override(int lanes, int stages, NceRing ring) {
   g_layout_override.store(lanes == 0 ? 0 : (ring == NceRing::kAsync ? 1000 : 0) + lanes * 10 + stages);
 }

@@ -55,6 +55,8 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& p, ZUpdate z_up
 // default (registers, 16 lanes; 2 stages for an fp32 bank, 3 for bf16).
 enum class NceRing { kRegisters, kAsync };
 void nce_set_layout_override(int lanes, int stages, NceRing ring = NceRing::kRegisters);
+// The override in force, as the code below (0: the default layout).
+int nce_layout_override();
 // The D <= 128-style code of the gather kernel the last CUDA call launched:
 // ring (1000 for kAsync) + lanes * 10 + stages (e.g. 162 = the fp32 default).
 int nce_last_layout();

@@ -152,6 +152,12 @@ void NceCriterion::forward_backward(const NceInputs& inputs, std::uint64_t step,
   z_ready_ = true;
 }
 
+void NceCriterion::reset_z() {
+  fill_zero(*ctx_, z_.view());
+  z_ready_ = false;
+  if (config_.z_policy == ZPolicy::kFixed) set_z(config_.z_fixed);
+}
+
 float NceCriterion::z() const { return read_scalar(*ctx_, z_.view()); }
 
 void NceCriterion::set_z(float z) {

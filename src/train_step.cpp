@@ -13,6 +13,7 @@
 #include "core/check.h"
 #include "core/context_impl.h"
 #include "graph_scalars.h"
+#include "nce.h"
 #include "npid/error.h"
 
 namespace npid {
@@ -49,9 +50,11 @@ struct TrainStep::Impl {
     std::size_t workspace_bytes = 0;
     std::uint64_t net_workspace = 0;  // the network's scratch generation
     bool sgd_started = false;
+    int nce_layout = 0;  // the NCE gather kernel is picked at capture (tuning override)
     bool operator==(const GraphKey& o) const {
       return epoch == o.epoch && pixels == o.pixels && descs == o.descs && workspace == o.workspace &&
-             workspace_bytes == o.workspace_bytes && net_workspace == o.net_workspace && sgd_started == o.sgd_started;
+             workspace_bytes == o.workspace_bytes && net_workspace == o.net_workspace &&
+             sgd_started == o.sgd_started && nce_layout == o.nce_layout;
     }
   };
   GraphKey graph_key;
@@ -64,6 +67,7 @@ struct TrainStep::Impl {
     k.workspace_bytes = ctx->workspace().capacity();
     k.net_workspace = net.workspace_generation();
     k.sgd_started = sgd.started();
+    k.nce_layout = nce_layout_override();
     return k;
   }
   Tensor idx_buf, step_dev, lr_dev;
@@ -329,7 +333,12 @@ const std::string& TrainStep::graph_status() const { return impl_->graph_status;
 void TrainStep::restore(std::int64_t steps_done, float z, bool z_initialized, bool sgd_started) {
   NPID_CHECK_ARG(steps_done >= 0, "TrainStep::restore", "steps_done", "expected >= 0, got " << steps_done);
   impl_->steps = steps_done;
-  if (impl_->nce && z_initialized) impl_->nce->set_z(z);
+  if (impl_->nce) {
+    if (z_initialized)
+      impl_->nce->set_z(z);
+    else
+      impl_->nce->reset_z();  // the next step initializes Z again, as a fresh run's first step
+  }
   impl_->sgd.set_started(sgd_started);
   impl_->drop_graph();        // it baked in the state before the restore
   impl_->direct_steps = 0;    // the next step runs directly (warm-up), then captures

@@ -108,6 +108,9 @@ class NceCriterion {
   bool z_initialized() const { return z_ready_; }
   // Restores Z (e.g. from a checkpoint); marks it initialized.
   void set_z(float z);
+  // Forgets Z: under kFirstBatch / kEma the next step initializes it from its
+  // batch again; under kFixed it is z_fixed again.
+  void reset_z();
   TensorView z_view() const { return z_.view(); }
 
  private:

@@ -293,3 +293,29 @@ TEST_CASE("Trainer: streaming from image folders equals training on the resident
   REQUIRE(s.final_report()->knn_recompute->top1 == r.final_report()->knn_recompute->top1);
   REQUIRE(fs::file_size(fs::path(b.dir) / "retrieval.png") > 0);
 }
+
+TEST_CASE("TrainStep::restore sets or forgets NCE's Z", "[train]") {
+  Context ctx = Context::cpu();
+  TrainStepConfig cfg = tiny_config(CriterionKind::kNce).step;
+  cfg.batch_size = 16;
+  const ImageSet set = images(256, 3);
+  TrainStep step(ctx, cfg, set.size());
+  std::vector<std::int64_t> idx(16);
+  for (int i = 0; i < 16; ++i) idx[i] = i * 13;
+  step.step(set, view(idx.data(), {16}), 0, 0.05f);
+  REQUIRE(step.z_initialized());
+  const float z1 = step.z();
+  REQUIRE(z1 > 0.f);
+
+  step.restore(1, 2.5f, true, true);  // a checkpoint's Z
+  CHECK(step.z_initialized());
+  CHECK(step.z() == 2.5f);
+
+  step.restore(1, 0.f, false, true);  // a checkpoint from before the first step
+  CHECK_FALSE(step.z_initialized());
+  CHECK(step.z() == 0.f);
+  step.step(set, view(idx.data(), {16}), 0, 0.05f);  // initializes Z from this batch again
+  REQUIRE(step.z_initialized());
+  CHECK(step.z() > 0.f);
+  CHECK(step.z() != 2.5f);
+}

