@@ -109,11 +109,13 @@ NPID_HD AugmentParams draw_params(const AugmentConfig& c, std::uint64_t seed,
 }
 
 // Bilinear sample of output pixel (ox, oy) (flip already applied to ox):
-// half-pixel centres, clamped to the crop box and the image. rgb in [0, 1].
+// half-pixel centres, clamped to the crop box and the image (a crop that
+// starts outside the image, possible only with explicit parameters, samples
+// its nearest edge). rgb in [0, 1].
 NPID_HD void sample_bilinear(const std::uint8_t* img, int H, int W, const AugmentParams& p,
                              int out_h, int out_w, int ox, int oy, float* rgb) {
-  const float lo_x = fmaxf(0.0f, p.crop_x), hi_x = fminf(W - 1.0f, p.crop_x + p.crop_w - 1.0f);
-  const float lo_y = fmaxf(0.0f, p.crop_y), hi_y = fminf(H - 1.0f, p.crop_y + p.crop_h - 1.0f);
+  const float lo_x = fminf(fmaxf(0.0f, p.crop_x), W - 1.0f), hi_x = fminf(W - 1.0f, p.crop_x + p.crop_w - 1.0f);
+  const float lo_y = fminf(fmaxf(0.0f, p.crop_y), H - 1.0f), hi_y = fminf(H - 1.0f, p.crop_y + p.crop_h - 1.0f);
   float sx = p.crop_x + (ox + 0.5f) * (p.crop_w / out_w) - 0.5f;
   float sy = p.crop_y + (oy + 0.5f) * (p.crop_h / out_h) - 0.5f;
   sx = fminf(fmaxf(sx, lo_x), fmaxf(lo_x, hi_x));

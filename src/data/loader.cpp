@@ -52,8 +52,10 @@ class HostBuffer {
   HostBuffer& operator=(const HostBuffer&) = delete;
   void reserve(std::size_t bytes) {
     if (bytes <= capacity_) return;
-    release();
+    // Grow by half at least, so a folder of mixed image sizes re-pins rarely
+    // (release() forgets the old capacity: compute first).
     const std::size_t cap = std::max(bytes, capacity_ + capacity_ / 2);
+    release();
     if (pinned_) {
       NPID_CUDA_CHECK(cudaHostAlloc(&data_, cap, cudaHostAllocDefault));
     } else {

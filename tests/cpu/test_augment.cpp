@@ -373,3 +373,20 @@ TEST_CASE("Augment rejects bad arguments naming them", "[augment][errors]") {
   test::require_error([&] { augment_batch_with_params(ctx, c, set.pixels, set.descs, view(idx.data(), {1}), &bad, view(out.data(), {1, 32, 32, 3})); },
                       kind, {"augment_batch_with_params", "params", "entry 0"});
 }
+
+TEST_CASE("Augment: an explicit crop starting outside the image samples its nearest edge", "[augment]") {
+  // Pixel (y, x) has colour (x, y, 7): the sampled column and row show up in
+  // the output directly (no normalization, identity jitter).
+  const ImageSet set = one_image(32, 32, [](int y, int x) {
+    return RGB{static_cast<std::uint8_t>(x), static_cast<std::uint8_t>(y), 7};
+  });
+  AugmentParams p = full_crop(8, 8);
+  p.crop_x = 40.0f;  // beyond the right edge (W = 32)
+  p.crop_y = 31.0f;  // on the last row, extending below the image
+  const std::vector<float> out = run_params(set, plain(4), p);
+  for (std::size_t k = 0; k < out.size(); k += 3) {
+    CHECK(out[k] == Approx(31.0f / 255.0f));  // column 31, the last
+    CHECK(out[k + 1] == Approx(31.0f / 255.0f));  // row 31, the last
+    CHECK(out[k + 2] == Approx(7.0f / 255.0f));
+  }
+}

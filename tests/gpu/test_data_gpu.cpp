@@ -139,8 +139,12 @@ TEST_CASE("loader: resident and streaming on CUDA equal the CPU loader", "[gpu][
   cfg.batch_size = 64;
   cfg.seed = 3;
   cfg.prefetch = 2;
-  for (bool streaming : {false, true}) {
-    INFO("streaming=" << streaming);
+  // drop_last = false: 300 = 4 x 64 + a last batch of 44 (the partial-batch
+  // paths of both loaders, and an odd number of batches per epoch).
+  for (const auto& [streaming, drop_last] : {std::pair{false, true}, std::pair{true, true}, std::pair{false, false},
+                                             std::pair{true, false}}) {
+    cfg.drop_last = drop_last;
+    INFO("streaming=" << streaming << " drop_last=" << drop_last);
     const ImageSet folder_set = load_image_folder(root.string());
     Loader g = streaming ? Loader::streaming(gpu, index, cfg) : Loader::resident(gpu, folder_set, cfg);
     Loader c = streaming ? Loader::streaming(cpu, index, cfg) : Loader::resident(cpu, folder_set, cfg);
@@ -148,7 +152,9 @@ TEST_CASE("loader: resident and streaming on CUDA equal the CPU loader", "[gpu][
       g.start_epoch(epoch);
       c.start_epoch(epoch);
       Batch gb, cb;
+      int batches = 0;
       while (c.next(&cb)) {
+        ++batches;
         REQUIRE(g.next(&gb));
         REQUIRE(std::equal(cb.host_indices, cb.host_indices + cb.size, gb.host_indices));
         CHECK(to_host<std::int64_t>(gpu, gb.indices) ==
@@ -167,6 +173,7 @@ TEST_CASE("loader: resident and streaming on CUDA equal the CPU loader", "[gpu][
         CHECK(differing <= 1);
       }
       CHECK_FALSE(g.next(&gb));
+      CHECK(batches == (drop_last ? 4 : 5));
     }
   }
   fs::remove_all(root);
