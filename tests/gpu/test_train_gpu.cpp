@@ -3,6 +3,9 @@
 // updated bank rows, for NCE and the full softmax; then a short Trainer run.
 #include <cmath>
 #include <filesystem>
+#include <string>
+
+#include <unistd.h>
 
 #include "common/test_util.h"
 
@@ -65,7 +68,7 @@ TEST_CASE("TrainStep: a CUDA step equals the CPU step on the same batch", "[gpu]
   }
 }
 
-TEST_CASE("Trainer: a short CUDA run learns, checkpoints and resumes", "[gpu][train][heavy]") {
+TEST_CASE("Trainer: a short CUDA run trains, checkpoints and resumes", "[gpu][train][heavy]") {
   Context gpu = Context::cuda();
   TrainerConfig cfg = TrainerConfig::from_preset("cifar10");
   cfg.step.model.width = 16;
@@ -80,7 +83,7 @@ TEST_CASE("Trainer: a short CUDA run learns, checkpoints and resumes", "[gpu][tr
   sc.count = 256;
   sc.seed = 3;
   const ImageSet test = make_synthetic(sc);
-  const std::string dir = "/tmp/npid_gpu_trainer_run";
+  const std::string dir = "/tmp/npid_gpu_trainer_run_" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
   {
     Trainer t(gpu, cfg, train, test, dir);
@@ -91,6 +94,7 @@ TEST_CASE("Trainer: a short CUDA run learns, checkpoints and resumes", "[gpu][tr
   r->progress = false;
   r->run();
   REQUIRE(r->history().size() == 2);
+  CHECK(std::isfinite(r->history().front().loss));
   CHECK(std::isfinite(r->history().back().loss));
   CHECK(r->history().back().knn_top1 >= 0.0);
   std::filesystem::remove_all(dir);
