@@ -57,9 +57,16 @@ const std::string& generated_folder() {
       std::ofstream(dir / (std::to_string(i) + ".jpg"), std::ios::binary)
           .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
     }
-    std::atexit([] { std::error_code ec; fs::remove_all(generated_folder(), ec); });
     return r.string();
   }();
+  // Registered after `root` is constructed, so it runs before `root` is
+  // destroyed (handlers and static destructors run in reverse order).
+  static const bool cleanup = (std::atexit([] {
+                                 std::error_code ec;
+                                 fs::remove_all(generated_folder(), ec);
+                               }),
+                               true);
+  (void)cleanup;
   return root;
 }
 

@@ -2,8 +2,9 @@
 # profile_nce.sh BENCH_NCE_KERNEL -- Nsight Compute on the fused NCE gather at
 # the target shape (B = 256, K = 4096, N = 1.28M): the default kernels for
 # fp32 and bf16 banks and the async-ring variants, one launch each after a
-# few warm-up launches. Prints ncu's speed-of-light, memory, warp-stall,
-# occupancy and launch sections (what explains the per-row floor of issue 4).
+# few warm-up launches (the program is stopped after it: --kill). Prints
+# ncu's speed-of-light, memory, warp-stall, occupancy and launch sections
+# (what explains the per-row floor of issue 4).
 # Run by tools/device_check.sh where ncu can read the counters (Firecracker).
 set -uo pipefail
 BENCH=${1:?usage: profile_nce.sh path/to/bench_nce_kernel}
@@ -14,7 +15,7 @@ for filter in "^BM_NceForwardBackward/$shape" "^BM_NceForwardBackward_bf16/$shap
               "^BM_NceLayout/$shape/lanes:16/stages:8/async:1" "^BM_NceLayout_bf16/$shape/lanes:16/stages:8/async:1"; do
   echo "==== ncu: $filter"
   ncu --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
-      --section Occupancy --section LaunchStats -k regex:nce_negatives --launch-skip 5 --launch-count 1 \
+      --section Occupancy --section LaunchStats -k regex:nce_negatives --launch-skip 5 --launch-count 1 --kill yes \
       "$BENCH" --benchmark_filter="$filter" --benchmark_min_time=0.01 || rc=$?
 done
 exit $rc

@@ -70,6 +70,32 @@ CONFIGS = {
 }
 
 
+class _TimedOut:
+    def __init__(self, seconds, stderr):
+        self.returncode = "timeout"
+        self.stdout = ""
+        self.stderr = f"timed out after {seconds} s" + (f"; stderr: {stderr.strip()[-500:]}" if stderr else "")
+
+
+def run_op(args, cmd):
+    """Our side (npid_op), bounded: a hang costs one pair, not the rest."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=args.op_timeout)
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return _TimedOut(args.op_timeout, err)
+
+
+_IMAGES = {}
+
+
+def load_images_once(tb, root):
+    """The training pair's image folder, decoded once per run (50,000 JPEGs)."""
+    if root not in _IMAGES:
+        _IMAGES[root] = tb.load_images(root)
+    return _IMAGES[root]
+
+
 def rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
@@ -93,9 +119,8 @@ def run_ours(op, prob, meta, args, device, b, d):
         for name, ext in (("features", "f32"), ("bank", "f32"), ("targets", "i64"), ("negatives", "i64")):
             if name in prob:
                 prob[name].cpu().numpy().tofile(os.path.join(folder, f"{name}.{ext}"))
-        proc = subprocess.run([args.npid_op, op, "--dir", folder, "--device", device,
-                               "--warmup", str(args.warmup), "--iters", str(args.iters)],
-                              capture_output=True, text=True)
+        proc = run_op(args, [args.npid_op, op, "--dir", folder, "--device", device,
+                             "--warmup", str(args.warmup), "--iters", str(args.iters)])
         if proc.returncode != 0:
             raise RuntimeError(f"npid_op failed ({proc.returncode}): {proc.stderr.strip()}")
         rd = lambda name: torch.from_numpy(np.fromfile(os.path.join(folder, name), dtype=np.float32))
@@ -249,9 +274,8 @@ def pair_resnet(cfg, args, device, timer):
                 f.write(f"{key} {val!r}\n")
         images.numpy().tofile(os.path.join(folder, "images.f32"))
         grad.numpy().tofile(os.path.join(folder, "grad.f32"))
-        proc = subprocess.run([args.npid_op, "resnet", "--dir", folder, "--device", device,
-                               "--warmup", str(min(args.warmup, 3)), "--iters", str(min(args.iters, 10))],
-                              capture_output=True, text=True)
+        proc = run_op(args, [args.npid_op, "resnet", "--dir", folder, "--device", device,
+                             "--warmup", str(min(args.warmup, 3)), "--iters", str(min(args.iters, 10))])
         if proc.returncode != 0:
             res["error"] = f"npid_op failed ({proc.returncode}): {proc.stderr.strip()}"
             return res
@@ -336,9 +360,8 @@ def pair_knn(cfg, args, device, timer):
         for name, t in (("queries.f32", queries), ("train.f32", train), ("labels.i64", labels),
                         ("qlabels.i64", qlabels)):
             t.numpy().tofile(os.path.join(folder, name))
-        proc = subprocess.run([args.npid_op, "knn", "--dir", folder, "--device", device,
-                               "--warmup", str(min(args.warmup, 2)), "--iters", str(min(args.iters, 5))],
-                              capture_output=True, text=True)
+        proc = run_op(args, [args.npid_op, "knn", "--dir", folder, "--device", device,
+                             "--warmup", str(min(args.warmup, 2)), "--iters", str(min(args.iters, 5))])
         if proc.returncode != 0:
             res["error"] = f"npid_op failed ({proc.returncode}): {proc.stderr.strip()}"
             return res
@@ -375,7 +398,7 @@ def pair_train(cfg, args, device, timer):
     both losses are finite and of the same order."""
     import train_baselines as tb
     res = {"rate_unit": "images/s", "work": cfg["B"], "theirs": {}}
-    data = tb.load_images(args.data) if args.data else None
+    data = load_images_once(tb, args.data) if args.data else None
     images = data[0] if data is not None else tb.synthetic_images(cfg.get("N", 50000))[0]
     if "N" in cfg:
         images = images[:cfg["N"]]
@@ -390,8 +413,7 @@ def pair_train(cfg, args, device, timer):
         if data is not None:
             with open(os.path.join(folder, "data_path.txt"), "w") as f:
                 f.write(os.path.abspath(args.data) + "\n")
-        proc = subprocess.run([args.npid_op, "train", "--dir", folder, "--device", device],
-                              capture_output=True, text=True)
+        proc = run_op(args, [args.npid_op, "train", "--dir", folder, "--device", device])
         if proc.returncode != 0:
             res["error"] = f"npid_op failed ({proc.returncode}): {proc.stderr.strip()}"
             return res
@@ -486,7 +508,10 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--pairs", default="nce,softmax,resnet,knn,train")
+    # The issues' headline pairs first (NCE, softmax, the training step): a run
+    # cut short by its time limit keeps them.
+    ap.add_argument("--pairs", default="nce,softmax,train,resnet,knn")
+    ap.add_argument("--op-timeout", type=int, default=150, help="seconds one npid_op call may take")
     ap.add_argument("--data", default=None, help="image folder for the training pair (e.g. CIFAR-10 train/)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)

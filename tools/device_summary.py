@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""device_summary.py -- summary.md and device_check.json from a device_check run.
+
+Called by tools/device_check.sh after every step (so a run stopped by the
+device tool's limit still leaves a summary of what finished) and once at the
+end. Reads the steps' statuses (JSON list of [name, status, seconds], in run
+order), the Google Benchmark JSON files (tolerating missing, empty or
+cut-short files: a timed-out benchmark leaves its finished runs without the
+closing brackets) and the recorded cuDNN device profile.
+"""
+import argparse
+import json
+import os
+import re
+
+ap = argparse.ArgumentParser()
+ap.add_argument("out")
+ap.add_argument("--device", default="")
+ap.add_argument("--commit", default="unknown")
+ap.add_argument("--status", default="[]")
+ap.add_argument("--data-json", default="")
+ap.add_argument("--knn-json", default="")
+ap.add_argument("--train-json", default="")
+ap.add_argument("--cudnn-profile", default="")
+ap.add_argument("--run-metrics", default="", help="metrics.jsonl of the short training run")
+ap.add_argument("--quiet", action="store_true")
+args = ap.parse_args()
+out, device, commit = args.out, args.device, args.commit
+status = {name: (s, t) for name, s, t in json.loads(args.status)}  # in run order
+cudnn_profile = None
+if args.cudnn_profile and os.path.exists(args.cudnn_profile):
+    try:
+        cudnn_profile = json.load(open(args.cudnn_profile))
+    except ValueError:
+        cudnn_profile = open(args.cudnn_profile).read()
+
+
+def load(name):
+    """Benchmarks of a Google Benchmark JSON file; [] when there is none."""
+    if not name:
+        return []
+    path = name if os.path.isabs(name) else os.path.join(out, name)
+    try:
+        text = open(path).read().rstrip()
+    except OSError:
+        return []
+    doc = None
+    for tail in ("", "]}", "\n]}", "}]}"):
+        try:
+            doc = json.loads(text.rstrip(",") + tail)
+            break
+        except ValueError:
+            continue
+    if not isinstance(doc, dict):
+        return []
+    return [b for b in doc.get("benchmarks", []) if not b.get("error_occurred")]
+
+
+def short(name):
+    return re.sub(r"/(min_time:[0-9.]+|manual_time)", "", name)
+
+nce, softmax, resnet = load("bench_nce.json"), load("bench_softmax.json"), load("bench_resnet.json")
+data, knn, train = load(args.data_json), load(args.knn_json), load(args.train_json)
+lines = [f"# device_check: {device}", "", f"commit: {commit}", "", "| step | status | seconds |", "|---|---|---|"]
+for k, (s, t) in status.items():
+    lines.append(f"| {k} | {s} | {t} |")
+if nce:
+    lines += ["", "## bench_nce_kernel (D = 128; time per call)", "",
+              "| benchmark | time | gathered GB/s | fraction of copy bandwidth |", "|---|---|---|---|"]
+    for b in nce:
+        g, f = b.get("gather_GBps"), b.get("frac_copy_bw")
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.1f} {b['time_unit']} | "
+                     f"{'' if g is None else f'{g:.0f}'} | {'' if f is None else f'{f:.2f}'} |")
+    times = {short(b["name"]): b["real_time"] for b in nce}
+    pairs = [(k, k.replace("ForwardBackward/", "ForwardBackward_bf16/", 1)) for k in times
+             if k.startswith("BM_NceForwardBackward/")]
+    pairs = [(a, b) for a, b in pairs if b in times]
+    if pairs:
+        lines += ["", "### bf16 bank against fp32 (same run)", "", "| shape | fp32 | bf16 | speedup |", "|---|---|---|---|"]
+        for a, b in pairs:
+            lines.append(f"| {a.split('/', 1)[1]} | {times[a]:.1f} us | {times[b]:.1f} us | {times[a] / times[b]:.2f}x |")
+if softmax:
+    lines += ["", "## bench_softmax_criterion (D = 128, TF32 GEMMs unless bf16_math:1; time per forward+backward)", "",
+              "| benchmark | time | TFLOP/s | cuBLAS TF32 GEMM TFLOP/s, same shapes | fraction | chunk rows |",
+              "|---|---|---|---|---|---|"]
+    for b in softmax:
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.1f} {b['time_unit']} | {b.get('TFLOPs', 0):.1f} | "
+                     f"{b.get('gemm_TFLOPs', 0):.1f} | {b.get('frac_gemm', 0):.2f} | {b.get('chunk', 0):.0f} |")
+if resnet:
+    lines += ["", "## bench_resnet18 (forward + backward + SGD, TF32 convolutions)", "",
+              "| benchmark | time per step | images/s | TFLOP/s (3x forward) |", "|---|---|---|---|"]
+    for b in resnet:
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {b.get('images_per_s', 0):.0f} | "
+                     f"{b.get('TFLOPs', 0):.1f} |")
+if data:
+    lines += ["", "## bench_data (input pipeline)", "", "| benchmark | time | images/s |", "|---|---|---|"]
+    for b in data:
+        rate = b.get("images_per_s") or b.get("items_per_second") or 0
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {rate:,.0f} |")
+if knn:
+    lines += ["", "## bench_knn (k = 200, D = 128; whole evaluation, top-k search, and the similarity GEMM alone)", "",
+              "| benchmark | time | queries/s |", "|---|---|---|"]
+    for b in knn:
+        lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {b.get('queries_per_s', 0):,.0f} |")
+if train:
+    lines += ["", "## bench_train_step (CIFAR preset, width 64, B = 128, N = 50,000, TF32)", "",
+              "| benchmark | time per step | images/s |", "|---|---|---|"]
+    for b in train:
+        lines.append(f"| {short(b['name'])} {b.get('label', '')} | {b['real_time']:.2f} {b['time_unit']} | "
+                     f"{b.get('images_per_s', 0):,.0f} |")
+run_metrics = args.run_metrics
+if run_metrics and os.path.exists(run_metrics):
+    lines += ["", "## short training run (npid train, 2 x 200 steps)", "", "```"] + \
+             open(run_metrics).read().strip().splitlines() + ["```"]
+if cudnn_profile is not None:
+    lines += ["", "cuDNN device profile recorded in device_check.json (cudnn_device_properties): store it as "
+              "tests/cpu/cudnn_profiles/<device>.json."]
+sbs = os.path.join(out, "side_by_side.md")
+if os.path.exists(sbs):
+    lines += ["", open(sbs).read()]
+
+
+def write(name, text):  # atomically: a reader (or a kill) never sees half a file
+    tmp = os.path.join(out, name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(out, name))
+
+
+write("summary.md", "\n".join(lines) + "\n")
+write("device_check.json", json.dumps({
+    "device": device, "commit": commit, "steps": status, "bench_nce": nce, "bench_softmax": softmax,
+    "bench_resnet": resnet, "bench_data": data, "bench_knn": knn, "bench_train_step": train,
+    "cudnn_device_properties": cudnn_profile}, indent=1))
+if not args.quiet:
+    print("\n".join(lines))
