@@ -11,9 +11,9 @@
 #   2. bench_nce_kernel, then ncu on the NCE gather (tools/profile_nce.sh), then
 #      bench_softmax_criterion, bench_resnet18, bench_train_step, bench_knn,
 #      bench_data (Google Benchmark JSON)
-#   3. compute-sanitizer racecheck on small cases
-#   4. tools/side_by_side.sh (the PyTorch baselines, same GPU, same run)
-#   5. a short `npid train` run on CUDA (CIFAR-10 when carried), the examples
+#   3. a short `npid train` run on CUDA (CIFAR-10 when carried), the examples
+#   4. compute-sanitizer racecheck on small cases
+#   5. tools/side_by_side.sh (the PyTorch baselines, same GPU, same run)
 #   6. compute-sanitizer memcheck (all but [heavy]; the cuDNN-heavy ResNet group
 #      last), the CPU tests
 # Budget: NPID_DEVICE_BUDGET_S (default 480 s) for everything from the first
@@ -71,7 +71,8 @@ summarize() {  # summary.md + device_check.json from what has finished so far
   st=$(for k in "${ORDER[@]}"; do printf '["%s", "%s", %s], ' "$k" "${STATUS[$k]:-running}" "${SECONDS_TAKEN[$k]:-0}"; done)
   python3 tools/device_summary.py "$OUT" --device "$DEVICE" --commit "$COMMIT" --status "[${st%, }]" \
     --data-json "$DATA_JSON" --knn-json "$KNN_JSON" --train-json "$TRAIN_JSON" \
-    --cudnn-profile "$NPID_CUDNN_PROFILE_OUT" --run-metrics "$RUN_DIR/metrics.jsonl" "$@" \
+    --cudnn-profile "$NPID_CUDNN_PROFILE_OUT" --run-metrics "$RUN_DIR/metrics.jsonl" \
+    --run-final "$RUN_DIR/final.json" "$@" \
     >>"$OUT/logs.txt" 2>&1 || echo "== summary failed" >>"$OUT/logs.txt"
 }
 ONLY=${NPID_DEVICE_STEPS:-}
@@ -140,7 +141,16 @@ step bench_knn 60 "$BIN/bench_knn" --benchmark_filter=Gpu\|Gemm \
      --benchmark_out="$KNN_JSON" --benchmark_out_format=json
 step bench_data 60 "$BIN/bench_data" --benchmark_out="$DATA_JSON" --benchmark_out_format=json
 
-# 3. Races on small cases (cheap).
+# 3. A short real training run (CIFAR-10 when carried, else the synthetic
+# default; ~20 s) and the examples.
+RUN_DATA=()
+[ -n "${NPID_CIFAR_DIR:-}" ] && RUN_DATA=(--data "$NPID_CIFAR_DIR")
+step train_run 120 "$BIN/npid" train --device cuda "${RUN_DATA[@]}" --epochs 2 \
+     --steps-per-epoch 200 --knn-every 1 --run "$RUN_DIR" --quiet
+step example_cuda 45 "$BIN/nce_training" --device cuda --steps 300
+step example_train_step 45 "$BIN/train_step" --device cuda --steps 40
+
+# 4. Races on small cases (cheap).
 HAVE_SANITIZER=0
 command -v compute-sanitizer >/dev/null && HAVE_SANITIZER=1
 if [ $HAVE_SANITIZER = 1 ]; then
@@ -148,19 +158,11 @@ if [ $HAVE_SANITIZER = 1 ]; then
        "sync_after_launch contexts run the same ops,knn_topk: CUDA breaks massive exact ties by key index,fused NCE: the async ring on a small case"
 fi
 
-# 4. The PyTorch side by side (its report is rewritten after every pair).
+# 5. The PyTorch side by side (its report is rewritten after every pair).
 if [ -x tools/side_by_side.sh ]; then
   [ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
   step side_by_side 200 tools/side_by_side.sh "$OUT"
 fi
-
-# 5. A short real training run: CIFAR-10 when carried, else the synthetic default.
-RUN_DATA=()
-[ -n "${NPID_CIFAR_DIR:-}" ] && RUN_DATA=(--data "$NPID_CIFAR_DIR")
-step train_run 120 "$BIN/npid" train --device cuda "${RUN_DATA[@]}" --epochs 2 \
-     --steps-per-epoch 200 --knn-every 1 --run "$RUN_DIR" --quiet
-step example_cuda 45 "$BIN/nce_training" --device cuda --steps 300
-step example_train_step 45 "$BIN/train_step" --device cuda --steps 40
 
 # 6. Memory errors over all but the [heavy] cases (which would not fit under
 # memcheck): our kernels first, the cuDNN-heavy ResNet group after; then the

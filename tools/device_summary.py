@@ -23,6 +23,7 @@ ap.add_argument("--knn-json", default="")
 ap.add_argument("--train-json", default="")
 ap.add_argument("--cudnn-profile", default="")
 ap.add_argument("--run-metrics", default="", help="metrics.jsonl of the short training run")
+ap.add_argument("--run-final", default="", help="final.json of the short training run (its evaluation)")
 ap.add_argument("--quiet", action="store_true")
 args = ap.parse_args()
 out, device, commit = args.out, args.device, args.commit
@@ -112,6 +113,9 @@ run_metrics = args.run_metrics
 if run_metrics and os.path.exists(run_metrics):
     lines += ["", "## short training run (npid train, 2 x 200 steps)", "", "```"] + \
              open(run_metrics).read().strip().splitlines() + ["```"]
+if args.run_final and os.path.exists(args.run_final):
+    lines += ["", "## short training run: final evaluation (final.json)", "", "```",
+              open(args.run_final).read().strip(), "```"]
 if cudnn_profile is not None:
     lines += ["", "cuDNN device profile recorded in device_check.json (cudnn_device_properties): store it as "
               "tests/cpu/cudnn_profiles/<device>.json."]
