@@ -60,55 +60,53 @@ def load(name):
 def short(name):
     return re.sub(r"/(min_time:[0-9.]+|manual_time)", "", name)
 
+
 nce, softmax, resnet = load("bench_nce.json"), load("bench_softmax.json"), load("bench_resnet.json")
 data, knn, train = load(args.data_json), load(args.knn_json), load(args.train_json)
 lines = [f"# device_check: {device}", "", f"commit: {commit}", "", "| step | status | seconds |", "|---|---|---|"]
-for k, (s, t) in status.items():
-    lines.append(f"| {k} | {s} | {t} |")
-if nce:
-    lines += ["", "## bench_nce_kernel (D = 128; time per call)", "",
-              "| benchmark | time | gathered GB/s | fraction of copy bandwidth |", "|---|---|---|---|"]
-    for b in nce:
-        g, f = b.get("gather_GBps"), b.get("frac_copy_bw")
-        lines.append(f"| {short(b['name'])} | {b['real_time']:.1f} {b['time_unit']} | "
-                     f"{'' if g is None else f'{g:.0f}'} | {'' if f is None else f'{f:.2f}'} |")
-    times = {short(b["name"]): b["real_time"] for b in nce}
-    pairs = [(k, k.replace("ForwardBackward/", "ForwardBackward_bf16/", 1)) for k in times
-             if k.startswith("BM_NceForwardBackward/")]
-    pairs = [(a, b) for a, b in pairs if b in times]
-    if pairs:
-        lines += ["", "### bf16 bank against fp32 (same run)", "", "| shape | fp32 | bf16 | speedup |", "|---|---|---|---|"]
-        for a, b in pairs:
-            lines.append(f"| {a.split('/', 1)[1]} | {times[a]:.1f} us | {times[b]:.1f} us | {times[a] / times[b]:.2f}x |")
-if softmax:
-    lines += ["", "## bench_softmax_criterion (D = 128, TF32 GEMMs unless bf16_math:1; time per forward+backward)", "",
-              "| benchmark | time | TFLOP/s | cuBLAS TF32 GEMM TFLOP/s, same shapes | fraction | chunk rows |",
-              "|---|---|---|---|---|---|"]
-    for b in softmax:
-        lines.append(f"| {short(b['name'])} | {b['real_time']:.1f} {b['time_unit']} | {b.get('TFLOPs', 0):.1f} | "
-                     f"{b.get('gemm_TFLOPs', 0):.1f} | {b.get('frac_gemm', 0):.2f} | {b.get('chunk', 0):.0f} |")
-if resnet:
-    lines += ["", "## bench_resnet18 (forward + backward + SGD, TF32 convolutions)", "",
-              "| benchmark | time per step | images/s | TFLOP/s (3x forward) |", "|---|---|---|---|"]
-    for b in resnet:
-        lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {b.get('images_per_s', 0):.0f} | "
-                     f"{b.get('TFLOPs', 0):.1f} |")
-if data:
-    lines += ["", "## bench_data (input pipeline)", "", "| benchmark | time | images/s |", "|---|---|---|"]
-    for b in data:
-        rate = b.get("images_per_s") or b.get("items_per_second") or 0
-        lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {rate:,.0f} |")
-if knn:
-    lines += ["", "## bench_knn (k = 200, D = 128; whole evaluation, top-k search, and the similarity GEMM alone)", "",
-              "| benchmark | time | queries/s |", "|---|---|---|"]
-    for b in knn:
-        lines.append(f"| {short(b['name'])} | {b['real_time']:.2f} {b['time_unit']} | {b.get('queries_per_s', 0):,.0f} |")
-if train:
-    lines += ["", "## bench_train_step (CIFAR preset, width 64, B = 128, N = 50,000, TF32)", "",
-              "| benchmark | time per step | images/s |", "|---|---|---|"]
-    for b in train:
-        lines.append(f"| {short(b['name'])} {b.get('label', '')} | {b['real_time']:.2f} {b['time_unit']} | "
-                     f"{b.get('images_per_s', 0):,.0f} |")
+for name, (state, seconds) in status.items():
+    lines.append(f"| {name} | {state} | {seconds} |")
+
+
+def table(title, header, rows, level="##"):
+    """A markdown section: title, header row, one row per tuple of cells."""
+    if not rows:
+        return
+    lines.extend(["", f"{level} {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
+    lines.extend("| " + " | ".join(str(c) for c in r) + " |" for r in rows)
+
+
+def t(b, digits=1):  # a benchmark's time with its unit
+    return f"{b['real_time']:.{digits}f} {b['time_unit']}"
+
+
+def opt(v, spec):  # an optional counter
+    return "" if v is None else format(v, spec)
+
+
+table("bench_nce_kernel (D = 128; time per call)",
+      ["benchmark", "time", "gathered GB/s", "fraction of copy bandwidth"],
+      [(short(b["name"]), t(b), opt(b.get("gather_GBps"), ".0f"), opt(b.get("frac_copy_bw"), ".2f")) for b in nce])
+times = {short(b["name"]): b["real_time"] for b in nce}
+pairs = [(k, k.replace("ForwardBackward/", "ForwardBackward_bf16/", 1)) for k in times
+         if k.startswith("BM_NceForwardBackward/")]
+table("bf16 bank against fp32 (same run)", ["shape", "fp32", "bf16", "speedup"],
+      [(a.split("/", 1)[1], f"{times[a]:.1f} us", f"{times[b]:.1f} us", f"{times[a] / times[b]:.2f}x")
+       for a, b in pairs if b in times], level="###")
+table("bench_softmax_criterion (D = 128, TF32 GEMMs unless bf16_math:1; time per forward+backward)",
+      ["benchmark", "time", "TFLOP/s", "cuBLAS TF32 GEMM TFLOP/s, same shapes", "fraction", "chunk rows"],
+      [(short(b["name"]), t(b), f"{b.get('TFLOPs', 0):.1f}", f"{b.get('gemm_TFLOPs', 0):.1f}",
+        f"{b.get('frac_gemm', 0):.2f}", f"{b.get('chunk', 0):.0f}") for b in softmax])
+table("bench_resnet18 (forward + backward + SGD, TF32 convolutions)",
+      ["benchmark", "time per step", "images/s", "TFLOP/s (3x forward)"],
+      [(short(b["name"]), t(b, 2), f"{b.get('images_per_s', 0):.0f}", f"{b.get('TFLOPs', 0):.1f}") for b in resnet])
+table("bench_data (input pipeline)", ["benchmark", "time", "images/s"],
+      [(short(b["name"]), t(b, 2), f"{b.get('images_per_s') or b.get('items_per_second') or 0:,.0f}") for b in data])
+table("bench_knn (k = 200, D = 128; whole evaluation, top-k search, and the similarity GEMM alone)",
+      ["benchmark", "time", "queries/s"],
+      [(short(b["name"]), t(b, 2), f"{b.get('queries_per_s', 0):,.0f}") for b in knn])
+table("bench_train_step (CIFAR preset, width 64, B = 128, N = 50,000, TF32)", ["benchmark", "time per step", "images/s"],
+      [(f"{short(b['name'])} {b.get('label', '')}", t(b, 2), f"{b.get('images_per_s', 0):,.0f}") for b in train])
 run_metrics = args.run_metrics
 if run_metrics and os.path.exists(run_metrics):
     lines += ["", "## short training run (npid train, 2 x 200 steps)", "", "```"] + \

