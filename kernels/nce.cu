@@ -6,7 +6,12 @@
 // once with as many row loads in flight as possible. Every NCE coefficient
 // depends only on its own P_ij (no row-wide normalization), so one pass can
 // produce the score, the loss term and the row's contribution to dL/df_i while
-// the row sits in registers.
+// the row sits in registers. With the bank in L2 the kernel is partly
+// issue-bound (~25 cycles per row per SM on an H200), so the per-row
+// instruction count matters: a row's chunk address is one 32x32->64 multiply-
+// add from a per-lane base, and the exp / reciprocal / log are the bare
+// hardware approximations (ftz; the library versions add denormal fix-ups
+// that never apply here).
 //
 //   nce_negatives_kernel  grid (splits, B), 256 threads. Block (s, i) owns a
 //       contiguous range of 32-column tiles of sample i's K negatives; each
@@ -89,16 +94,46 @@ struct NceKernelParams {
 
 // ---- kernels ----------------------------------------------------------------
 
+// The hardware approximations without the denormal fix-ups that exp2f,
+// __fdividef and __logf wrap around them (three to four instructions each,
+// per row): identical results for normal arguments and results, which is all
+// the per-row math sees for unit-norm rows -- exp(s/tau) would flush to 0 only
+// below 2^-126 (s/tau < -87; a denormal < 2^-126 then becomes 0), and every
+// divisor here is >= K/N.
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float rcp_ftz(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float lg2_ftz(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+// base + row * row_bytes as one 32 x 32 -> 64-bit multiply-add (a C++ 64-bit
+// product compiles to the multiply plus an add of a zero high word).
+__device__ __forceinline__ const char* row_chunk(const char* base, std::uint32_t row, std::uint32_t row_bytes) {
+  std::uint64_t offset;
+  asm("mul.wide.u32 %0, %1, %2;" : "=l"(offset) : "r"(row), "r"(row_bytes));
+  return base + offset;
+}
+
 // log1p(x) for x >= 0, cheap and accurate to a few ulp: for x < 1/2 the series
 // 2 atanh(u), u = x/(2+x) <= 1/5 (truncation after u^9: < 1e-8 relative);
-// above, __logf(1+x), whose absolute error 2^-21 is < 1e-6 of log(1.5).
+// above, log2(1+x) ln 2 by the hardware approximation, whose absolute error
+// 2^-21 is < 1e-6 of log(1.5).
 __device__ __forceinline__ float fast_log1p(float x) {
   if (x < 0.5f) {
-    const float u = __fdividef(x, 2.0f + x), u2 = u * u;
+    const float u = x * rcp_ftz(2.0f + x), u2 = u * u;
     const float poly = fmaf(u2, fmaf(u2, fmaf(u2, fmaf(u2, 1.0f / 9, 1.0f / 7), 1.0f / 5), 1.0f / 3), 1.0f);
     return 2.0f * u * poly;
   }
-  return __logf(1.0f + x);
+  return lg2_ftz(1.0f + x) * 0.693147180559945309f;
 }
 
 // The NCE math of one negative column, shared by both gather kernels: given
@@ -109,14 +144,14 @@ template <int kPerLane>
 __device__ __forceinline__ void nce_row(const NceKernelParams& p, float dot, const float (&row)[kPerLane],
                                         float inv_z, float (&g)[kPerLane], float& loss_acc,
                                         float& sum_exp_acc, float* prob_out) {
-  const float e = exp2f(dot * p.inv_tau_log2e);
+  const float e = ex2_ftz(dot * p.inv_tau_log2e);
   sum_exp_acc += e;  // the same value on every lane of the group; counted once in write_partials
   if (p.score_only) return;
   // -log((K/N)/(P+a)) = log1p((P+eps)*N/K);  dL/ds * B * tau = P/(P+a)
   const float prob = e * inv_z;
-  // __fdividef returns 0 for denominators above 2^126; P/(P+a) is 1
-  // to fp32 precision long before that, so clamp P first.
-  const float coef = __fdividef(fminf(prob, 1e30f), fminf(prob, 1e30f) + p.noise);
+  // The approximate reciprocal returns 0 for denominators above 2^126; P/(P+a)
+  // is 1 to fp32 precision long before that, so clamp P first.
+  const float coef = fminf(prob, 1e30f) * rcp_ftz(fminf(prob, 1e30f) + p.noise);
   loss_acc += fast_log1p((prob + static_cast<float>(kNceEps)) * p.inv_kpn);
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(coef, row[k], g[k]);
@@ -183,13 +218,16 @@ __device__ __forceinline__ void write_partials(const NceKernelParams& p, float (
 
 // Resident blocks per SM the compiler must allow (a register cap): from an
 // estimate of the registers a thread needs -- feature and gradient slices,
-// kStages raw row buffers (packed for bf16), a widened row, ~28 for the rest --
-// between 2 and 4 blocks of 256 threads (65,536 registers per SM). Checked
-// against ptxas's report (-Xptxas -v): no spills for the D <= 128 variants.
+// kStages raw row buffers (packed for bf16), a widened row, ~28 for the rest,
+// 12 more for rings of 4 steps or deeper (their chunk addresses and indices:
+// the fp32 16-lane ring spilled in its loop at 3 blocks) -- between 2 and 4
+// blocks of 256 threads (65,536 registers per SM). Checked against ptxas's
+// report (cuobjdump -res-usage): no spills inside the loop of any D <= 128
+// variant.
 template <typename T, int kPerLane, int kStages>
 constexpr int min_blocks() {
   constexpr int raw = kPerLane * static_cast<int>(sizeof(T)) / 4;
-  constexpr int est = 2 * kPerLane + kStages * raw + (sizeof(T) < 4 ? kPerLane : 0) + 28;
+  constexpr int est = 2 * kPerLane + kStages * raw + (sizeof(T) < 4 ? kPerLane : 0) + 28 + (kStages >= 4 ? 12 : 0);
   constexpr int blocks = 256 / est;
   return blocks < 2 ? 2 : blocks > 4 ? 4 : blocks;
 }
@@ -230,6 +268,19 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
   const std::int64_t t_begin = tiles * split / p.splits;
   const std::int64_t t_end = tiles * (split + 1) / p.splits;
 
+  // Per-lane chunk addresses of bank row 0, so that a row's chunk is one
+  // multiply-add (row * row_bytes + base, 32 x 32 -> 64 bits) and one load.
+  // Chunks at or beyond D read the row's last chunk instead: finite values of
+  // the same row, multiplied by the zero feature slots (dot unchanged) and
+  // accumulated into gradient slots that are never written.
+  const std::uint32_t row_bytes = static_cast<std::uint32_t>(dim) * static_cast<std::uint32_t>(sizeof(T));
+  const char* lane_base[kChunks];
+#pragma unroll
+  for (int cc = 0; cc < kChunks; ++cc) {
+    const int e = min((cc * kLanes + sub) * kVec, dim - kVec);
+    lane_base[cc] = reinterpret_cast<const char*>(bank + e);
+  }
+
   for (std::int64_t t = t_begin + warp; t < t_end; t += kWarps) {
     const std::int64_t n0 = t * 32;  // first negative of the tile (column n0 + 1)
     const int ncols = static_cast<int>(min(static_cast<std::int64_t>(32), K - n0));
@@ -246,18 +297,19 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
 
     // Rows of step s: column s*kRows + group of the tile, for each lane group.
     // A ring of kStages raw buffers keeps kStages - 1 steps of loads in flight
-    // while one step is computed.
+    // while one step is computed. Columns past a short tile's end load row 0
+    // (lanes >= ncols hold index 0): valid memory, and their math is skipped.
     typename Raw::type buf[kStages][kChunks];
     auto load_step = [&](int s, typename Raw::type(&out)[kChunks]) {
       const int c = s * kRows + group;
-      const int row = __shfl_sync(cuda::kFullMask, static_cast<int>(my_idx), c);
-      if (c < ncols) {
-        cuda::load_row_raw<T, kLanes, kVec, kChunks>(bank + static_cast<std::int64_t>(row) * dim, dim, sub, out);
-      } else {
+      const auto row = static_cast<std::uint32_t>(__shfl_sync(cuda::kFullMask, static_cast<int>(my_idx), c));
 #pragma unroll
-        for (int k = 0; k < kChunks; ++k) out[k] = Raw::zero();
-      }
+      for (int cc = 0; cc < kChunks; ++cc)
+        out[cc] = Raw::load(reinterpret_cast<const T*>(row_chunk(lane_base[cc], row, row_bytes)));
     };
+    // P of column s*kRows + group goes to prob_tile + s*kRows (lane 0 of each
+    // group writes; null when P is not asked for).
+    float* const prob_tile = p.probs != nullptr && sub == 0 ? p.probs + i * kp1 + n0 + 1 + group : nullptr;
 #pragma unroll
     for (int q = 0; q < kStages - 1; ++q)
       if (q < kSteps) load_step(q, buf[q]);
@@ -274,7 +326,7 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
       const int c = s * kRows + group;
       if (c < ncols) {
         nce_row<kPerLane>(p, dot, row, inv_z, g, loss_acc, sum_exp_acc,
-                          p.probs != nullptr && sub == 0 ? p.probs + i * kp1 + n0 + c + 1 : nullptr);
+                          prob_tile != nullptr ? prob_tile + s * kRows : nullptr);
       }
     }
   }
@@ -388,6 +440,7 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
   const int total = my_tiles * kSteps;  // a multiple of kStages
 
   // Lane l's bank row for column l of the warp's j-th tile (0 past the end).
+  const bool write_probs = p.probs != nullptr && sub == 0;
   auto resolve = [&](int j) -> int {
     std::int64_t idx = 0;
     if (j < my_tiles) {
@@ -406,6 +459,17 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
   int load_idx = resolve(0);
   int next_idx = resolve(1);
 
+  // Per-lane chunk sources in bank row 0 (one multiply-add per chunk and
+  // row); chunks at or beyond D copy the row's last chunk instead (finite
+  // values of the same row, met by zero feature slots; see the register ring).
+  const std::uint32_t row_bytes = static_cast<std::uint32_t>(dim) * static_cast<std::uint32_t>(sizeof(T));
+  const char* lane_src[kChunks];
+#pragma unroll
+  for (int cc = 0; cc < kChunks; ++cc) {
+    const int e = min((cc * kLanes + sub) * kVec, dim - kVec);
+    lane_src[cc] = reinterpret_cast<const char*>(bank + e);
+  }
+
   // Issue the copies of step gs into ring stage q, then commit a group (an
   // empty one past the end or for missing columns, so that group counting
   // stays uniform). Called with gs increasing by one. A tile starts at a step
@@ -422,14 +486,11 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
       }
       const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
       const int c = s * kRows + group;
-      const int row = __shfl_sync(cuda::kFullMask, load_idx, c);
+      const auto row = static_cast<std::uint32_t>(__shfl_sync(cuda::kFullMask, load_idx, c));
       if (c < K - n0) {
-        const T* src = bank + static_cast<std::int64_t>(row) * dim;
 #pragma unroll
-        for (int cc = 0; cc < kChunks; ++cc) {
-          const int e = (cc * kLanes + sub) * kVec;
-          if (e < dim) cp_async_16(&ring[(q * kChunks + cc) * 32 + lane], src + e);
-        }
+        for (int cc = 0; cc < kChunks; ++cc)
+          cp_async_16(&ring[(q * kChunks + cc) * 32 + lane], row_chunk(lane_src[cc], row, row_bytes));
       }
     }
     cp_async_commit();
@@ -449,15 +510,7 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
       if (s * kRows >= ncols) continue;  // warp-uniform: past the end of a short last tile
       float row[kPerLane];
 #pragma unroll
-      for (int cc = 0; cc < kChunks; ++cc) {
-        const int e = (cc * kLanes + sub) * kVec;
-        if (e < dim) {
-          widen16<T>(ring[(q * kChunks + cc) * 32 + lane], row + cc * kVec);
-        } else {
-#pragma unroll
-          for (int v = 0; v < kVec; ++v) row[cc * kVec + v] = 0.f;
-        }
-      }
+      for (int cc = 0; cc < kChunks; ++cc) widen16<T>(ring[(q * kChunks + cc) * 32 + lane], row + cc * kVec);
       float dot = 0.f;
 #pragma unroll
       for (int k = 0; k < kPerLane; ++k) dot = fmaf(f[k], row[k], dot);
@@ -465,7 +518,7 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
       const int c = s * kRows + group;
       if (c < ncols) {
         nce_row<kPerLane>(p, dot, row, inv_z, g, loss_acc, sum_exp_acc,
-                          p.probs != nullptr && sub == 0 ? p.probs + i * kp1 + n0 + c + 1 : nullptr);
+                          write_probs ? p.probs + i * kp1 + n0 + c + 1 : nullptr);
       }
     }
   }
