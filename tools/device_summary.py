@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import tempfile
 
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
@@ -46,12 +48,18 @@ def load(name):
     except OSError:
         return []
     doc = None
-    for tail in ("", "]}", "\n]}", "}]}"):
-        try:
-            doc = json.loads(text.rstrip(",") + tail)
+    # Whole, or cut between entries, or cut inside one: then drop back to the
+    # end of the last complete entry (Google Benchmark indents them by 4).
+    last = text.rfind("\n    }")
+    for cand in (text, text[:last + 6] if last >= 0 else text):
+        for tail in ("", "]}", "\n]}", "}]}"):
+            try:
+                doc = json.loads(cand.rstrip().rstrip(",") + tail)
+                break
+            except ValueError:
+                continue
+        if doc is not None:
             break
-        except ValueError:
-            continue
     if not isinstance(doc, dict):
         return []
     return [b for b in doc.get("benchmarks", []) if not b.get("error_occurred")]
@@ -122,11 +130,13 @@ if os.path.exists(sbs):
     lines += ["", open(sbs).read()]
 
 
-def write(name, text):  # atomically: a reader (or a kill) never sees half a file
-    tmp = os.path.join(out, name + ".tmp")
-    with open(tmp, "w") as f:
+def write(name, text):
+    # Written beside, then moved in: a kill mid-write leaves no half file and
+    # no extra file in $OUT (the device tool returns at most 8).
+    fd, tmp = tempfile.mkstemp(prefix="npid_summary_")
+    with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.replace(tmp, os.path.join(out, name))
+    shutil.move(tmp, os.path.join(out, name))
 
 
 write("summary.md", "\n".join(lines) + "\n")

@@ -10,12 +10,19 @@ set -uo pipefail
 BENCH=${1:?usage: profile_nce.sh path/to/bench_nce_kernel}
 command -v ncu >/dev/null || { echo "SKIPPED: ncu not on PATH"; exit 77; }
 shape='B:256/K:4096/N:1281167'
-rc=0
+# A filter counts as profiled when ncu printed its report (with --kill, ncu's
+# own exit code after stopping the program is not a verdict).
+profiled=0
 for filter in "^BM_NceForwardBackward/$shape" "^BM_NceForwardBackward_bf16/$shape" \
               "^BM_NceLayout/$shape/lanes:16/stages:8/async:1" "^BM_NceLayout_bf16/$shape/lanes:16/stages:8/async:1"; do
   echo "==== ncu: $filter"
+  log=$(mktemp /tmp/npid_ncu.XXXXXX)
   ncu --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section Occupancy --section LaunchStats -k regex:nce_negatives --launch-skip 5 --launch-count 1 --kill yes \
-      "$BENCH" --benchmark_filter="$filter" --benchmark_min_time=0.01 || rc=$?
+      "$BENCH" --benchmark_filter="$filter" --benchmark_min_time=0.01 >"$log" 2>&1
+  cat "$log"
+  grep -q "GPU Speed Of Light" "$log" && profiled=$((profiled + 1))
+  rm -f "$log"
 done
-exit $rc
+echo "==== ncu: $profiled of 4 kernels profiled"
+[ "$profiled" -eq 4 ]

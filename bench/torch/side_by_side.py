@@ -18,6 +18,7 @@ import argparse
 import math
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -500,10 +501,12 @@ def write_report(args, results, dev_name):
                        ("side_by_side.json", json.dumps({"device": dev_name, "torch": torch.__version__,
                                                          "commit": args.commit, "results": results},
                                                         indent=1, default=str))):
-        tmp = os.path.join(args.out, name + ".tmp")
-        with open(tmp, "w") as f:
+        # Written beside, then moved in: no half file, and no extra file in
+        # the output folder (the device tool returns at most 8).
+        fd, tmp = tempfile.mkstemp(prefix="npid_sbs_")
+        with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, os.path.join(args.out, name))
+        shutil.move(tmp, os.path.join(args.out, name))
     return md
 
 

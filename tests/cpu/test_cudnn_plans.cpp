@@ -24,9 +24,15 @@ using cudnn::ConvMath;
 
 namespace {
 
+// The source tree's profiles: where the build saw them, else relative to the
+// working directory (a carried test binary run from another checkout's root).
 std::vector<std::filesystem::path> profiles() {
+  std::filesystem::path dir = NPID_CUDNN_PROFILE_DIR;
+  if (!std::filesystem::is_directory(dir)) dir = "tests/cpu/cudnn_profiles";
+  INFO("cuDNN profiles folder " << dir.string());
+  REQUIRE(std::filesystem::is_directory(dir));
   std::vector<std::filesystem::path> out;
-  for (const auto& e : std::filesystem::directory_iterator(NPID_CUDNN_PROFILE_DIR))
+  for (const auto& e : std::filesystem::directory_iterator(dir))
     if (e.path().extension() == ".json") out.push_back(e.path());
   std::sort(out.begin(), out.end());
   return out;
@@ -57,7 +63,9 @@ TEST_CASE("cuDNN plans every ResNet-18 convolution for each recorded GPU, device
     for (const ConvMath math : {ConvMath::kTF32, ConvMath::kFP32}) {
       INFO(file.filename().string() << (math == ConvMath::kTF32 ? " tf32" : " exact fp32"));
       cudnn::ConvPlans plans(read(file));
-      std::set<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>>
+      // The plan cache's key: direction and every shape field.
+      std::set<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                          std::int64_t>>
           keys;
       for (const NetCase& c : cases) {
         ResNetConfig cfg;
@@ -74,7 +82,7 @@ TEST_CASE("cuDNN plans every ResNet-18 convolution for each recorded GPU, device
               std::size_t ws = 0;
               REQUIRE_NOTHROW(ws = plans.prepare(dir, s, math));
               CHECK(ws <= kWorkspaceCap);
-              keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride);
+              keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride, s.pad);
             }
           }
         }
@@ -87,7 +95,7 @@ TEST_CASE("cuDNN plans every ResNet-18 convolution for each recorded GPU, device
         for (const ConvDirection dir :
              {ConvDirection::kForward, ConvDirection::kBackwardFilter, ConvDirection::kBackwardData}) {
           REQUIRE_NOTHROW(plans.prepare(dir, s, math));
-          keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride);
+          keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride, s.pad);
         }
       }
       const cudnn::ConvPlans::Summary summary = plans.summary();
