@@ -123,6 +123,49 @@ __device__ __forceinline__ const char* row_chunk(const char* base, std::uint32_t
   return base + offset;
 }
 
+// Per-lane addresses of this lane's chunks in bank row 0, so that a row's
+// chunk is row_chunk(base[cc], row, row_bytes) and one load. Chunk cc holds
+// elements (cc * kLanes + sub) * kVec ...; chunks at or beyond D point at the
+// row's last chunk instead: finite values of the same row, met by the zero
+// feature slots (the dot is unchanged) and accumulated into gradient slots
+// that write_partials never writes.
+template <typename T, int kLanes, int kVec, int kChunks>
+__device__ __forceinline__ void lane_chunk_bases(const T* bank, int dim, int sub, const char* (&base)[kChunks]) {
+#pragma unroll
+  for (int cc = 0; cc < kChunks; ++cc)
+    base[cc] = reinterpret_cast<const char*>(bank + min((cc * kLanes + sub) * kVec, dim - kVec));
+}
+
+// Where a thread of a gather block sits: lane and warp, lane sub within its
+// row group of kLanes, and the group; the block's sample i and column split.
+template <int kLanes>
+struct GatherThread {
+  int lane = threadIdx.x & 31;
+  int warp = threadIdx.x >> 5;
+  int sub = lane % kLanes;
+  int group = lane / kLanes;
+  std::int64_t i = blockIdx.y;
+  int split = blockIdx.x;
+};
+
+// What a gather block needs of its sample i: the positive y, 1/Z (0 in the
+// score-only pass), the sampling step (from the device word under graph
+// replay), and its split's range [t_begin, t_end) of 32-column tiles.
+struct GatherSample {
+  std::int64_t y;
+  float inv_z;
+  std::uint64_t step;
+  std::int64_t t_begin, t_end;
+  __device__ __forceinline__ GatherSample(const NceKernelParams& p, std::int64_t i, int split) {
+    y = p.targets[i];
+    inv_z = p.score_only ? 0.f : 1.f / *p.z;
+    step = p.step_device != nullptr ? *p.step_device : p.step;
+    const std::int64_t tiles = (p.num_negatives + 31) / 32;
+    t_begin = tiles * split / p.splits;
+    t_end = tiles * (split + 1) / p.splits;
+  }
+};
+
 // log1p(x) for x >= 0, cheap and accurate to a few ulp: for x < 1/2 the series
 // 2 atanh(u), u = x/(2+x) <= 1/5 (truncation after u^9: < 1e-8 relative);
 // above, log2(1+x) ln 2 by the hardware approximation, whose absolute error
@@ -243,12 +286,9 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
   constexpr int kRows = 32 / kLanes;        // rows per warp step
   constexpr int kSteps = 32 / kRows;        // steps per 32-column tile
 
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int sub = lane % kLanes;
-  const int group = lane / kLanes;
-  const std::int64_t i = blockIdx.y;
-  const int split = blockIdx.x;
+  const GatherThread<kLanes> at;
+  const int lane = at.lane, warp = at.warp, sub = at.sub, group = at.group, split = at.split;
+  const std::int64_t i = at.i;
   const int dim = static_cast<int>(p.dim);
   const std::int64_t K = p.num_negatives;
   const std::int64_t kp1 = K + 1;
@@ -259,27 +299,15 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) g[k] = 0.f;
 
-  const std::int64_t y = p.targets[i];
-  const float inv_z = p.score_only ? 0.f : 1.f / *p.z;
-  const std::uint64_t step = p.step_device != nullptr ? *p.step_device : p.step;
+  const GatherSample sample(p, i, split);
+  const std::int64_t y = sample.y, t_begin = sample.t_begin, t_end = sample.t_end;
+  const float inv_z = sample.inv_z;
+  const std::uint64_t step = sample.step;
   float loss_acc = 0.f, sum_exp_acc = 0.f;
 
-  const std::int64_t tiles = (K + 31) / 32;
-  const std::int64_t t_begin = tiles * split / p.splits;
-  const std::int64_t t_end = tiles * (split + 1) / p.splits;
-
-  // Per-lane chunk addresses of bank row 0, so that a row's chunk is one
-  // multiply-add (row * row_bytes + base, 32 x 32 -> 64 bits) and one load.
-  // Chunks at or beyond D read the row's last chunk instead: finite values of
-  // the same row, multiplied by the zero feature slots (dot unchanged) and
-  // accumulated into gradient slots that are never written.
   const std::uint32_t row_bytes = static_cast<std::uint32_t>(dim) * static_cast<std::uint32_t>(sizeof(T));
   const char* lane_base[kChunks];
-#pragma unroll
-  for (int cc = 0; cc < kChunks; ++cc) {
-    const int e = min((cc * kLanes + sub) * kVec, dim - kVec);
-    lane_base[cc] = reinterpret_cast<const char*>(bank + e);
-  }
+  lane_chunk_bases<T, kLanes, kVec, kChunks>(bank, dim, sub, lane_base);
 
   for (std::int64_t t = t_begin + warp; t < t_end; t += kWarps) {
     const std::int64_t n0 = t * 32;  // first negative of the tile (column n0 + 1)
@@ -395,12 +423,9 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
   static_assert(kStages >= 2 && kSteps % kStages == 0, "the ring slot of a step must be static");
   extern __shared__ uint4 s_ring[];
 
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int sub = lane % kLanes;
-  const int group = lane / kLanes;
-  const std::int64_t i = blockIdx.y;
-  const int split = blockIdx.x;
+  const GatherThread<kLanes> at;
+  const int lane = at.lane, warp = at.warp, sub = at.sub, group = at.group, split = at.split;
+  const std::int64_t i = at.i;
   const int dim = static_cast<int>(p.dim);
   const std::int64_t K = p.num_negatives;
   const std::int64_t kp1 = K + 1;
@@ -427,14 +452,11 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) g[k] = 0.f;
 
-  const std::int64_t y = p.targets[i];
-  const float inv_z = p.score_only ? 0.f : 1.f / *p.z;
-  const std::uint64_t step = p.step_device != nullptr ? *p.step_device : p.step;
+  const GatherSample sample(p, i, split);
+  const std::int64_t y = sample.y, t_begin = sample.t_begin, t_end = sample.t_end;
+  const float inv_z = sample.inv_z;
+  const std::uint64_t step = sample.step;
   float loss_acc = 0.f, sum_exp_acc = 0.f;
-
-  const std::int64_t tiles = (K + 31) / 32;
-  const std::int64_t t_begin = tiles * split / p.splits;
-  const std::int64_t t_end = tiles * (split + 1) / p.splits;
   const std::int64_t first = t_begin + warp;  // this warp's tiles: first, first + kWarps, ...
   const int my_tiles = first < t_end ? static_cast<int>((t_end - first + kWarps - 1) / kWarps) : 0;
   const int total = my_tiles * kSteps;  // a multiple of kStages
@@ -459,16 +481,9 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
   int load_idx = resolve(0);
   int next_idx = resolve(1);
 
-  // Per-lane chunk sources in bank row 0 (one multiply-add per chunk and
-  // row); chunks at or beyond D copy the row's last chunk instead (finite
-  // values of the same row, met by zero feature slots; see the register ring).
   const std::uint32_t row_bytes = static_cast<std::uint32_t>(dim) * static_cast<std::uint32_t>(sizeof(T));
   const char* lane_src[kChunks];
-#pragma unroll
-  for (int cc = 0; cc < kChunks; ++cc) {
-    const int e = min((cc * kLanes + sub) * kVec, dim - kVec);
-    lane_src[cc] = reinterpret_cast<const char*>(bank + e);
-  }
+  lane_chunk_bases<T, kLanes, kVec, kChunks>(bank, dim, sub, lane_src);
 
   // Issue the copies of step gs into ring stage q, then commit a group (an
   // empty one past the end or for missing columns, so that group counting
