@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# device_check_dry.sh NPID_GPU_TESTS NPID_TESTS BENCH_DATA -- the device
+# check's plumbing on a machine without a GPU, so that CI catches what would
+# otherwise first fail in a rare GPU lease: tools/device_check.sh runs two
+# chosen steps from a bin folder of this build (the GPU tests report skipped,
+# bench_data runs its CPU rows), writes its summary and JSON, and
+# tools/device_summary.py reads a benchmark file cut short mid-entry.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d /tmp/npid_device_dry.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/bin" "$work/out" "$work/out2"
+ln -s "$1" "$work/bin/npid_gpu_tests"
+ln -s "$2" "$work/bin/npid_tests"
+ln -s "$3" "$work/bin/bench_data"
+
+NPID_BIN_DIR="$work/bin" NPID_LIB_DIR="$work/bin" NPID_DEVICE_STEPS=gpu_other,bench_data \
+  NPID_DEVICE_BUDGET_S=120 bash "$root/tools/device_check.sh" "$work/out" > "$work/log" 2>&1 || {
+  cat "$work/log"; echo "FAIL: device_check.sh exited non-zero"; exit 1; }
+
+fail() { echo "FAIL: $*"; cat "$work/out/summary.md" 2>/dev/null; exit 1; }
+s="$work/out/summary.md"
+[ -f "$s" ] || fail "no summary.md"
+grep -q '^| gpu_other | skipped |' "$s" || fail "gpu_other should be skipped without a GPU"
+grep -q '^| bench_data | pass |' "$s" || fail "bench_data should pass"
+grep -q '^| gpu_criteria | not selected |' "$s" || fail "unselected steps should say so"
+python3 - "$work/out/device_check.json" "$work/full.json" <<'PY' || fail "device_check.json"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["steps"]["bench_data"][0] == "pass", d["steps"]
+assert len(d["bench_data"]) >= 2, "bench_data's CPU rows were not recorded"
+# Their JSON as Google Benchmark writes it (entries indented by 4).
+open(sys.argv[2], "w").write(json.dumps({"context": {}, "benchmarks": d["bench_data"]}, indent=2))
+PY
+
+# A benchmark file cut inside its last entry still yields the entries before it.
+python3 - "$work/full.json" "$work/cut.json" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+last = text.rfind('"name"')  # inside the last entry
+open(sys.argv[2], "w").write(text[:last + 3])
+PY
+python3 "$root/tools/device_summary.py" "$work/out2" --data-json "$work/cut.json" --quiet || fail "device_summary.py on a cut file"
+n_full=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['benchmarks']))" "$work/full.json")
+n_cut=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['bench_data']))" "$work/out2/device_check.json")
+[ "$n_cut" -eq $((n_full - 1)) ] || fail "cut file: expected $((n_full - 1)) entries back, got $n_cut"
+echo "device_check dry run: OK ($n_full bench_data rows, $n_cut recovered from the cut file)"
