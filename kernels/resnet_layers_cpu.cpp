@@ -107,6 +107,22 @@ void gemm_rows(std::int64_t m, std::int64_t k, std::int64_t n, const Real* a, co
   }
 }
 
+// y = x * scale[c] + shift[c] (in double, rounded once), + residual, then
+// ReLU: the apply pass of both BatchNorm modes, positions outer.
+template <typename Real>
+void batchnorm_apply(const NormShape& s, const Real* x, const std::vector<double>& scale,
+                     const std::vector<double>& shift, const Real* residual, bool relu, Real* y) {
+  const std::int64_t count = s.count, ch = s.channels;
+  for (std::int64_t p = 0; p < count; ++p) {
+    const std::int64_t e0 = p * ch;
+    for (std::int64_t c = 0; c < ch; ++c) {
+      Real v = static_cast<Real>(static_cast<double>(x[e0 + c]) * scale[c] + shift[c]);
+      if (residual != nullptr) v += residual[e0 + c];
+      y[e0 + c] = relu && v < Real(0) ? Real(0) : v;
+    }
+  }
+}
+
 }  // namespace
 
 template <typename Real>
@@ -229,35 +245,21 @@ void batchnorm_train_forward_cpu(const NormShape& s, const Real* x, const Real* 
     scale[c] = static_cast<double>(gamma[c]) * invstd;
     shift[c] = static_cast<double>(beta[c]) - mean[c] * scale[c];
   }
-  for (std::int64_t p = 0; p < count; ++p) {
-    const std::int64_t e0 = p * ch;
-    for (std::int64_t c = 0; c < ch; ++c) {
-      Real v = static_cast<Real>(static_cast<double>(x[e0 + c]) * scale[c] + shift[c]);
-      if (residual != nullptr) v += residual[e0 + c];
-      y[e0 + c] = relu && v < Real(0) ? Real(0) : v;
-    }
-  }
+  batchnorm_apply(s, x, scale, shift, residual, relu, y);
 }
 
 template <typename Real>
 void batchnorm_eval_forward_cpu(const NormShape& s, const Real* x, const Real* gamma, const Real* beta,
                                 const Real* running_mean, const Real* running_var, Real eps,
                                 const Real* residual, bool relu, Real* y) {
-  const std::int64_t count = s.count, ch = s.channels;
+  const std::int64_t ch = s.channels;
   std::vector<double> scale(static_cast<std::size_t>(ch)), shift(static_cast<std::size_t>(ch));
   for (std::int64_t c = 0; c < ch; ++c) {
     const double invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + static_cast<double>(eps));
     scale[c] = static_cast<double>(gamma[c]) * invstd;
     shift[c] = static_cast<double>(beta[c]) - static_cast<double>(running_mean[c]) * scale[c];
   }
-  for (std::int64_t p = 0; p < count; ++p) {
-    const std::int64_t e0 = p * ch;
-    for (std::int64_t c = 0; c < ch; ++c) {
-      Real v = static_cast<Real>(static_cast<double>(x[e0 + c]) * scale[c] + shift[c]);
-      if (residual != nullptr) v += residual[e0 + c];
-      y[e0 + c] = relu && v < Real(0) ? Real(0) : v;
-    }
-  }
+  batchnorm_apply(s, x, scale, shift, residual, relu, y);
 }
 
 template <typename Real>
