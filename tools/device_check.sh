@@ -134,10 +134,10 @@ done
 # interface, which the gVisor runtime (kernel 4.4.0) does not pass through:
 # there they fail ("Device not supported", "LibraryNotLoaded"), so they are
 # reported as not available instead of spending the budget. Firecracker: run.
-RUNTIME=${NPID_KERNEL_RELEASE:-$(uname -r 2>/dev/null)}  # the override: for the CI dry run
+KERNEL_RELEASE=${NPID_KERNEL_RELEASE:-$(uname -r 2>/dev/null)}  # the override: for the CI dry run
 GVISOR=0
-case $RUNTIME in 4.4.0*) GVISOR=1 ;; esac
-echo "kernel: $RUNTIME (gVisor: $GVISOR)" >> "$OUT/logs.txt"
+case $KERNEL_RELEASE in 4.4.0*) GVISOR=1 ;; esac
+echo "kernel: $KERNEL_RELEASE (gVisor: $GVISOR)" >> "$OUT/logs.txt"
 unavailable() {  # unavailable WHY STEP...: steps that cannot run on this machine
   local why=$1; shift
   for n in "$@"; do ORDER+=("$n"); STATUS[$n]="not available ($why)"; SECONDS_TAKEN[$n]=0; done
