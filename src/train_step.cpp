@@ -86,6 +86,8 @@ struct TrainStep::Impl {
       nc.temperature = cfg.temperature;
       nc.proximal_lambda = cfg.proximal_lambda;
       nc.z_policy = cfg.z_policy;
+      nc.z_fixed = cfg.z_fixed;
+      nc.z_ema_decay = cfg.z_ema_decay;
       nc.seed = cfg.seed ^ 0x9e3779b97f4a7c15ULL;
       nc.validate_inputs = false;  // indices checked here when asked; features come from the net
       nce = std::make_unique<NceCriterion>(c, nc, B, D);
@@ -263,6 +265,11 @@ TrainStep::TrainStep(Context& ctx, const TrainStepConfig& config, std::int64_t n
                  "expected 2 <= N < 2^31, got " << num_instances);
   NPID_CHECK_ARG(config.bank_momentum >= 0.0f && config.bank_momentum < 1.0f, op, "config.bank_momentum",
                  "expected 0 <= m < 1, got " << config.bank_momentum);
+  if (config.criterion == CriterionKind::kNce && config.z_policy == ZPolicy::kFixed)
+    NPID_CHECK_ARG(std::isfinite(config.z_fixed) && config.z_fixed > 0.0f, op, "config.z_fixed",
+                   "expected a finite Z > 0 for the fixed Z policy, got " << config.z_fixed);
+  NPID_CHECK_ARG(std::isfinite(config.z_ema_decay) && config.z_ema_decay >= 0.0f && config.z_ema_decay < 1.0f, op,
+                 "config.z_ema_decay", "expected a decay in [0, 1), got " << config.z_ema_decay);
   NPID_CHECK_ARG(config.softmax_math != SoftmaxMath::kBF16 || config.bank_dtype == DType::kBFloat16, op,
                  "config.softmax_math", "expected bf16 GEMMs only with a bf16 bank, got a "
                                             << to_string(config.bank_dtype) << " bank");

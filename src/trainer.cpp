@@ -67,6 +67,23 @@ namespace {
 
 const char* z_policy_name(ZPolicy p) { return to_string(p); }
 
+// The stored name of an enum field, one of `names` (in the order of `values`);
+// any other name is an error naming the field, not a silent default.
+template <typename E>
+E named(const json& j, const char* key, const char* path, std::initializer_list<const char*> names,
+        std::initializer_list<E> values) {
+  const std::string got = j.at(key);
+  std::string expected;
+  auto v = values.begin();
+  for (const char* n : names) {
+    if (got == n) return *v;
+    ++v;
+    expected += std::string(expected.empty() ? "" : " | ") + n;
+  }
+  throw Error(ErrorKind::kIo, std::string("trainer configuration: ") + path + ": expected " + expected +
+                                  ", got '" + got + "'");
+}
+
 json augment_json(const AugmentConfig& a) {
   return {{"out_height", a.out_height}, {"out_width", a.out_width}, {"train", a.train},
           {"scale_min", a.scale_min},   {"scale_max", a.scale_max}, {"ratio_min", a.ratio_min},
@@ -122,6 +139,8 @@ json config_json(const TrainerConfig& c) {
                {"temperature", s.temperature},
                {"proximal_lambda", s.proximal_lambda},
                {"z_policy", z_policy_name(s.z_policy)},
+               {"z_fixed", s.z_fixed},
+               {"z_ema_decay", s.z_ema_decay},
                {"bank_momentum", s.bank_momentum},
                {"bank_dtype", s.bank_dtype == DType::kBFloat16 ? "bf16" : "fp32"},
                {"softmax_math", softmax_math_name(s.softmax_math)},
@@ -165,26 +184,29 @@ TrainerConfig TrainerConfig::from_json(const std::string& text) {
     c.data_seed = j.at("data_seed");
     const json& s = j.at("step");
     const json& m = s.at("model");
-    const std::string stem = m.at("stem");
-    c.step.model.stem = stem == "imagenet" ? ResNetStem::kImageNet : ResNetStem::kCifar;
+    c.step.model.stem = named(m, "stem", "step.model.stem", {to_string(ResNetStem::kCifar), to_string(ResNetStem::kImageNet)},
+                              {ResNetStem::kCifar, ResNetStem::kImageNet});
     c.step.model.width = m.at("width");
     c.step.model.embedding_dim = m.at("embedding_dim");
     c.step.model.image_size = m.at("image_size");
     c.step.model.bn_eps = m.at("bn_eps");
     c.step.model.bn_momentum = m.at("bn_momentum");
     c.step.model.tf32_convolutions = m.at("tf32_convolutions");
-    c.step.criterion = s.at("criterion") == "softmax" ? CriterionKind::kSoftmax : CriterionKind::kNce;
+    c.step.criterion = named(s, "criterion", "step.criterion", {to_string(CriterionKind::kNce), to_string(CriterionKind::kSoftmax)},
+                             {CriterionKind::kNce, CriterionKind::kSoftmax});
     c.step.num_negatives = s.at("num_negatives");
     c.step.temperature = s.at("temperature");
     c.step.proximal_lambda = s.at("proximal_lambda");
-    const std::string zp = s.at("z_policy");
-    c.step.z_policy = zp == to_string(ZPolicy::kEma) ? ZPolicy::kEma
-                      : zp == to_string(ZPolicy::kFixed) ? ZPolicy::kFixed
-                                                         : ZPolicy::kFirstBatch;
+    c.step.z_policy = named(s, "z_policy", "step.z_policy",
+                            {to_string(ZPolicy::kFirstBatch), to_string(ZPolicy::kEma), to_string(ZPolicy::kFixed)},
+                            {ZPolicy::kFirstBatch, ZPolicy::kEma, ZPolicy::kFixed});
+    c.step.z_fixed = s.value("z_fixed", 0.0f);        // absent in runs stored before it was configurable
+    c.step.z_ema_decay = s.value("z_ema_decay", 0.99f);
     c.step.bank_momentum = s.at("bank_momentum");
-    c.step.bank_dtype = s.at("bank_dtype") == "bf16" ? DType::kBFloat16 : DType::kFloat32;
+    c.step.bank_dtype = named(s, "bank_dtype", "step.bank_dtype", {"fp32", "bf16"}, {DType::kFloat32, DType::kBFloat16});
     c.step.softmax_math = softmax_math_from(s.value("softmax_math", "tf32"));  // absent before 0.1 runs: tf32
-    c.step.bank_init = s.at("bank_init") == to_string(BankInit::kUnit) ? BankInit::kUnit : BankInit::kUniform;
+    c.step.bank_init = named(s, "bank_init", "step.bank_init", {to_string(BankInit::kUniform), to_string(BankInit::kUnit)},
+                             {BankInit::kUniform, BankInit::kUnit});
     c.step.sgd.momentum = s.at("sgd").at("momentum");
     c.step.sgd.weight_decay = s.at("sgd").at("weight_decay");
     c.step.sgd.nesterov = s.at("sgd").at("nesterov");

@@ -42,6 +42,8 @@ struct TrainStepConfig {
   float temperature = 0.1f;            // tau (both criteria)
   float proximal_lambda = 0.0f;
   ZPolicy z_policy = ZPolicy::kFirstBatch;
+  float z_fixed = 0.0f;                // Z under ZPolicy::kFixed (finite, > 0; NCE only)
+  float z_ema_decay = 0.99f;           // decay under ZPolicy::kEma, in [0, 1)
   float bank_momentum = 0.5f;
   DType bank_dtype = DType::kFloat32;
   // Full softmax only: the GEMMs' math (kBF16 needs a bf16 bank; see npid/softmax.h).

@@ -35,7 +35,9 @@ overrides of the preset:
   --epochs E           --batch B          --lr LR            --lr-steps 120,160 (or none)
   --cosine             cosine LR decay instead of steps
   --criterion C        nce (preset default) | softmax       --nce-k K        --tau T
-  --lambda L           proximal term       --z-policy first_batch|ema
+  --lambda L           proximal term
+  --z-policy P         first_batch (default) | ema | fixed: how NCE's Z is set (npid-reference s.2)
+  --z-fixed Z          Z for --z-policy fixed (> 0)      --z-ema-decay D   decay for ema (default 0.99)
   --bank-momentum M    --bank-dtype fp32|bf16        --bank-init uniform|unit
   --softmax-math M     tf32 (default) | fp32 | bf16: the full softmax's GEMMs (bf16 needs --bank-dtype bf16)
   --width W            --image-size S     --embedding-dim D
@@ -54,7 +56,7 @@ overrides of the preset:
 
 const std::set<std::string> kKnown = {
     "--help", "--preset", "--data", "--device", "--run", "--resume", "--epochs", "--batch", "--lr", "--lr-steps",
-    "--cosine", "--criterion", "--nce-k", "--tau", "--lambda", "--z-policy", "--bank-momentum", "--bank-dtype", "--softmax-math",
+    "--cosine", "--criterion", "--nce-k", "--tau", "--lambda", "--z-policy", "--z-fixed", "--z-ema-decay", "--bank-momentum", "--bank-dtype", "--softmax-math",
     "--bank-init", "--width", "--image-size", "--embedding-dim", "--weight-decay", "--momentum", "--nesterov", "--flip",
     "--seed", "--steps-per-epoch", "--knn-every", "--knn-k", "--checkpoint-every", "--no-final-eval", "--log-every",
     "--threads", "--quiet", "--no-cuda-graph", "--stream"};
@@ -98,10 +100,13 @@ int train_main(const std::vector<std::string>& args) {
   std::string run_dir;
   const bool resuming = o.has("--resume");
   if (resuming) {
-    for (const char* opt : {"--preset", "--data", "--run", "--batch", "--lr", "--criterion", "--width", "--seed"})
-      if (o.has(opt))
-        throw OptionError(std::string("option ") + opt + " cannot be combined with --resume (the run's stored "
-                                                         "configuration is used; only --epochs may change)");
+    // Everything but these would change the stored run's configuration.
+    const std::set<std::string> with_resume = {"--help", "--resume", "--epochs", "--log-every", "--no-cuda-graph",
+                                               "--device", "--threads", "--quiet", "--stream"};
+    for (const std::string& opt : kKnown)
+      if (!with_resume.count(opt) && o.has(opt))
+        throw OptionError("option " + opt + " cannot be combined with --resume (the run's stored "
+                                            "configuration is used; only --epochs may change)");
     run_dir = o.required("--resume");
     cfg = Trainer::stored_config(run_dir);
     cfg.epochs = o.integer("--epochs", cfg.epochs, 1, 100000);
@@ -147,8 +152,16 @@ int train_main(const std::vector<std::string>& args) {
     cfg.step.num_negatives = o.integer("--nce-k", cfg.step.num_negatives, 1, 1 << 20);
     cfg.step.temperature = static_cast<float>(o.number("--tau", cfg.step.temperature, 0.0115, 10));
     cfg.step.proximal_lambda = static_cast<float>(o.number("--lambda", cfg.step.proximal_lambda, 0, 1e6));
-    cfg.step.z_policy = o.choice("--z-policy", "first_batch", {"first_batch", "ema"}) == "ema" ? ZPolicy::kEma
-                                                                                              : ZPolicy::kFirstBatch;
+    const std::string zp = o.choice("--z-policy", "first_batch", {"first_batch", "ema", "fixed"});
+    cfg.step.z_policy = zp == "ema" ? ZPolicy::kEma : zp == "fixed" ? ZPolicy::kFixed : ZPolicy::kFirstBatch;
+    if (o.has("--z-fixed") != (zp == "fixed"))
+      throw OptionError("options --z-policy fixed and --z-fixed Z go together, got " +
+                        std::string(o.has("--z-fixed") ? "--z-fixed without --z-policy fixed"
+                                                       : "--z-policy fixed without --z-fixed"));
+    cfg.step.z_fixed = static_cast<float>(o.number("--z-fixed", 0, 1e-3, 1e12));
+    if (o.has("--z-ema-decay") && zp != "ema")
+      throw OptionError("option --z-ema-decay needs --z-policy ema, got --z-policy " + zp);
+    cfg.step.z_ema_decay = static_cast<float>(o.number("--z-ema-decay", cfg.step.z_ema_decay, 0, 0.999999));
     cfg.step.bank_momentum = static_cast<float>(o.number("--bank-momentum", cfg.step.bank_momentum, 0, 0.999999));
     cfg.step.bank_dtype = o.choice("--bank-dtype", "fp32", {"fp32", "bf16"}) == "bf16" ? DType::kBFloat16 : DType::kFloat32;
     if (o.has("--softmax-math")) {

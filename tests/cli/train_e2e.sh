@@ -35,4 +35,18 @@ out=$("$NPID" train --batch 1 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$out" | grep -q "option --batch expects an integer in \[2, 65535\], got '1'" || fail "--batch 1: rc=$rc $out"
 out=$("$NPID" train --criterion ce 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$out" | grep -q "expects one of nce|softmax, got 'ce'" || fail "--criterion ce: rc=$rc $out"
+out=$("$NPID" train --resume "$d/run" --z-policy ema 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "option --z-policy cannot be combined with --resume" || fail "resume + --z-policy: rc=$rc $out"
+out=$("$NPID" train --z-policy fixed 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "\-\-z-policy fixed without --z-fixed" || fail "--z-policy fixed alone: rc=$rc $out"
+out=$("$NPID" train --z-ema-decay 0.5 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "needs --z-policy ema, got --z-policy first_batch" || fail "--z-ema-decay alone: rc=$rc $out"
+# NCE with a fixed Z trains (two steps) and the run stores the policy and its Z.
+"$NPID" train --device cpu --run "$d/fixed" --criterion nce --z-policy fixed --z-fixed 3000 --epochs 1 \
+  --steps-per-epoch 2 --knn-every 0 --no-final-eval --quiet || fail "train with a fixed Z"
+python3 - "$d/fixed/config.json" <<'PY' || fail "fixed Z not stored"
+import json, sys
+s = json.load(open(sys.argv[1]))["step"]
+assert s["z_policy"] == "fixed" and s["z_fixed"] == 3000, s
+PY
 echo "ok: npid train end to end"

@@ -130,6 +130,81 @@ TEST_CASE("TrainStep rejects bad input naming it", "[train][errors]") {
   REQUIRE(ok.steps_done() == 0);
 }
 
+TEST_CASE("TrainStep with a fixed Z: Z stays the configured value, and a run with Z fixed at the first batch's "
+          "estimate equals the first_batch run; without a Z it is refused",
+          "[train]") {
+  Context ctx = Context::cpu();
+  TrainStepConfig cfg = tiny_config(CriterionKind::kNce).step;
+  cfg.z_policy = ZPolicy::kFixed;
+  test::require_error([&] { TrainStep s(ctx, cfg, 64); }, ErrorKind::kInvalidArgument,
+                      {"TrainStep", "config.z_fixed", "got 0"});
+  cfg.z_fixed = -1.0f;
+  test::require_error([&] { TrainStep s(ctx, cfg, 64); }, ErrorKind::kInvalidArgument, {"config.z_fixed", "got -1"});
+  cfg.z_fixed = 1.0f;
+  cfg.z_ema_decay = 1.0f;
+  test::require_error([&] { TrainStep s(ctx, cfg, 64); }, ErrorKind::kInvalidArgument,
+                      {"config.z_ema_decay", "[0, 1)", "got 1"});
+  cfg.z_ema_decay = 0.99f;
+
+  const ImageSet set = images(1024, 1);
+  std::vector<std::int64_t> idx(32);
+  auto batch = [&](int s) {
+    for (int i = 0; i < 32; ++i) idx[i] = (s * 32 + i) * 37 % 1024;
+    return view(idx.data(), {32});
+  };
+  // first_batch estimates Z once, from the first batch, and keeps it.
+  TrainStepConfig fb = tiny_config(CriterionKind::kNce).step;
+  fb.batch_size = 32;
+  TrainStep a(ctx, fb, set.size());
+  std::vector<StepStats> sa;
+  for (int s = 0; s < 8; ++s) sa.push_back(a.step(set, batch(s), 0, 0.05f));
+  const float z1 = sa[0].z;
+  REQUIRE(z1 > 0.f);
+
+  // Fixed at that value from the start: the same run, bit for bit.
+  cfg.batch_size = 32;
+  cfg.z_fixed = z1;
+  TrainStep b(ctx, cfg, set.size());
+  REQUIRE(b.z_initialized());
+  REQUIRE(b.z() == z1);
+  for (int s = 0; s < 8; ++s) {
+    const StepStats st = b.step(set, batch(s), 0, 0.05f);
+    INFO("step " << s);
+    REQUIRE(st.z == z1);
+    REQUIRE(st.loss == sa[s].loss);
+  }
+  REQUIRE(test::max_abs_diff(test::to_host<float>(ctx, b.bank().view()), test::to_host<float>(ctx, a.bank().view())) == 0.0);
+
+  // Fixed far from the estimate: Z is never re-estimated, not even after a
+  // restore that forgets it.
+  cfg.z_fixed = 777.0f;
+  TrainStep c(ctx, cfg, set.size());
+  for (int s = 0; s < 3; ++s) REQUIRE(c.step(set, batch(s), 0, 0.05f).z == 777.0f);
+  c.restore(3, 0.f, false, true);
+  REQUIRE(c.z_initialized());
+  REQUIRE(c.z() == 777.0f);
+  REQUIRE(c.step(set, batch(3), 0, 0.05f).z == 777.0f);
+
+  // The EMA decay reaches the criterion: Z <- d Z + (1 - d) estimate. Two
+  // runs that differ only in d have the same state through step 0 (Z is the
+  // first batch's estimate in both) and the same estimate at step 1; with
+  // d = 0 Z becomes that estimate, with d = 0.5 the midpoint.
+  auto ema_run = [&](float decay) {
+    TrainStepConfig ema = tiny_config(CriterionKind::kNce).step;
+    ema.z_policy = ZPolicy::kEma;
+    ema.z_ema_decay = decay;
+    ema.batch_size = 32;
+    TrainStep e(ctx, ema, set.size());
+    const float z0 = e.step(set, batch(0), 0, 0.05f).z;
+    return std::make_pair(z0, e.step(set, batch(1), 0, 0.05f).z);
+  };
+  const auto [z0, estimate] = ema_run(0.0f);
+  const auto [h0, half] = ema_run(0.5f);
+  REQUIRE(h0 == z0);
+  REQUIRE(estimate != z0);
+  REQUIRE(half == Approx(0.5 * z0 + 0.5 * estimate).epsilon(1e-6));
+}
+
 TEST_CASE("Trainer: two runs with one seed are identical; a resumed run equals the uninterrupted one", "[train]") {
   Context ctx = Context::cpu();
   const ImageSet train = images(64, 1), test = images(32, 2);
@@ -246,6 +321,19 @@ TEST_CASE("Trainer config: presets, JSON round trip, LR schedules", "[train]") {
   REQUIRE(at != std::string::npos);
   old_doc.erase(at, old_doc.find('\n', at) - at + 1);
   REQUIRE(TrainerConfig::from_json(old_doc).step.softmax_math == SoftmaxMath::kTF32);
+  // The Z policy and its parameters survive the round trip; an unknown name is refused.
+  TrainerConfig z = c;
+  z.step.z_policy = ZPolicy::kFixed;
+  z.step.z_fixed = 512.5f;
+  z.step.z_ema_decay = 0.9f;
+  const TrainerConfig zr = TrainerConfig::from_json(z.to_json());
+  REQUIRE(zr.step.z_policy == ZPolicy::kFixed);
+  REQUIRE(zr.step.z_fixed == 512.5f);
+  REQUIRE(zr.step.z_ema_decay == 0.9f);
+  std::string bad_doc = z.to_json();
+  bad_doc.replace(bad_doc.find("\"fixed\""), 7, "\"fxied\"");
+  test::require_error([&] { TrainerConfig::from_json(bad_doc); }, ErrorKind::kIo,
+                      {"step.z_policy", "first_batch | ema | fixed", "fxied"});
   TrainerConfig cos = c;
   cos.cosine = true;
   REQUIRE(cos.lr_at(100) == Approx(0.015f));
