@@ -1,6 +1,7 @@
 #include "common/test_util.h"
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 namespace npid::test {
@@ -45,11 +46,19 @@ static double rel_err(const std::vector<T>& a, const std::vector<T>& b) {
 double relative_error(const std::vector<float>& a, const std::vector<float>& b) { return rel_err(a, b); }
 double relative_error(const std::vector<double>& a, const std::vector<double>& b) { return rel_err(a, b); }
 
+double max_abs_diff(const float* a, const float* b, std::size_t n) {
+  double m = 0;
+  for (std::size_t k = 0; k < n; ++k) {
+    const double d = std::fabs(double(a[k]) - double(b[k]));
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();  // std::max would drop it
+    m = std::max(m, d);
+  }
+  return m;
+}
+
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (std::size_t k = 0; k < a.size(); ++k) m = std::max(m, std::fabs(double(a[k]) - double(b[k])));
-  return m;
+  return max_abs_diff(a.data(), b.data(), a.size());
 }
 
 void require_error(const std::function<void()>& fn, ErrorKind kind,

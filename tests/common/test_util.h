@@ -20,7 +20,10 @@ std::vector<std::int64_t> random_indices(std::int64_t count, std::int64_t n, std
 // ||a - b|| / max(||b||, tiny) over whole arrays.
 double relative_error(const std::vector<float>& a, const std::vector<float>& b);
 double relative_error(const std::vector<double>& a, const std::vector<double>& b);
+// max |a - b|; +infinity when any difference is NaN (a NaN on either side, or
+// inf - inf), so that `max_abs_diff(...) < tol` fails on NaNs.
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
+double max_abs_diff(const float* a, const float* b, std::size_t n);
 
 // Runs fn, requires an npid::Error of `kind` whose message contains every
 // string in `needles`.

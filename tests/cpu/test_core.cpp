@@ -2,6 +2,8 @@
 // discovery, workspace, parallel_for.
 #include <atomic>
 #include <cstdlib>
+#include <limits>
+#include <vector>
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -110,4 +112,21 @@ TEST_CASE("parallel_for visits every index once and propagates exceptions", "[co
                     if (i == 57) throw std::runtime_error("boom");
                   }),
                   std::runtime_error);
+}
+
+TEST_CASE("the tests' error measures fail on NaN and infinity instead of skipping them", "[core][testing]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> ref = {1.0f, 2.0f, 3.0f};
+  CHECK(test::max_abs_diff(ref, ref) == 0.0);
+  CHECK(test::max_abs_diff({1.0f, 2.5f, 3.0f}, ref) == 0.5);
+  // A NaN anywhere, on either side, makes every `< tol` comparison fail.
+  for (std::size_t at = 0; at < ref.size(); ++at) {
+    std::vector<float> bad = ref;
+    bad[at] = nan;
+    CHECK_FALSE(test::max_abs_diff(bad, ref) < 1e30);
+    CHECK_FALSE(test::max_abs_diff(ref, bad) < 1e30);
+    CHECK_FALSE(test::relative_error(bad, ref) < 1e30);
+  }
+  CHECK_FALSE(test::max_abs_diff({inf, 2.0f, 3.0f}, {inf, 2.0f, 3.0f}) < 1e30);  // inf - inf
+  CHECK_FALSE(test::max_abs_diff({inf, 2.0f, 3.0f}, ref) < 1e30);
 }

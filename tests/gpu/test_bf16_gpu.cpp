@@ -2,6 +2,9 @@
 // the same bits. Values are computed in fp32 on both sides; only the order of
 // float operations differs, so a stored bf16 may differ by one unit in the
 // last place (2^-8 relative) where a value sits on a rounding boundary.
+#include <cmath>
+#include <limits>
+
 #include "common/bf16.h"
 #include "common/nce_fixture.h"
 #include "common/layout_override.h"
@@ -22,11 +25,15 @@ std::vector<std::uint16_t> to_bits(const std::vector<float>& v) {
   for (std::size_t k = 0; k < v.size(); ++k) out[k] = float_to_bf16(v[k]).bits;
   return out;
 }
-// Max |a - b| relative to max(|b|, 1e-3): one bf16 ulp is 2^-7 of the value's binade.
+// Max |a - b| relative to max(|b|, 1e-3): one bf16 ulp is 2^-7 of the value's
+// binade. +infinity on a NaN (std::max alone would skip it).
 double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0;
-  for (std::size_t k = 0; k < a.size(); ++k)
-    m = std::max(m, std::fabs(double(a[k]) - b[k]) / std::max(std::fabs(double(b[k])), 1e-3));
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    const double r = std::fabs(double(a[k]) - b[k]) / std::max(std::fabs(double(b[k])), 1e-3);
+    if (std::isnan(r)) return std::numeric_limits<double>::infinity();
+    m = std::max(m, r);
+  }
   return m;
 }
 // Stored values that differ at all. A correct kernel rounds the same fp32

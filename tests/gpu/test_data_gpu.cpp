@@ -95,9 +95,7 @@ TEST_CASE("augment: CUDA kernel matches the CPU reference (CIFAR and ImageNet pr
     const std::vector<float> gd = run(gpu, p.c, dev, all, 2), cd = run(cpu, p.c, host, all, 2);
     int differing = 0;
     for (std::int64_t i = 0; i < B; ++i) {
-      double m = 0;
-      for (std::int64_t e = 0; e < HW; ++e) m = std::max(m, double(std::fabs(gd[i * HW + e] - cd[i * HW + e])));
-      differing += m > 2e-5;
+      differing += !(test::max_abs_diff(&gd[i * HW], &cd[i * HW], static_cast<std::size_t>(HW)) <= 2e-5);
     }
     CHECK(differing <= B / 100);
   }
@@ -166,9 +164,7 @@ TEST_CASE("loader: resident and streaming on CUDA equal the CPU loader", "[gpu][
         int differing = 0;
         const std::int64_t HW = 32 * 32 * 3;
         for (std::int64_t i = 0; i < cb.size; ++i) {
-          double m = 0;
-          for (std::int64_t e = 0; e < HW; ++e) m = std::max(m, double(std::fabs(gi[i * HW + e] - ci[i * HW + e])));
-          differing += m > 2e-5;
+          differing += !(test::max_abs_diff(&gi[i * HW], &ci[i * HW], static_cast<std::size_t>(HW)) <= 2e-5);
         }
         CHECK(differing <= 1);
       }
