@@ -192,13 +192,20 @@ std::string serialize_properties(cudnnBackendDescriptor_t props) {
 
 }  // namespace
 
+// The device-properties descriptor exists from cuDNN 9.8 on: check the
+// version before creating one, so that older cuDNNs get this message rather
+// than a bad-parameter status from the create call.
+cudnnBackendDescriptorType_t device_properties_type() {
+  if (cudnnGetVersion() < 90800)
+    throw Error(ErrorKind::kUnsupported, "cuDNN: device properties (deviceless planning, profiles) need cuDNN 9.8 "
+                                         "or newer, found " + std::to_string(cudnnGetVersion()));
+  return CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR;
+}
+
 // The GPU a deviceless ConvPlans plans for.
 class DeviceProperties {
  public:
-  explicit DeviceProperties(const std::string& json) : desc_(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR) {
-    if (cudnnGetVersion() < 90800)
-      throw Error(ErrorKind::kUnsupported, "cuDNN: deviceless planning needs cuDNN 9.8 or newer, found " +
-                                               std::to_string(cudnnGetVersion()));
+  explicit DeviceProperties(const std::string& json) : desc_(device_properties_type()) {
     if (json.empty())
       throw Error(ErrorKind::kInvalidArgument, "device_properties_json: expected cuDNN's serialized device "
                                                "properties (a JSON object), got an empty string");
@@ -402,7 +409,10 @@ class ConvPlan {
         .set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, uids, 3)
         .set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, &workspace, 1);
     pack.finalize("variant pack");
-    NPID_CUDNN_CHECK(cudnnBackendExecute(handle, plan_->get(), pack.get()));
+    const cudnnStatus_t st = cudnnBackendExecute(handle, plan_->get(), pack.get());
+    if (st != CUDNN_STATUS_SUCCESS)
+      throw Error(ErrorKind::kCudnn,
+                  std::string("cudnnBackendExecute failed: ") + cudnnGetErrorString(st) + last_cudnn_error());
   }
 
  private:
@@ -450,13 +460,18 @@ void ConvPlans::run(ConvDirection dir, const layers::ConvShape& s, ConvMath math
     throw Error(ErrorKind::kUnsupported,
                 "cuDNN: " + describe(dir, s, math) + ": plans made from device properties (deviceless) cannot run");
   DeviceGuard guard(ctx_->device());
-  it->second->run(cudnn_handle(*ctx_), a, b, out, workspace);
+  try {
+    it->second->run(cudnn_handle(*ctx_), a, b, out, workspace);
+  } catch (const Error& e) {
+    // Name the convolution that failed; cuDNN's reason follows.
+    throw Error(e.kind(), "cuDNN: " + describe(dir, s, math) + ": " + e.what());
+  }
 }
 
 std::string device_properties_json(Context& ctx) {
   DeviceGuard guard(ctx.device());
   cudnnHandle_t handle = cudnn_handle(ctx);
-  Desc props(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+  Desc props(device_properties_type());
   props.set(CUDNN_ATTR_DEVICEPROP_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
   props.finalize("device properties");
   return serialize_properties(props.get());
