@@ -80,6 +80,7 @@ TEST_CASE("knn_topk: CUDA matches the CPU reference across tilings", "[gpu][knn]
       {37, 5000, 200, 16, 777}, // queries not a multiple of the tile, odd chunks
       {300, 20000, 1024, 128, 4096},  // k = 1024: the union buffer full
       {2100, 50000, 200, 0, 0}, // CIFAR-like, automatic tiles (2 query tiles)
+      {7, 3000, 500, 4, 97},    // chunks smaller than k: the first merges hold fewer than k candidates
   };
   for (const Case& t : cases) {
     INFO("Q=" << t.Q << " N=" << t.N << " k=" << t.k << " tile=" << t.qt << " chunk=" << t.chunk);

@@ -1,7 +1,9 @@
 // ResNet-18 on CUDA against the CPU reference: each layer (cuDNN graph
 // convolutions in exact fp32 and in TF32, BatchNorm, pools, head, SGD), then
-// the whole network -- both stems, batch 1, 7 and a real size -- forward
-// output, every parameter gradient and the running statistics.
+// the whole network -- both stems, batch 1, 7 and a real size, and batches
+// smaller than the one it was built for -- forward output, every parameter
+// gradient and the running statistics.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -137,7 +139,9 @@ TEST_CASE("BatchNorm kernels match the CPU reference (train, eval, backward)", "
       // elementwise grid-stride loops wrap around the channels (C = 40 does
       // not divide the stride).
       for (const NormShape s : {NormShape{7 * 16 * 16, 64}, NormShape{3, 5}, NormShape{256 * 4 * 4, 512},
-                                NormShape{1000, 40}, NormShape{257 * 3, 100}, NormShape{40000, 40}}) {
+                                NormShape{1000, 40}, NormShape{257 * 3, 100}, NormShape{40000, 40},
+                                // Past the chunk cap (1,024 chunks of 256): chunks of ~293 positions.
+                                NormShape{300000, 64}}) {
         const auto x = randf(static_cast<std::size_t>(s.count * s.channels), 1, 2.0);
         const auto res = randf(x.size(), 2), dy = randf(x.size(), 3);
         const auto gamma = randf(static_cast<std::size_t>(s.channels), 4), beta = randf(gamma.size(), 5);
@@ -208,6 +212,27 @@ TEST_CASE("pooling, head and SGD kernels match the CPU reference", "[gpu][resnet
   CHECK(to_host<std::int64_t>(gpu, garg) == arg);
   CHECK(to_host<float>(gpu, gdx) == dx);  // same summation order
 
+  // Ties: relu(randn) is 0 in about half the inputs and a quantized input
+  // repeats values, so windows hold several equal maxima. The argmax must be
+  // the CPU's pick (the first in window order), or the backward routes the
+  // gradient elsewhere.
+  for (int variant = 0; variant < 2; ++variant) {
+    std::vector<float> xt = randf(x.size(), 11 + variant);
+    for (float& v : xt) v = variant == 0 ? std::max(v, 0.0f) : std::round(v * 2.0f) / 2.0f;
+    std::vector<float> yt(ny), dxt(x.size());
+    std::vector<std::int64_t> argt(ny);
+    maxpool_forward_cpu(ps, xt.data(), yt.data(), argt.data());
+    maxpool_backward_cpu(ps, dy.data(), argt.data(), dxt.data());
+    Tensor gxt = dev(gpu, xt), gyt = dev_zeros(gpu, ny), gdxt = dev_zeros(gpu, x.size());
+    Tensor gargt({ny}, DType::kInt64, gpu.device());
+    launch_maxpool_forward(gpu, ps, gxt.data_as<float>(), gyt.data_as<float>(), gargt.data_as<std::int64_t>());
+    launch_maxpool_backward(gpu, ps, gdy.data_as<float>(), gargt.data_as<std::int64_t>(), gdxt.data_as<float>());
+    INFO((variant == 0 ? "relu(randn)" : "randn rounded to 0.5"));
+    CHECK(to_host<float>(gpu, gyt) == yt);
+    CHECK(to_host<std::int64_t>(gpu, gargt) == argt);
+    CHECK(to_host<float>(gpu, gdxt) == dxt);
+  }
+
   const std::int64_t n = 7, hw = 16, c = 64, d = 128;
   const auto a = randf(static_cast<std::size_t>(n * hw * c), 3), pg = randf(static_cast<std::size_t>(n * c), 4);
   std::vector<float> pooled(n * c), apg(a.size());
@@ -228,6 +253,20 @@ TEST_CASE("pooling, head and SGD kernels match the CPU reference", "[gpu][resnet
   launch_l2norm_backward(gpu, n, d, gz.data_as<float>(), gu.data_as<float>(), gdz.data_as<float>(), gdu.data_as<float>());
   CHECK(test::relative_error(to_host<float>(gpu, gu), u) < 1e-6);
   CHECK(test::relative_error(to_host<float>(gpu, gdu), du) < 1e-5);
+  // D not a multiple of 32 (the warp's stride over a row) and D < 32.
+  for (const std::int64_t dd : {std::int64_t(100), std::int64_t(7)}) {
+    const auto z2 = randf(static_cast<std::size_t>(5 * dd), 12), dz2 = randf(z2.size(), 13);
+    std::vector<float> u2(z2.size()), du2(z2.size());
+    l2norm_forward_cpu(5, dd, z2.data(), u2.data());
+    l2norm_backward_cpu(5, dd, z2.data(), u2.data(), dz2.data(), du2.data());
+    Tensor gz2 = dev(gpu, z2), gdz2 = dev(gpu, dz2), gu2 = dev_zeros(gpu, 5 * dd), gdu2 = dev_zeros(gpu, 5 * dd);
+    launch_l2norm_forward(gpu, 5, dd, gz2.data_as<float>(), gu2.data_as<float>());
+    launch_l2norm_backward(gpu, 5, dd, gz2.data_as<float>(), gu2.data_as<float>(), gdz2.data_as<float>(),
+                           gdu2.data_as<float>());
+    INFO("l2norm D=" << dd);
+    CHECK(test::relative_error(to_host<float>(gpu, gu2), u2) < 1e-6);
+    CHECK(test::relative_error(to_host<float>(gpu, gdu2), du2) < 1e-5);
+  }
 
   // SGD: weights and momentum buffers over three steps, with the learning rate
   // from the host and from a device word (the CUDA-graph path), which changes
@@ -334,5 +373,45 @@ TEST_CASE("ResNet18 on CUDA matches the CPU network: both stems, several batches
         }
       }
     }
+  }
+}
+
+TEST_CASE("ResNet18 on CUDA: batches smaller than the constructed maximum match the CPU", "[gpu][resnet]") {
+  // Buffers and cuDNN plans are sized for max_batch = 8; a partial training
+  // batch of 5 and an evaluation batch of 3 must use only their rows.
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  ResNetConfig cfg;
+  cfg.width = 8;
+  cfg.image_size = 32;
+  cfg.tf32_convolutions = false;
+  const std::int64_t s = 32, d = cfg.embedding_dim;
+  ResNet18 cnet(cpu, cfg, 8, 42), gnet(gpu, cfg, 8, 42);
+  {
+    const std::int64_t n = 5;
+    const auto img = randf(static_cast<std::size_t>(n * s * s * 3), 21), r = randf(static_cast<std::size_t>(n * d), 22);
+    std::vector<float> emb(n * d);
+    cnet.forward(view(img.data(), {n, s, s, 3}), view(emb.data(), {n, d}), true);
+    cnet.backward(view(r.data(), {n, d}));
+    Tensor gimg = to_device(gpu, img, {n, s, s, 3}), gr = to_device(gpu, r, {n, d});
+    Tensor gemb({n, d}, DType::kFloat32, gpu.device());
+    gnet.forward(gimg, gemb, true);
+    gnet.backward(gr);
+    INFO("training batch of 5 of 8");
+    CHECK(test::relative_error(to_host<float>(gpu, gemb), emb) < 1e-4);
+    CHECK(test::relative_error(to_host<float>(gpu, gnet.buffer_buffer()), to_host<float>(cpu, cnet.buffer_buffer())) <
+          1e-4);
+    CHECK(cosine(to_host<float>(gpu, gnet.gradient_buffer()), to_host<float>(cpu, cnet.gradient_buffer())) > 0.9999);
+  }
+  {
+    const std::int64_t n = 3;
+    const auto img = randf(static_cast<std::size_t>(n * s * s * 3), 23);
+    std::vector<float> emb(n * d);
+    cnet.forward(view(img.data(), {n, s, s, 3}), view(emb.data(), {n, d}), false);
+    Tensor gimg = to_device(gpu, img, {n, s, s, 3});
+    Tensor gemb({n, d}, DType::kFloat32, gpu.device());
+    gnet.forward(gimg, gemb, false);
+    INFO("evaluation batch of 3 of 8 (running statistics from the batch of 5)");
+    CHECK(test::relative_error(to_host<float>(gpu, gemb), emb) < 1e-4);
   }
 }
