@@ -49,4 +49,21 @@ import json, sys
 s = json.load(open(sys.argv[1]))["step"]
 assert s["z_policy"] == "fixed" and s["z_fixed"] == 3000, s
 PY
+# The paper comparison: the synthetic CPU run is refused as a reproduction
+# (with the reasons) but gets its table, with final.json's figures; a run
+# without a final evaluation is an error.
+PT=$(dirname "$0")/../../tools/paper_table.py
+out=$(python3 "$PT" "$d/run" --json "$d/pt.json") || fail "paper_table: $out"
+echo "$out" | grep -q "Not comparable" && echo "$out" | grep -q "data: synthetic" &&
+  echo "$out" | grep -q "width: 16 (paper: 64)" || fail "paper_table verdict: $out"
+[ -s "$d/run/paper_comparison.md" ] || fail "paper_table wrote no paper_comparison.md"
+python3 - "$d/run/final.json" "$d/pt.json" <<'PY' || fail "paper_table figures"
+import json, sys
+f, t = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert not t["comparable"] and t["criterion"] == "softmax", t
+assert abs(t["rows"][0]["ours"] - 100 * f["knn_recompute"]["top1"]) < 0.01, t
+assert abs(t["rows"][0]["paper"] - 80.8) < 1e-9 and abs(t["rows"][1]["paper"] - 75.4) < 1e-9, t
+PY
+out=$(python3 "$PT" "$d/fixed" 2>&1); rc=$?
+[ $rc -eq 1 ] && echo "$out" | grep -q "final.json: missing" || fail "paper_table without final.json: rc=$rc $out"
 echo "ok: npid train end to end"
