@@ -9,10 +9,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "io/plot.h"
-#include "io/text_file.h"
+#include "io/atomic_file.h"
 #include "npid/augment.h"
 #include "npid/checkpoint.h"
 #include "npid/error.h"
@@ -253,6 +254,20 @@ struct Trainer::Impl {
     NPID_CHECK_ARG(config.epochs >= 1, op, "config.epochs", "expected >= 1, got " << config.epochs);
     NPID_CHECK_ARG(std::isfinite(config.lr) && config.lr > 0, op, "config.lr", "expected > 0, got " << config.lr);
     NPID_CHECK_ARG(config.log_every >= 1, op, "config.log_every", "expected >= 1, got " << config.log_every);
+    bool utf8 = true;
+    try {
+      (void)config.to_json();  // JSON text must be UTF-8; config.json and checkpoints store the configuration
+    } catch (const json::exception&) {
+      utf8 = false;
+    }
+    NPID_CHECK_ARG(utf8, op, "config.data", "expected UTF-8 text (the run stores it in config.json), got '"
+                                                 << config.data << "'");
+    NPID_CHECK_ARG(config.knn_k >= 1 && config.knn_k <= kMaxKnnK, op, "config.knn_k",
+                   "expected 1.." << kMaxKnnK << ", got " << config.knn_k);
+    NPID_CHECK_ARG(std::isfinite(config.lr_gamma) && config.lr_gamma >= 0, op, "config.lr_gamma",
+                   "expected a finite factor >= 0, got " << config.lr_gamma);
+    for (std::int64_t m : config.lr_milestones)
+      NPID_CHECK_ARG(m >= 0, op, "config.lr_milestones", "expected epochs >= 0, got " << m);
     NPID_CHECK_ARG(config.knn_every >= 0 && config.checkpoint_every >= 0 && config.steps_per_epoch >= 0, op,
                    "config.knn_every, config.checkpoint_every, config.steps_per_epoch",
                    "expected >= 0, got " << config.knn_every << ", " << config.checkpoint_every << ", "
@@ -377,9 +392,10 @@ Trainer::Trainer(Context& ctx, const TrainerConfig& config, const DataSource& tr
 
 Trainer::~Trainer() = default;
 
-TrainerConfig Trainer::stored_config(const std::string& run_dir) {
-  const std::string p = (fs::path(run_dir) / "checkpoint.safetensors").string();
-  const SafetensorsFile f = load_safetensors(p);
+namespace {
+
+// The configuration stored in checkpoint `f` (read from path p).
+TrainerConfig config_of(const SafetensorsFile& f, const std::string& p) {
   const auto it = f.metadata.find("npid.config");
   if (it == f.metadata.end()) throw Error(ErrorKind::kIo, p + ": no 'npid.config' metadata (not a training checkpoint)");
   try {
@@ -387,6 +403,13 @@ TrainerConfig Trainer::stored_config(const std::string& run_dir) {
   } catch (const Error& e) {
     throw Error(ErrorKind::kIo, p + ": " + e.what());
   }
+}
+
+}  // namespace
+
+TrainerConfig Trainer::stored_config(const std::string& run_dir) {
+  const std::string p = (fs::path(run_dir) / "checkpoint.safetensors").string();
+  return config_of(load_safetensors(p), p);
 }
 
 namespace {
@@ -420,7 +443,7 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
                                          const DataSource& test, const std::string& run_dir) {
   const std::string p = (fs::path(run_dir) / "checkpoint.safetensors").string();
   const SafetensorsFile f = load_safetensors(p);  // kIo when missing / truncated / corrupt
-  const TrainerConfig stored = stored_config(run_dir);
+  const TrainerConfig stored = config_of(f, p);  // the same file: one read
   json a = config_json(stored), b = config_json(config);
   for (json* j : {&a, &b}) {  // fields that do not change the computation
     j->erase("epochs");
@@ -437,14 +460,37 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
   } catch (const std::exception& e) {
     throw Error(ErrorKind::kIo, p + ": bad 'npid.trainer' metadata: " + e.what());
   }
+  // The trainer state, checked before anything is set up: a checkpoint that
+  // fails here is damaged (kIo), not a caller's mistake.
+  std::int64_t steps_done = 0, next_epoch = 0;
+  bool z_initialized = false, sgd_started = false;
+  try {
+    steps_done = state.at("steps_done").get<std::int64_t>();
+    next_epoch = state.at("next_epoch").get<std::int64_t>();
+    z_initialized = state.at("z_initialized").get<bool>();
+    sgd_started = state.at("sgd_started").get<bool>();
+  } catch (const json::exception& e) {
+    throw Error(ErrorKind::kIo, p + ": bad 'npid.trainer' metadata: " + e.what());
+  }
+  if (steps_done < 0 || next_epoch < 0)
+    throw Error(ErrorKind::kIo, p + ": bad 'npid.trainer' metadata: steps_done " + std::to_string(steps_done) +
+                                    ", next_epoch " + std::to_string(next_epoch) + " (expected >= 0)");
+  const NamedTensor* stored_bank = f.find("memory_bank");
+  if (stored_bank == nullptr || stored_bank->shape.size() != 2)
+    throw Error(ErrorKind::kIo, p + ": has no 'memory_bank' matrix (not a training checkpoint, or damaged)");
+  // Epochs may change, but not below the epochs done, nor under the cosine
+  // schedule, whose learning rate at every epoch depends on the total.
+  NPID_CHECK_ARG(config.epochs >= next_epoch, "Trainer::resume", "config.epochs",
+                 "expected at least the " << next_epoch << " epochs " << p << " has done, got " << config.epochs);
+  NPID_CHECK_ARG(!stored.cosine || config.epochs == stored.epochs, "Trainer::resume", "config.epochs",
+                 "expected " << stored.epochs << " as in " << p << " (the cosine schedule's LR depends on it), got "
+                             << config.epochs);
   std::unique_ptr<Trainer> t(new Trainer());
   Impl& m = *t->impl_;
   m.setup(ctx, config, train, test, run_dir);
-  NPID_CHECK_ARG(f.find("memory_bank") && f.find("memory_bank")->shape.size() == 2 &&
-                     f.find("memory_bank")->shape[0] == train.size(),
-                 "Trainer::resume", "train",
-                 "expected the " << (f.find("memory_bank") ? f.find("memory_bank")->shape[0] : 0)
-                                 << " training images of the checkpoint's memory bank, got " << train.size());
+  NPID_CHECK_ARG(stored_bank->shape[0] == train.size(), "Trainer::resume", "train",
+                 "expected the " << stored_bank->shape[0] << " training images of the checkpoint's memory bank, got "
+                                 << train.size());
   TrainStep& s = *m.step;
   // Validate every tensor before writing any state.
   const auto& bank = f.require("memory_bank", s.bank().storage(), {train.size(), s.bank().dim()}, p);
@@ -458,15 +504,20 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
                   Device::cpu()));
   float zv = 0;
   std::memcpy(&zv, z.bytes.data(), 4);
-  try {
-    s.restore(state.at("steps_done").get<std::int64_t>(), zv, state.at("z_initialized").get<bool>(),
-              state.at("sgd_started").get<bool>());
-    m.next_epoch = state.at("next_epoch").get<std::int64_t>();
-  } catch (const json::exception& e) {
-    throw Error(ErrorKind::kIo, p + ": bad 'npid.trainer' metadata: " + e.what());
-  }
+  if (z_initialized && config.step.criterion == CriterionKind::kNce && !(std::isfinite(zv) && zv > 0.0f))
+    throw Error(ErrorKind::kIo, p + ": 'trainer.z' is " + std::to_string(zv) +
+                                    ", expected a finite Z > 0 (the run diverged before this checkpoint?)");
+  s.restore(steps_done, zv, z_initialized, sgd_started);
+  m.next_epoch = next_epoch;
   // The history up to the checkpoint (later lines came from epochs after it).
+  // JSON has no NaN or infinity: a diverged epoch's loss (or Z) was written
+  // as null, and reads back as NaN. A line that does not parse (a file edited
+  // by hand) is skipped, not the rest of the history with it.
   std::ifstream in(m.path("metrics.jsonl"));
+  auto number = [](const json& j, const char* key) {
+    const json& v = j.at(key);
+    return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
+  };
   for (std::string line; std::getline(in, line);) {
     try {
       const json j = json::parse(line);
@@ -474,15 +525,15 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
       e.epoch = j.at("epoch");
       if (e.epoch >= m.next_epoch) continue;
       e.steps = j.at("steps");
-      e.loss = j.at("loss");
-      e.lr = j.at("lr");
-      e.images_per_s = j.at("images_per_s");
-      e.seconds = j.at("seconds");
-      e.z = j.at("z");
-      e.knn_top1 = j.contains("knn_top1") ? j.at("knn_top1").get<double>() : -1.0;
+      e.loss = number(j, "loss");
+      e.lr = number(j, "lr");
+      e.images_per_s = number(j, "images_per_s");
+      e.seconds = number(j, "seconds");
+      e.z = number(j, "z");
+      e.knn_top1 = j.contains("knn_top1") ? number(j, "knn_top1") : -1.0;
       m.history.push_back(e);
     } catch (const json::exception&) {
-      break;  // a torn last line
+      continue;
     }
   }
   write_text_atomic(m.path("config.json"), m.cfg.to_json() + "\n");

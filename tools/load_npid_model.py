@@ -65,7 +65,13 @@ def main():
         model = rt.ResNet18Embedding(stem, width, dim)
         model.load_state_dict(state, strict=True)
         what = f"ResNet18Embedding(width={width})"
-    print(f"ok: {args.model} loads strictly into {what} ({len(state)} tensors)")
+    # BatchNorm's eps and momentum are not tensors: carry them over from the
+    # model's metadata (eval embeddings depend on eps).
+    eps, momentum = float(cfg.get("bn_eps", 1e-5)), float(cfg.get("bn_momentum", 0.1))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps, m.momentum = eps, momentum
+    print(f"ok: {args.model} loads strictly into {what} ({len(state)} tensors, BatchNorm eps {eps:g})")
     if args.images:
         import numpy as np
         x = torch.from_numpy(np.fromfile(args.images, dtype=np.float32)).view(args.batch, size, size, 3)

@@ -9,7 +9,7 @@
 #include "cli/commands.h"
 #include "cli/datasets.h"
 #include "cli/options.h"
-#include "io/text_file.h"
+#include "io/atomic_file.h"
 #include "npid/npid.h"
 
 namespace npid::cli {

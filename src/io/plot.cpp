@@ -1,6 +1,6 @@
 #include "io/plot.h"
 
-#include "io/text_file.h"
+#include "io/atomic_file.h"
 
 #include <algorithm>
 #include <cmath>

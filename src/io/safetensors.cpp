@@ -2,9 +2,6 @@
 // nlohmann/json (Debian's nlohmann-json3-dev).
 #include "npid/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +11,7 @@
 
 #include "npid/context.h"
 #include "npid/error.h"
+#include "io/atomic_file.h"
 
 namespace npid {
 namespace {
@@ -43,10 +41,14 @@ bool parse_dtype(const std::string& tag, DType* out) {
   return false;
 }
 
-std::int64_t numel(const std::vector<std::int64_t>& shape) {
-  std::int64_t n = 1;
-  for (std::int64_t d : shape) n *= d;
-  return n;
+// Bytes of a tensor of `shape` and `dtype`; false when a dimension is
+// negative or the product overflows 64 bits (a corrupt or hostile header).
+bool byte_size(const std::vector<std::int64_t>& shape, DType dtype, std::uint64_t* bytes) {
+  std::uint64_t n = dtype_size(dtype);
+  for (std::int64_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(n, static_cast<std::uint64_t>(d), &n)) return false;
+  *bytes = n;
+  return true;
 }
 
 std::string shape_str(const std::vector<std::int64_t>& s) {
@@ -82,59 +84,24 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
   for (const NamedTensor& t : tensors) {
     NPID_CHECK_ARG(!t.name.empty() && t.name != "__metadata__", "save_safetensors", "tensors",
                    "expected non-empty names other than __metadata__, got '" << t.name << "'");
-    NPID_CHECK_ARG(static_cast<std::uint64_t>(numel(t.shape)) * dtype_size(t.dtype) == t.bytes.size(),
-                   "save_safetensors", "tensors",
-                   "expected '" << t.name << "' to hold " << numel(t.shape) * static_cast<std::int64_t>(dtype_size(t.dtype))
-                                << " bytes for " << shape_str(t.shape) << ", got " << t.bytes.size());
+    std::uint64_t bytes = 0;
+    const bool sized = byte_size(t.shape, t.dtype, &bytes);
+    NPID_CHECK_ARG(sized && bytes == t.bytes.size(), "save_safetensors", "tensors",
+                   "expected '" << t.name << "' to hold "
+                                << (sized ? std::to_string(bytes) + " bytes" : std::string("a countable number of bytes"))
+                                << " for " << to_string(t.dtype) << shape_str(t.shape) << ", got " << t.bytes.size());
     NPID_CHECK_ARG(!header.contains(t.name), "save_safetensors", "tensors", "expected unique names, got '" << t.name << "' twice");
     header[t.name] = {{"dtype", dtype_tag(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
     offset += t.bytes.size();
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) fail(path, std::string("cannot create a temporary file: ") + std::strerror(errno));
-    auto write_all = [&](const void* data, std::size_t n) {
-      const auto* p = static_cast<const char*>(data);
-      while (n > 0) {
-        const ssize_t w = ::write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-          const std::string why = std::strerror(errno);
-          ::close(fd);
-          std::remove(tmp.c_str());
-          fail(path, "write failed: " + why);
-        }
-        p += w;
-        n -= static_cast<std::size_t>(w);
-      }
-    };
-    std::uint8_t len[8];
-    const std::uint64_t n = text.size();
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(n >> (8 * i));
-    write_all(len, 8);
-    write_all(text.data(), text.size());
-    for (const NamedTensor& t : tensors) write_all(t.bytes.data(), t.bytes.size());
-    if (::fsync(fd) != 0) {
-      ::close(fd);
-      std::remove(tmp.c_str());
-      fail(path, "fsync failed");
-    }
-    ::close(fd);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    fail(path, std::string("cannot rename the temporary file into place: ") + std::strerror(errno));
-  }
-  // Make the rename itself durable.
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  std::uint8_t len[8];
+  const std::uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(n >> (8 * i));
+  std::vector<ByteRange> pieces = {{len, 8}, {text.data(), text.size()}};
+  for (const NamedTensor& t : tensors) pieces.push_back({t.bytes.data(), t.bytes.size()});
+  write_file_atomic(path, pieces);
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
@@ -185,9 +152,11 @@ SafetensorsFile load_safetensors(const std::string& path) {
       if (off.size() != 2 || off[0] > off[1] || off[1] > data_size)
         fail(path, "tensor '" + t.name + "' has byte range " + v.at("data_offsets").dump() + " outside the " +
                        std::to_string(data_size) + " data bytes (truncated file?)");
-      for (std::int64_t d : t.shape)
-        if (d < 0) fail(path, "tensor '" + t.name + "' has a negative dimension");
-      if (static_cast<std::uint64_t>(numel(t.shape)) * dtype_size(t.dtype) != off[1] - off[0])
+      std::uint64_t bytes = 0;
+      if (!byte_size(t.shape, t.dtype, &bytes))
+        fail(path, "tensor '" + t.name + "' has shape " + shape_str(t.shape) +
+                       " (a negative dimension, or more bytes than 64 bits count)");
+      if (bytes != off[1] - off[0])
         fail(path, "tensor '" + t.name + "' shape " + shape_str(t.shape) + " does not match its " +
                        std::to_string(off[1] - off[0]) + " bytes");
       entries.push_back({off[0], off[1], file.tensors.size()});
@@ -196,9 +165,16 @@ SafetensorsFile load_safetensors(const std::string& path) {
     }
     file.tensors.push_back(std::move(t));
   }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
-  for (std::size_t i = 1; i < entries.size(); ++i)
-    if (entries[i].begin < entries[i - 1].end) fail(path, "tensor byte ranges overlap");
+  // Non-empty ranges must not overlap; an empty tensor's range [b, b] holds no
+  // byte and may sit anywhere (also inside another's, as some writers place it).
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
+  std::uint64_t covered = 0;
+  for (const Entry& e : entries) {
+    if (e.begin == e.end) continue;
+    if (e.begin < covered) fail(path, "tensor byte ranges overlap");
+    covered = e.end;
+  }
   for (const Entry& e : entries) {
     NamedTensor& t = file.tensors[e.index];
     t.bytes.resize(e.end - e.begin);
@@ -222,7 +198,8 @@ NamedTensor to_named(Context& ctx, const std::string& name, const TensorView& v,
   } else {
     t.shape = shape;
   }
-  NPID_CHECK_ARG(numel(t.shape) == v.numel(), "to_named", "shape",
+  std::uint64_t bytes = 0;
+  NPID_CHECK_ARG(byte_size(t.shape, t.dtype, &bytes) && bytes == v.bytes(), "to_named", "shape",
                  "expected " << v.numel() << " elements for '" << name << "', got " << shape_str(t.shape));
   t.bytes.resize(v.bytes());
   if (!t.bytes.empty()) copy(ctx, TensorView(t.bytes.data(), v.dtype, v.shape, Device::cpu()), v);

@@ -1,13 +1,16 @@
 // safetensors: round trip of dtypes, shapes and metadata; every corruption
 // gets a kIo error naming the file; a failed write leaves the old file;
 // ResNet-18 weights round trip in PyTorch's layout.
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "common/test_util.h"
+#include "io/atomic_file.h"
 
 using namespace npid;
 namespace fs = std::filesystem;
@@ -98,6 +101,50 @@ TEST_CASE("safetensors: corrupt and truncated files get a kIo error naming the f
   test::require_error([&] { load_safetensors(path); }, ErrorKind::kIo, {path, "cannot open"});
 }
 
+namespace {
+// A file from a header text and data bytes (the 8-byte length, then both).
+std::vector<std::uint8_t> file_of(const std::string& header, std::size_t data_bytes) {
+  std::vector<std::uint8_t> b(8 + header.size() + data_bytes, 0);
+  const std::uint64_t n = header.size();
+  std::memcpy(b.data(), &n, 8);
+  std::memcpy(b.data() + 8, header.data(), header.size());
+  return b;
+}
+}  // namespace
+
+TEST_CASE("safetensors: empty tensors anywhere are valid; overflowing shapes and real overlaps are not",
+          "[safetensors]") {
+  const std::string path = temp_path("edge.safetensors");
+  // Our own writer with the empty tensor first: its range [0, 0] sorts
+  // beside the next tensor's [0, 16] and overlaps nothing.
+  const std::vector<NamedTensor> ts = {make("z", DType::kFloat32, {0, 4}, 1), make("a", DType::kFloat32, {4}, 2),
+                                       make("y", DType::kInt64, {3, 0}, 3), make("b", DType::kUInt8, {3}, 4)};
+  save_safetensors(path, ts);
+  const SafetensorsFile f = load_safetensors(path);
+  REQUIRE(f.tensors.size() == 4);
+  REQUIRE(f.require("a", DType::kFloat32, {4}, path).bytes == ts[1].bytes);
+  REQUIRE(f.require("b", DType::kUInt8, {3}, path).bytes == ts[3].bytes);
+  REQUIRE(f.require("z", DType::kFloat32, {0, 4}, path).bytes.empty());
+  // Another writer's placement: an empty range inside a non-empty one.
+  write_all(path, file_of(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                          R"("e":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}})", 16));
+  REQUIRE(load_safetensors(path).tensors.size() == 2);
+  // Two non-empty ranges sharing bytes.
+  write_all(path, file_of(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                          R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", 16));
+  test::require_error([&] { load_safetensors(path); }, ErrorKind::kIo, {path, "overlap"});
+  // 2^62 x 4 floats: the byte count overflows 64 bits (it would wrap to 0 and
+  // "match" an empty range).
+  write_all(path, file_of(R"({"h":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})", 0));
+  test::require_error([&] { load_safetensors(path); }, ErrorKind::kIo, {path, "'h'", "64 bits"});
+  NamedTensor huge = make("h", DType::kFloat32, {}, 1);
+  huge.shape = {std::int64_t(1) << 62, 4};
+  huge.bytes.clear();
+  test::require_error([&] { save_safetensors(path, {huge}); }, ErrorKind::kInvalidArgument,
+                      {"save_safetensors", "'h'", "countable"});
+  fs::remove(path);
+}
+
 TEST_CASE("safetensors: a failed write leaves the existing file intact", "[safetensors]") {
   const std::string path = temp_path("keep.safetensors");
   save_safetensors(path, {make("w", DType::kFloat32, {4}, 1)});
@@ -110,7 +157,42 @@ TEST_CASE("safetensors: a failed write leaves the existing file intact", "[safet
   test::require_error([&] { save_safetensors("/nonexistent_dir_npid/x.safetensors", {make("w", DType::kFloat32, {4}, 1)}); },
                       ErrorKind::kIo, {"/nonexistent_dir_npid/x.safetensors"});
   REQUIRE(read_all(path) == before);
+
+  // A write that fails part way (here the process's file-size limit, as a
+  // full disk would) must not replace the file -- with text files too.
+  const std::string text_path = temp_path("keep.json");
+  write_text_atomic(text_path, "{\"old\": true}\n");
+  rlimit old_limit{};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old_limit) == 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of the signal
+  rlimit small = old_limit;
+  small.rlim_cur = 100;
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+  std::string big_text(1000, 'x');
+  bool threw_text = false, threw_st = false;
+  try {
+    write_text_atomic(text_path, big_text);
+  } catch (const Error& e) {
+    threw_text = e.kind() == ErrorKind::kIo && std::string(e.what()).find(text_path) != std::string::npos;
+  }
+  try {
+    save_safetensors(path, {make("w", DType::kFloat32, {64}, 3)});
+  } catch (const Error& e) {
+    threw_st = e.kind() == ErrorKind::kIo && std::string(e.what()).find(path) != std::string::npos;
+  }
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &old_limit) == 0);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK(threw_text);
+  CHECK(threw_st);
+  const auto kept = read_all(text_path);
+  CHECK(std::string(kept.begin(), kept.end()) == "{\"old\": true}\n");
+  CHECK(read_all(path) == before);
+  // No temporary files left beside them.
+  for (const auto& entry : fs::directory_iterator(fs::path(path).parent_path()))
+    CHECK(entry.path().filename().string().find("npid_st_" + std::to_string(::getpid()) + "_keep.json.tmp") ==
+          std::string::npos);
   fs::remove(path);
+  fs::remove(text_path);
 }
 
 TEST_CASE("ResNet-18 weights round trip through safetensors in PyTorch layout", "[safetensors][resnet]") {

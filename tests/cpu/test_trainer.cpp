@@ -4,7 +4,10 @@
 // are refused without touching the run folder.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 
@@ -406,4 +409,130 @@ TEST_CASE("TrainStep::restore sets or forgets NCE's Z", "[train]") {
   REQUIRE(step.z_initialized());
   CHECK(step.z() > 0.f);
   CHECK(step.z() != 2.5f);
+}
+
+TEST_CASE("Trainer: settings are checked before training, naming the field", "[train][errors]") {
+  Context ctx = Context::cpu();
+  const ImageSet train = images(64, 1), test = images(32, 2);
+  TempRun r("settings");
+  auto refused = [&](TrainerConfig c, std::vector<std::string> needles) {
+    test::require_error([&] { Trainer t(ctx, c, train, test, r.dir); }, ErrorKind::kInvalidArgument, needles);
+    REQUIRE_FALSE(fs::exists(r.dir));  // nothing written
+  };
+  TrainerConfig c = tiny_config(CriterionKind::kNce);
+  c.knn_k = 0;
+  refused(c, {"Trainer", "config.knn_k", "got 0"});
+  c.knn_k = kMaxKnnK + 1;
+  refused(c, {"config.knn_k", "1025"});
+  c = tiny_config(CriterionKind::kNce);
+  c.lr_gamma = -0.1f;
+  refused(c, {"config.lr_gamma", "-0.1"});
+  c.lr_gamma = std::nanf("");
+  refused(c, {"config.lr_gamma", "nan"});
+  c = tiny_config(CriterionKind::kNce);
+  c.lr_milestones = {3, -1};
+  refused(c, {"config.lr_milestones", "got -1"});
+  c = tiny_config(CriterionKind::kNce);
+  c.data = "/data/caf\xe9";  // Latin-1, not UTF-8: JSON cannot hold it
+  refused(c, {"config.data", "UTF-8"});
+}
+
+TEST_CASE("Trainer::resume: epochs may change but not below those done nor under cosine; damaged state is kIo; "
+          "a NaN epoch in the history survives",
+          "[train][errors]") {
+  Context ctx = Context::cpu();
+  const ImageSet train = images(64, 1), test = images(32, 2);
+  TrainerConfig cfg = tiny_config(CriterionKind::kNce);
+  cfg.epochs = 2;
+  TempRun r("resume_state");
+  {
+    Trainer t(ctx, cfg, train, test, r.dir);
+    t.progress = false;
+    t.run();
+  }
+  TrainerConfig shorter = cfg;
+  shorter.epochs = 1;
+  test::require_error([&] { Trainer::resume(ctx, shorter, train, test, r.dir); }, ErrorKind::kInvalidArgument,
+                      {"Trainer::resume", "config.epochs", "at least the 2 epochs", "got 1"});
+
+  // The history: a diverged epoch (loss and Z written as null) reads back as
+  // NaN, and a damaged line costs only itself.
+  const std::string metrics = (fs::path(r.dir) / "metrics.jsonl").string();
+  std::vector<std::string> lines;
+  {
+    std::ifstream in(metrics);
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+  }
+  REQUIRE(lines.size() == 2);
+  const std::size_t at = lines[0].find("\"loss\":");
+  REQUIRE(at != std::string::npos);
+  lines[0] = lines[0].substr(0, at) + "\"loss\":null" + lines[0].substr(lines[0].find(',', at));
+  {
+    std::ofstream out(metrics, std::ios::trunc);
+    out << lines[0] << "\n{\"epoch\": torn\n" << lines[1] << "\n";
+  }
+  {
+    auto resumed = Trainer::resume(ctx, cfg, train, test, r.dir);
+    REQUIRE(resumed->history().size() == 2);
+    CHECK(std::isnan(resumed->history()[0].loss));
+    CHECK(std::isfinite(resumed->history()[1].loss));
+  }
+
+  // Damaged trainer state: kIo naming the file, nothing overwritten.
+  const std::string ck = (fs::path(r.dir) / "checkpoint.safetensors").string();
+  const SafetensorsFile good = load_safetensors(ck);
+  auto damaged = [&](const std::function<void(SafetensorsFile&)>& edit, std::vector<std::string> needles) {
+    SafetensorsFile f = good;
+    edit(f);
+    save_safetensors(ck, f.tensors, f.metadata);
+    const auto before = read_all(ck);
+    needles.push_back("checkpoint.safetensors");
+    test::require_error([&] { Trainer::resume(ctx, cfg, train, test, r.dir); }, ErrorKind::kIo, needles);
+    REQUIRE(read_all(ck) == before);
+  };
+  auto set_state = [](SafetensorsFile& f, const char* key, const std::string& value) {
+    std::string& s = f.metadata.at("npid.trainer");
+    const std::size_t k = s.find(std::string("\"") + key + "\"");
+    REQUIRE(k != std::string::npos);
+    const std::size_t colon = s.find(':', k), end = s.find_first_of(",}", colon);
+    s = s.substr(0, colon + 1) + value + s.substr(end);
+  };
+  damaged([&](SafetensorsFile& f) { set_state(f, "next_epoch", "-1"); }, {"next_epoch -1"});
+  damaged([&](SafetensorsFile& f) { set_state(f, "steps_done", "-5"); }, {"steps_done -5"});
+  damaged([&](SafetensorsFile& f) { set_state(f, "z_initialized", "\"yes\""); }, {"npid.trainer"});
+  damaged(
+      [&](SafetensorsFile& f) {
+        set_state(f, "z_initialized", "true");
+        for (NamedTensor& t : f.tensors)
+          if (t.name == "trainer.z") {
+            const float nan = std::nanf("");
+            std::memcpy(t.bytes.data(), &nan, 4);
+          }
+      },
+      {"trainer.z", "finite Z > 0"});
+  damaged(
+      [&](SafetensorsFile& f) {
+        f.tensors.erase(std::remove_if(f.tensors.begin(), f.tensors.end(),
+                                       [](const NamedTensor& t) { return t.name == "memory_bank"; }),
+                        f.tensors.end());
+      },
+      {"memory_bank"});
+  save_safetensors(ck, good.tensors, good.metadata);
+  REQUIRE(Trainer::resume(ctx, cfg, train, test, r.dir)->next_epoch() == 2);
+
+  // Cosine: the schedule depends on the total, so it cannot change.
+  TrainerConfig cos = tiny_config(CriterionKind::kNce);
+  cos.cosine = true;
+  cos.epochs = 3;
+  TempRun rc("resume_cosine");
+  {
+    Trainer t(ctx, cos, train, test, rc.dir);
+    t.progress = false;
+    t.run(0);  // stop after the first epoch
+  }
+  TrainerConfig cos_longer = cos;
+  cos_longer.epochs = 4;
+  test::require_error([&] { Trainer::resume(ctx, cos_longer, train, test, rc.dir); }, ErrorKind::kInvalidArgument,
+                      {"config.epochs", "expected 3", "cosine", "got 4"});
+  REQUIRE(Trainer::resume(ctx, cos, train, test, rc.dir)->next_epoch() == 1);
 }
