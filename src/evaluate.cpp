@@ -125,6 +125,7 @@ EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const
   report.classes = std::max(train.num_classes(), test.num_classes());
   KnnConfig knn = config.knn;
   knn.num_classes = report.classes;
+  knn.k = std::min(knn.k, train.size());  // fewer train images than k: every one votes
   if (!bank.empty()) {
     require_on(bank, ctx, op, "bank");
     NPID_CHECK_ARG(bank.shape.rank() == 2 && bank.shape[0] == train.size() && bank.shape[1] == net.config().embedding_dim,

@@ -234,9 +234,14 @@ LinearEvalResult linear_eval(Context& ctx, const LinearEvalConfig& config, const
       result.holdout_accuracy.push_back(f.accuracy(val_d, params, scratch));
     }
   }
-  const auto best = std::max_element(result.holdout_accuracy.begin(), result.holdout_accuracy.end()) -
-                    result.holdout_accuracy.begin();
-  result.best_l2 = config.l2_grid[static_cast<std::size_t>(best)];
+  // The best held-out accuracy; on ties the smallest strength, whatever the
+  // grid's order.
+  std::size_t best = 0;
+  for (std::size_t i = 1; i < config.l2_grid.size(); ++i) {
+    const double a = result.holdout_accuracy[i], b = result.holdout_accuracy[best];
+    if (a > b || (a == b && config.l2_grid[i] < config.l2_grid[best])) best = i;
+  }
+  result.best_l2 = config.l2_grid[best];
   const auto full_d = f.upload(full), test_d = f.upload(test);
   const Tensor params = f.fit(full_d, curvature(full, D), result.best_l2);
   result.train_accuracy = f.accuracy(full_d, params, scratch);

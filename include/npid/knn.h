@@ -9,7 +9,9 @@
 // be finite (a NaN similarity ranks differently on the two backends).
 //
 // knn_classify: weighted vote over the top-k: each neighbour adds
-// exp(sim / sigma) to its class; the prediction is the arg-max (smallest class
+// exp(sim / sigma) to its class (computed as exp((sim - max sim) / sigma),
+// the same ranking without fp32 overflow at small sigma); the prediction is
+// the arg-max (smallest class
 // on ties); a query counts as top-5 correct when fewer than 5 classes score
 // above its true class (ties ranked by class index). Keys may be the memory
 // bank (float32 or bfloat16) or recomputed features.

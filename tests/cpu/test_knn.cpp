@@ -132,6 +132,19 @@ TEST_CASE("knn_classify: the weighted vote by hand, top-5 and per-class accuracy
   r = knn_classify(ctx, cfg, view(q.data(), {1, D}), view(qlabel.data(), {1}), view(keys.data(), {8, D}),
                    view(key_labels.data(), {8}));
   REQUIRE(r.top5 == 1.0);
+
+  // A small sigma: exp(sim / 0.005) = exp(200) overflows fp32, which tied
+  // every voting class at infinity (the smallest class won). The vote
+  // subtracts the top similarity first: the query at angle 0.5 has two
+  // class-1 neighbours (sims 1 and cos 0.05) before class 0 (cos 0.5).
+  cfg.k = 3;
+  cfg.sigma = 0.005f;
+  const auto q2 = unit(0.5);
+  qlabel = {1};
+  r = knn_classify(ctx, cfg, view(q2.data(), {1, D}), view(qlabel.data(), {1}), view(keys.data(), {8, D}),
+                   view(key_labels.data(), {8}));
+  REQUIRE(r.predictions[0] == 1);
+  REQUIRE(r.top1 == 1.0);
 }
 
 TEST_CASE("knn_classify: separable clusters are classified perfectly; query blocks agree", "[knn]") {

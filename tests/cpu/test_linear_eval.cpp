@@ -1,6 +1,7 @@
 // Linear evaluation on the CPU reference: loss gradients by finite
 // differences (softmax and hinge), accuracy on separable blobs, invariance to
-// feature scale and offset (standardization), argument errors.
+// feature scale and offset (standardization), the held-out choice on ties,
+// evaluate() with fewer train images than k, argument errors.
 #include <cmath>
 
 #include "common/test_util.h"
@@ -105,6 +106,45 @@ TEST_CASE("linear_eval: separable blobs are learned; standardization removes sca
     REQUIRE(s.test_accuracy == Approx(r.test_accuracy).margin(0.011));
     REQUIRE(s.feature_std[0] == Approx(1000.0f * r.feature_std[0]).epsilon(1e-3));
   }
+}
+
+TEST_CASE("linear_eval: held-out ties pick the smallest strength whatever the grid's order", "[linear]") {
+  Context ctx = Context::cpu();
+  const Blobs b(200, 40, 0.05f, 3);  // far apart: every strength of the grid is perfect on the held-out part
+  LinearEvalConfig cfg;
+  cfg.iterations = 100;
+  for (const std::vector<float>& grid : {std::vector<float>{1e-2f, 1e-4f, 1e-3f}, std::vector<float>{1e-4f, 1e-2f}}) {
+    cfg.l2_grid = grid;
+    const LinearEvalResult r = linear_eval(ctx, cfg, view(b.xtr.data(), {200, b.D}), view(b.ytr.data(), {200}),
+                                           view(b.xte.data(), {40, b.D}), view(b.yte.data(), {40}));
+    for (double a : r.holdout_accuracy) REQUIRE(a == r.holdout_accuracy[0]);
+    REQUIRE(r.best_l2 == 1e-4f);
+  }
+}
+
+TEST_CASE("evaluate: fewer train images than k lets every one vote instead of failing", "[linear][knn]") {
+  Context ctx = Context::cpu();
+  ResNetConfig rc;
+  rc.width = 4;
+  rc.image_size = 8;
+  rc.embedding_dim = 16;
+  SyntheticConfig sc;
+  sc.count = 50;
+  sc.image_size = 8;
+  const ImageSet train = make_synthetic(sc);
+  sc.count = 20;
+  sc.seed = 7;
+  const ImageSet test = make_synthetic(sc);
+  ResNet18 net(ctx, rc, 16, 1);
+  EvalConfig ec;  // k = 200 > 50
+  ec.linear = false;
+  const EvalReport r = evaluate(ctx, ec, net, train, test);
+  REQUIRE(r.knn_recompute.has_value());
+  REQUIRE(r.knn_recompute->predictions.size() == 20);
+  // With all 50 voting, the result is kNN with k = 50.
+  ec.knn.k = 50;
+  const EvalReport r50 = evaluate(ctx, ec, net, train, test);
+  REQUIRE(r50.knn_recompute->predictions == r.knn_recompute->predictions);
 }
 
 TEST_CASE("linear_eval rejects bad arguments naming them", "[linear][errors]") {
