@@ -47,6 +47,8 @@ struct ImageSet {
   ImageSet to(Context& ctx) const;
   // Images [begin, begin + count) as a new host set (labels, files kept).
   ImageSet slice(std::int64_t begin, std::int64_t count) const;
+  // Images rows[0], rows[1], ... (each in [0, size())) as a new host set.
+  ImageSet select(const std::vector<std::int64_t>& rows) const;
 
  private:
   friend class ImageSetBuilder;
@@ -96,8 +98,10 @@ struct ImageFolderIndex {
 };
 
 // Lists root/<class>/<file>.{jpg,jpeg,png} (case-insensitive extension) in
-// instance order without decoding. Throws kIo when root is not a directory or
-// holds no class directory with images.
+// instance order without decoding. Every class directory is a class, labelled
+// by its place in the sorted names, also when it holds no image (so that two
+// folders with the same class directories label alike). Throws kIo when root
+// is not a directory, cannot be listed, or holds no image at all.
 ImageFolderIndex scan_image_folder(const std::string& root);
 
 struct ImageFolderOptions {

@@ -1,26 +1,71 @@
 #include "cli/datasets.h"
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 
 #include "cli/options.h"
 #include "npid/error.h"
 
 namespace npid::cli {
+namespace {
+
+// train/ and test/ must name the same classes: each folder labels its sorted
+// class directories 0..C-1, so a class missing from one shifts the labels.
+void require_same_classes(const std::string& spec, const std::vector<std::string>& train,
+                          const std::vector<std::string>& test) {
+  if (train == test) return;
+  std::string diff;
+  for (const std::string& c : train)
+    if (std::find(test.begin(), test.end(), c) == test.end()) diff += " '" + c + "' only in train/;";
+  for (const std::string& c : test)
+    if (std::find(train.begin(), train.end(), c) == train.end()) diff += " '" + c + "' only in test/;";
+  diff.pop_back();
+  throw OptionError("--data " + spec + ": expected train/ and test/ to hold the same class directories (their " +
+                    "sorted names are the labels), got" + diff);
+}
+
+// A whole decimal count in [lo, hi] (no sign, no trailing characters).
+std::int64_t count_of(const std::string& text, const std::string& spec, std::int64_t lo, std::int64_t hi) {
+  const bool digits = !text.empty() && text.size() <= 18 &&
+                      std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
+  const std::int64_t v = digits ? std::stoll(text) : -1;
+  if (!digits || v < lo || v > hi)
+    throw OptionError("--data synthetic expects synthetic[:TRAIN[:TEST]] with counts in [" + std::to_string(lo) +
+                      ", " + std::to_string(hi) + "], got '" + spec + "'");
+  return v;
+}
+
+}  // namespace
 
 void DataSplits::limit(std::int64_t n_train, std::int64_t n_test) {
-  auto cut = [](ImageFolderIndex& idx, std::int64_t n) {
-    if (n > 0 && n < static_cast<std::int64_t>(idx.files.size())) {
-      idx.files.resize(static_cast<std::size_t>(n));
-      idx.labels.resize(static_cast<std::size_t>(n));
-    }
+  // Rows floor(i * N / n), i < n: evenly spread, increasing, distinct.
+  auto spread = [](std::int64_t N, std::int64_t n) {
+    std::vector<std::int64_t> rows;
+    if (n <= 0 || n >= N) return rows;
+    for (std::int64_t i = 0; i < n; ++i) rows.push_back(i * N / n);
+    return rows;
   };
+  auto cut = [](ImageFolderIndex& idx, const std::vector<std::int64_t>& rows) {
+    if (rows.empty()) return;
+    ImageFolderIndex out;
+    out.root = idx.root;
+    out.class_names = idx.class_names;
+    for (std::int64_t r : rows) {
+      out.files.push_back(idx.files[static_cast<std::size_t>(r)]);
+      out.labels.push_back(idx.labels[static_cast<std::size_t>(r)]);
+    }
+    idx = std::move(out);
+  };
+  train_rows = spread(train_source().size(), n_train);
+  const std::vector<std::int64_t> test_rows = spread(test_source().size(), n_test);
   if (streaming) {
-    cut(train_index, n_train);
-    cut(test_index, n_test);
+    cut(train_index, train_rows);
+    cut(test_index, test_rows);
     return;
   }
-  if (n_train > 0 && n_train < train.size()) train = train.slice(0, n_train);
-  if (n_test > 0 && n_test < test.size()) test = test.slice(0, n_test);
+  if (!train_rows.empty()) train = train.select(train_rows);
+  if (!test_rows.empty()) test = test.select(test_rows);
 }
 
 DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint64_t seed, int threads,
@@ -32,15 +77,15 @@ DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint
       if (spec[9] != ':') throw OptionError("--data synthetic expects synthetic[:TRAIN[:TEST]], got '" + spec + "'");
       const std::string rest = spec.substr(10);
       const auto colon = rest.find(':');
-      try {
-        n_train = std::stoll(rest.substr(0, colon));
-        if (colon != std::string::npos) n_test = std::stoll(rest.substr(colon + 1));
-      } catch (const std::exception&) {
-        throw OptionError("--data synthetic expects synthetic[:TRAIN[:TEST]] with integer counts, got '" + spec + "'");
-      }
-      if (n_train < 10 || n_test < 10)
-        throw OptionError("--data synthetic expects at least 10 train and 10 test images, got '" + spec + "'");
+      // At most kMaxSyntheticImages per split (memory: count x S x S x 3 bytes).
+      n_train = count_of(rest.substr(0, colon), spec, 10, kMaxSyntheticImages);
+      if (colon != std::string::npos) n_test = count_of(rest.substr(colon + 1), spec, 10, kMaxSyntheticImages);
     }
+    const double bytes = 3.0 * double(n_train + n_test) * double(image_size) * double(image_size);
+    if (bytes > double(kMaxSyntheticBytes))
+      throw OptionError("--data " + spec + ": expected at most " + std::to_string(kMaxSyntheticBytes >> 30) +
+                        " GiB of synthetic pixels, got " + std::to_string(static_cast<long long>(bytes / (1 << 30))) +
+                        " GiB at " + std::to_string(image_size) + "x" + std::to_string(image_size));
     SyntheticConfig sc;
     sc.image_size = image_size;
     sc.threads = threads;
@@ -69,19 +114,21 @@ DataSplits load_data(const std::string& spec, std::int64_t image_size, std::uint
   if (fs::is_directory(fs::path(spec) / "train", ec) && fs::is_directory(fs::path(spec) / "test", ec)) {
     const fs::path tr = fs::path(spec) / "train", te = fs::path(spec) / "test";
     d.train_index = scan_image_folder(tr.string());
+    d.test_index = scan_image_folder(te.string());
+    require_same_classes(spec, d.train_index.class_names, d.test_index.class_names);
     if (stream || d.train_index.files.size() > kMaxResidentImages) {
-      d.test_index = scan_image_folder(te.string());
       d.streaming = true;
       d.description = "image folders " + spec + "/{train,test}, streamed (" +
                       std::to_string(d.train_index.files.size()) + " + " +
                       std::to_string(d.test_index.files.size()) + " images)";
       return d;
     }
-    d.train_index = ImageFolderIndex();
     ImageFolderOptions o;
     o.threads = threads;
-    d.train = load_image_folder((fs::path(spec) / "train").string(), o);
-    d.test = load_image_folder((fs::path(spec) / "test").string(), o);
+    d.train = load_image_folder(d.train_index, o);
+    d.test = load_image_folder(d.test_index, o);
+    d.train_index = ImageFolderIndex();
+    d.test_index = ImageFolderIndex();
     d.description = "image folders " + spec + "/{train,test}";
     return d;
   }

@@ -4,7 +4,10 @@
 // held out as the test split).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "npid/data.h"
 
@@ -17,12 +20,19 @@ struct DataSplits {
   std::string description;
   DataSource train_source() const { return streaming ? DataSource(train_index) : DataSource(train); }
   DataSource test_source() const { return streaming ? DataSource(test_index) : DataSource(test); }
-  // Keeps the first n_train / n_test images (0: all).
+  // Keeps n_train / n_test images (0: all), spread evenly over each split
+  // (rows floor(i * N / n)): image folders list their images class by class,
+  // so a prefix would keep only the first classes. train_rows: the train rows
+  // kept (empty: all), e.g. to pick the matching memory-bank rows.
   void limit(std::int64_t n_train, std::int64_t n_test);
+  std::vector<std::int64_t> train_rows;
 };
 
 // Image folders with more than this many training images are streamed.
 constexpr std::size_t kMaxResidentImages = 300000;
+// Synthetic sets: at most this many images per split and bytes in all.
+constexpr std::int64_t kMaxSyntheticImages = 10000000;
+constexpr std::int64_t kMaxSyntheticBytes = std::int64_t(64) << 30;
 
 // image_size: the synthetic set's resolution; threads: decoding threads;
 // stream: read image folders batch by batch instead of decoding them up front

@@ -2,9 +2,11 @@
 // the linear classifier and a retrieval grid for a model file or training
 // checkpoint; JSON + a short table.
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <stdexcept>
 
 #include "cli/commands.h"
 #include "cli/datasets.h"
@@ -26,14 +28,14 @@ retrieval picture. Writes OUT/eval.json and OUT/retrieval.png.
   --device D            auto (default) | cpu | cuda
   --out DIR             where results go (default: the checkpoint's directory)
   --k K                 neighbours (default 200)
-  --sigma S             neighbour weight exp(sim / S) (default 0.1)
+  --sigma S             neighbour weight exp(sim / S) (default: the run's tau, 0.1 without one)
   --knn MODES           recompute,bank (default) | recompute | bank | none
   --linear LOSS         hinge (default) | softmax | none
   --linear-iters N      gradient steps per fit (default 300)
   --retrieval N         query rows in the retrieval picture (default 8; 0 = none)
   --batch B             images per forward pass (default 256 on CUDA, 64 on CPU)
-  --limit-train N       use only the first N train images (0 = all)
-  --limit-test N        use only the first N test images (0 = all)
+  --limit-train N       use N train images spread evenly over the split (0 = all)
+  --limit-test N        use N test images spread evenly over the split (0 = all)
   --seed S              synthetic data seed (default: the checkpoint's, else 0)
   --threads T           decoding threads (default: all cores)
   --stream              decode image folders batch by batch (automatic above 300,000 images)
@@ -74,27 +76,72 @@ int eval_main(const std::vector<std::string>& args) {
 
   const SafetensorsFile file = load_safetensors(ckpt);
   const ResNetConfig mc = model_config_from(file, ckpt);
+  // sigma = tau (npid-reference.md s.9), as the trainer's own kNN: a training
+  // checkpoint stores its configuration; a bare model file does not.
+  if (!o.has("--sigma")) {
+    if (const auto it = file.metadata.find("npid.config"); it != file.metadata.end()) {
+      try {
+        ec.knn.sigma = TrainerConfig::from_json(it->second).step.temperature;
+      } catch (const Error& e) {
+        std::fprintf(stderr, "npid eval: %s: unreadable training configuration (%s); kNN sigma %g\n", ckpt.c_str(),
+                     e.what(), static_cast<double>(ec.knn.sigma));
+      }
+    }
+  }
   Context ctx = cuda ? Context::cuda() : Context::cpu();
   std::uint64_t seed = 0;
-  if (const auto it = file.metadata.find("npid.data_seed"); it != file.metadata.end()) seed = std::stoull(it->second);
+  if (const auto it = file.metadata.find("npid.data_seed"); it != file.metadata.end()) {
+    const std::string& v = it->second;
+    bool ok = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+    try {
+      if (ok) seed = std::stoull(v);
+    } catch (const std::out_of_range&) {
+      ok = false;
+    }
+    if (!ok) throw Error(ErrorKind::kIo, ckpt + ": metadata npid.data_seed: expected a 64-bit decimal seed, got '" + v + "'");
+  }
   if (seed_option >= 0) seed = static_cast<std::uint64_t>(seed_option);
 
   DataSplits data = load_data(data_spec, mc.image_size, seed, threads, o.has("--stream"));
+  const std::int64_t full_train = data.train_source().size();
   data.limit(lt, le);
   const DataSource train = data.train_source(), test = data.test_source();
 
   ResNet18 net(ctx, mc, batch, 0);
   load_model_state(ctx, net, file, ckpt);
+  // The bank's rows are the training images of the run, in order: it serves
+  // only a train split of exactly that size (before --limit-train picks its
+  // rows, and the bank's with them). Asked for explicitly (--knn bank), a missing or foreign bank
+  // is an error; by default bank kNN is skipped with a note.
   Tensor bank;
-  if (const NamedTensor* b = file.find("memory_bank"); b != nullptr && knn_modes.find("bank") != std::string::npos) {
-    if (b->shape.size() == 2 && b->shape[1] == mc.embedding_dim && b->shape[0] >= train.size()) {
-      const std::int64_t rows = train.size();
-      bank = Tensor({rows, mc.embedding_dim}, b->dtype, ctx.device());
-      copy(ctx, bank, TensorView(const_cast<std::uint8_t*>(b->bytes.data()), b->dtype, {rows, mc.embedding_dim}, Device::cpu()));
+  const bool bank_asked = knn_modes == "bank";
+  if (knn_modes.find("bank") != std::string::npos) {
+    const NamedTensor* b = file.find("memory_bank");
+    std::string why;
+    if (b == nullptr) {
+      why = ckpt + " holds no memory bank (a model file, not a training checkpoint)";
+    } else if (b->shape.size() != 2 || b->shape[1] != mc.embedding_dim || b->shape[0] != full_train) {
+      why = "the memory bank of " + ckpt + " has " + std::to_string(b->shape.empty() ? 0 : b->shape[0]) +
+            " rows, the train split of --data " + data_spec + " " + std::to_string(full_train) +
+            " images (another data set?)";
     } else {
-      std::fprintf(stderr, "npid eval: the checkpoint's memory bank (%lld rows) does not match the train split (%lld "
-                           "images); bank kNN skipped\n",
-                   static_cast<long long>(b->shape.empty() ? 0 : b->shape[0]), static_cast<long long>(train.size()));
+      const std::int64_t rows = train.size(), D = mc.embedding_dim;
+      const std::size_t row_bytes = static_cast<std::size_t>(D) * dtype_size(b->dtype);
+      std::vector<std::uint8_t> kept;
+      const std::uint8_t* src = b->bytes.data();
+      if (!data.train_rows.empty()) {  // the rows --limit-train kept
+        kept.resize(data.train_rows.size() * row_bytes);
+        for (std::size_t i = 0; i < data.train_rows.size(); ++i)
+          std::memcpy(kept.data() + i * row_bytes, src + static_cast<std::size_t>(data.train_rows[i]) * row_bytes,
+                      row_bytes);
+        src = kept.data();
+      }
+      bank = Tensor({rows, D}, b->dtype, ctx.device());
+      copy(ctx, bank, TensorView(const_cast<std::uint8_t*>(src), b->dtype, {rows, D}, Device::cpu()));
+    }
+    if (!why.empty()) {
+      if (bank_asked) throw OptionError("option --knn bank: " + why);
+      std::fprintf(stderr, "npid eval: %s; bank kNN skipped\n", why.c_str());
     }
   }
   namespace fs = std::filesystem;
@@ -104,7 +151,8 @@ int eval_main(const std::vector<std::string>& args) {
   ec.knn.k = std::min(ec.knn.k, train.size());
   if (ec.retrieval_queries > 0) ec.retrieval_png = (fs::path(out) / "retrieval.png").string();
 
-  std::printf("npid eval: %s on %s, %s\n", ckpt.c_str(), ctx.device().str().c_str(), data.description.c_str());
+  std::printf("npid eval: %s on %s, %s, kNN k %lld sigma %g\n", ckpt.c_str(), ctx.device().str().c_str(),
+              data.description.c_str(), static_cast<long long>(ec.knn.k), static_cast<double>(ec.knn.sigma));
   const EvalReport report = evaluate(ctx, ec, net, train, test, bank);
   std::printf("%s", report.to_table().c_str());
   const std::string json_path = (fs::path(out) / "eval.json").string();

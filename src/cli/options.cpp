@@ -1,5 +1,6 @@
 #include "cli/options.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 
@@ -14,6 +15,7 @@ Options::Options(const std::vector<std::string>& args, const std::set<std::strin
     if (eq != std::string::npos) {
       name = a.substr(0, eq);
       value = a.substr(eq + 1);
+      if (flags.count(name)) throw OptionError("option " + name + " takes no value, got '" + a + "'");
     } else if (flags.count(a)) {
       value = "1";
     } else {
@@ -42,8 +44,9 @@ std::int64_t Options::integer(const std::string& name, std::int64_t fallback, st
   if (!has(name)) return fallback;
   const std::string v = str(name, "");
   char* end = nullptr;
+  errno = 0;
   const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || x < lo || x > hi)
+  if (v.empty() || *end != '\0' || errno == ERANGE || x < lo || x > hi)
     throw OptionError("option " + name + " expects an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
                       "], got '" + v + "'");
   return x;

@@ -22,6 +22,27 @@ bool has_image_extension(const fs::path& p) {
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
 }
 
+// The entries of `dir` (a filesystem failure -- no permission, a symlink loop
+// -- is kIo naming the path, not std::filesystem_error).
+std::vector<fs::directory_entry> entries_of(const fs::path& dir) {
+  std::vector<fs::directory_entry> out;
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) out.push_back(*it);
+  if (ec) throw Error(ErrorKind::kIo, dir.string() + ": cannot list the directory: " + ec.message());
+  return out;
+}
+
+bool is_dir(const fs::directory_entry& e) {
+  std::error_code ec;
+  return e.is_directory(ec);
+}
+
+bool is_file(const fs::directory_entry& e) {
+  std::error_code ec;
+  return e.is_regular_file(ec);
+}
+
 }  // namespace
 
 ImageFolderIndex scan_image_folder(const std::string& root) {
@@ -31,25 +52,22 @@ ImageFolderIndex scan_image_folder(const std::string& root) {
   }
   ImageFolderIndex index;
   index.root = root;
-  std::vector<std::string> classes;
-  for (const auto& entry : fs::directory_iterator(root)) {
-    if (entry.is_directory()) classes.push_back(entry.path().filename().string());
-  }
-  std::sort(classes.begin(), classes.end());
-  for (const std::string& cls : classes) {
+  for (const auto& entry : entries_of(root))
+    if (is_dir(entry)) index.class_names.push_back(entry.path().filename().string());
+  // Every class directory is a class, with or without images (torchvision's
+  // find_classes): labels follow the sorted names, so that a train/ and a
+  // test/ folder with the same class directories label them alike.
+  std::sort(index.class_names.begin(), index.class_names.end());
+  for (std::size_t label = 0; label < index.class_names.size(); ++label) {
+    const std::string& cls = index.class_names[label];
     std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(fs::path(root) / cls)) {
-      if (entry.is_regular_file() && has_image_extension(entry.path())) {
-        names.push_back(entry.path().filename().string());
-      }
+    for (const auto& entry : entries_of(fs::path(root) / cls)) {
+      if (is_file(entry) && has_image_extension(entry.path())) names.push_back(entry.path().filename().string());
     }
-    if (names.empty()) continue;  // like torchvision: classes without images are ignored
     std::sort(names.begin(), names.end());
-    const auto label = static_cast<std::int64_t>(index.class_names.size());
-    index.class_names.push_back(cls);
     for (const std::string& n : names) {
       index.files.push_back(cls + "/" + n);
-      index.labels.push_back(label);
+      index.labels.push_back(static_cast<std::int64_t>(label));
     }
   }
   if (index.files.empty()) {

@@ -42,11 +42,18 @@ ImageSet ImageSet::slice(std::int64_t begin, std::int64_t count) const {
                  "begin, count",
                  "expected 0 <= begin <= begin + count <= " << size() << ", got begin " << begin
                                                             << ", count " << count);
-  NPID_CHECK_ARG(!device().is_cuda(), "ImageSet::slice", "this",
+  std::vector<std::int64_t> rows(static_cast<std::size_t>(count));
+  for (std::int64_t i = 0; i < count; ++i) rows[static_cast<std::size_t>(i)] = begin + i;
+  return select(rows);
+}
+
+ImageSet ImageSet::select(const std::vector<std::int64_t>& rows) const {
+  NPID_CHECK_ARG(!device().is_cuda(), "ImageSet::select", "this",
                  "expected a host image set, got one on " << device().str());
   ImageSetBuilder b;
   const auto* px = pixels.data_as<const std::uint8_t>();
-  for (std::int64_t i = begin; i < begin + count; ++i) {
+  for (const std::int64_t i : rows) {
+    NPID_CHECK_ARG(i >= 0 && i < size(), "ImageSet::select", "rows", "expected rows in [0, " << size() << "), got " << i);
     b.add(px + host_descs_[3 * i], host_descs_[3 * i + 1], host_descs_[3 * i + 2], labels[i],
           files.empty() ? std::string() : files[i]);
   }

@@ -42,6 +42,10 @@ ImageSet make_synthetic(const SyntheticConfig& c) {
                  "expected 8..4096, got " << c.image_size);
   NPID_CHECK_ARG(c.num_classes >= 1 && c.num_classes <= 10, op, "num_classes",
                  "expected 1..10, got " << c.num_classes);
+  // count x S x S x 3 bytes must be countable (S <= 4096: 2^26 bytes per image).
+  NPID_CHECK_ARG(c.count <= (std::int64_t(1) << 36) / (c.image_size * c.image_size), op, "count",
+                 "expected at most " << (std::int64_t(1) << 36) / (c.image_size * c.image_size) << " images of "
+                                     << c.image_size << "x" << c.image_size << " (192 GiB), got " << c.count);
   const std::int64_t S = c.image_size, n = c.count;
   const auto k0 = static_cast<std::uint32_t>(c.seed), k1 = static_cast<std::uint32_t>(c.seed >> 32);
   std::vector<std::uint8_t> all(static_cast<std::size_t>(n * S * S * 3));

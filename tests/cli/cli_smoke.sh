@@ -20,6 +20,28 @@ expect_error "option --checkpoint is required" eval --data synthetic
 expect_error "expects one of auto|cpu|cuda, got 'gpu'" eval --checkpoint x --data synthetic --device gpu
 expect_error "expects an integer in \[1, 1024\], got '0'" eval --checkpoint x --data synthetic --k 0
 expect_error "expects a value" eval --checkpoint
+expect_error "option --quiet takes no value, got '--quiet=0'" train --quiet=0
+expect_error "expects an integer in \[0, 9223372036854775807\], got '99999999999999999999'" train --seed 99999999999999999999
+expect_error "synthetic\[:TRAIN\[:TEST\]\] with counts in \[10, 10000000\], got 'synthetic:100abc'" train --data synthetic:100abc
+expect_error "with counts in" train --data synthetic:18014398509481984
+expect_error "with counts in" train --data synthetic:100:200:300
+expect_error "expected at most 64 GiB of synthetic pixels" train --data synthetic:10000000:10000 --image-size 1024
+# train/ and test/ image folders must name the same classes (each numbers its
+# sorted class directories): refused before any image is decoded.
+/usr/bin/env python3 - "$d/folders" <<'PY' || fail "writing PNG folders"
+import os, struct, sys, zlib
+def png(w, h, rgb):
+    raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
+    chunk = lambda t, b: struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+root = sys.argv[1]
+for split, classes in (("train", ("cat", "dog", "emu")), ("test", ("cat", "emu"))):
+    for c in classes:
+        os.makedirs(os.path.join(root, split, c))
+        for i in range(3):
+            open(os.path.join(root, split, c, f"{i}.png"), "wb").write(png(32, 32, (40 * i, 90, 200)))
+PY
 "$FIXTURE" "$d" 8 || fail "fixture"
 out=$("$NPID" eval --checkpoint "$d/model.safetensors" --data /nonexistent_npid 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$out" | grep -q "not a directory" || fail "bad --data: rc=$rc $out"
@@ -30,6 +52,15 @@ echo "ok: bad --data -> $out"
 [ -s "$d/out/retrieval.png" ] || fail "no retrieval.png"
 grep -q '"knn_recompute"' "$d/out/eval.json" && grep -q '"test_accuracy"' "$d/out/eval.json" || fail "eval.json lacks results"
 echo "ok: npid eval wrote eval.json and retrieval.png"
+expect_error "expected train/ and test/ to hold the same class directories (their sorted names are the labels), got 'dog' only in train/" \
+  eval --checkpoint "$d/model.safetensors" --data "$d/folders" --device cpu
+mkdir -p "$d/folders/test/dog" && cp "$d/folders/train/dog/0.png" "$d/folders/test/dog/" || fail "test/dog"
+"$NPID" eval --checkpoint "$d/model.safetensors" --data "$d/folders" --device cpu --k 3 --linear none --retrieval 0 \
+  --knn recompute --out "$d/out_folders" >/dev/null || fail "eval on matching folders"
+grep -q '"classes": 3' "$d/out_folders/eval.json" || fail "eval on matching folders: not 3 classes"
+# A model file has no memory bank: asked for explicitly, that is an error.
+expect_error "option --knn bank: .*holds no memory bank" eval --checkpoint "$d/model.safetensors" \
+  --data synthetic:100:20 --device cpu --knn bank
 # A corrupted checkpoint is refused with an error naming it.
 head -c 100 "$d/model.safetensors" > "$d/broken.safetensors"
 out=$("$NPID" eval --checkpoint "$d/broken.safetensors" --data synthetic:100:20 --device cpu 2>&1); rc=$?

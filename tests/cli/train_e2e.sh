@@ -43,7 +43,7 @@ out=$("$NPID" train --z-ema-decay 0.5 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$out" | grep -q "needs --z-policy ema, got --z-policy first_batch" || fail "--z-ema-decay alone: rc=$rc $out"
 # NCE with a fixed Z trains (two steps) and the run stores the policy and its Z.
 "$NPID" train --device cpu --run "$d/fixed" --criterion nce --z-policy fixed --z-fixed 3000 --epochs 1 \
-  --steps-per-epoch 2 --knn-every 0 --no-final-eval --quiet || fail "train with a fixed Z"
+  --steps-per-epoch 2 --knn-every 0 --no-final-eval --quiet --tau 0.25 || fail "train with a fixed Z"
 python3 - "$d/fixed/config.json" <<'PY' || fail "fixed Z not stored"
 import json, sys
 s = json.load(open(sys.argv[1]))["step"]
@@ -66,4 +66,12 @@ assert abs(t["rows"][0]["paper"] - 80.8) < 1e-9 and abs(t["rows"][1]["paper"] - 
 PY
 out=$(python3 "$PT" "$d/fixed" 2>&1); rc=$?
 [ $rc -eq 1 ] && echo "$out" | grep -q "final.json: missing" || fail "paper_table without final.json: rc=$rc $out"
+# npid eval on a training checkpoint: kNN sigma is the run's tau (0.25 here);
+# its memory bank serves only the training set it was trained on.
+out=$("$NPID" eval --checkpoint "$d/fixed/checkpoint.safetensors" --data synthetic:2000:500 --device cpu --knn bank \
+  --linear none --retrieval 0 --limit-test 50 --out "$d/eval_fixed" 2>&1) || fail "eval on the checkpoint: $out"
+echo "$out" | grep -q "sigma 0.25" && echo "$out" | grep -q "kNN (memory bank)" || fail "eval sigma/bank: $out"
+out=$("$NPID" eval --checkpoint "$d/fixed/checkpoint.safetensors" --data synthetic:300:100 --device cpu --knn bank 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "has 2000 rows, the train split of --data synthetic:300:100 300 images" ||
+  fail "eval with another data set's bank: rc=$rc $out"
 echo "ok: npid train end to end"

@@ -1,8 +1,12 @@
-// Data sets: image-folder order and labels, JPEG/PNG decoding, bad-file
-// policies, the CIFAR-10 binary reader, the synthetic set's determinism.
+// Data sets: image-folder order and labels, JPEG/PNG decoding (PIL's
+// convert("RGB") semantics for 16-bit, gamma, alpha, palette, CMYK; oversized
+// headers refused), bad-file policies, the CIFAR-10 binary reader, the
+// synthetic set's determinism.
+#include <png.h>
 #include <turbojpeg.h>
 
 #include <cmath>
+#include <csetjmp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -52,6 +56,39 @@ std::vector<std::uint8_t> encode_jpeg(const std::vector<std::uint8_t>& px, int h
   return out;
 }
 
+// A PNG with any colour type and depth, written with libpng's full API.
+// samples: rows of (channels x depth/8)-byte samples, big-endian at 16 bits.
+// gamma > 0 adds a gAMA chunk; palette: RGB triples for PNG_COLOR_TYPE_PALETTE.
+std::vector<std::uint8_t> encode_png(int w, int h, int color_type, int depth, const std::vector<std::uint8_t>& samples,
+                                     double gamma = 0, const std::vector<std::uint8_t>& palette = {}) {
+  struct Sink {
+    static void write(png_structp png, png_bytep data, png_size_t n) {
+      auto* out = static_cast<std::vector<std::uint8_t>*>(png_get_io_ptr(png));
+      out->insert(out->end(), data, data + n);
+    }
+    static void flush(png_structp) {}
+  };
+  std::vector<std::uint8_t> out;
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  REQUIRE(png != nullptr);
+  REQUIRE(info != nullptr);
+  if (setjmp(png_jmpbuf(png))) FAIL("libpng could not write the test image");
+  png_set_write_fn(png, &out, Sink::write, Sink::flush);
+  png_set_IHDR(png, info, w, h, depth, color_type, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  std::vector<png_color> pal;
+  for (std::size_t i = 0; i + 2 < palette.size(); i += 3) pal.push_back({palette[i], palette[i + 1], palette[i + 2]});
+  if (!pal.empty()) png_set_PLTE(png, info, pal.data(), static_cast<int>(pal.size()));
+  if (gamma > 0) png_set_gAMA(png, info, gamma);
+  png_write_info(png, info);
+  const std::size_t stride = samples.size() / static_cast<std::size_t>(h);
+  for (int y = 0; y < h; ++y) png_write_row(png, const_cast<png_bytep>(samples.data() + stride * y));
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return out;
+}
+
 void write_file(const fs::path& p, const std::vector<std::uint8_t>& bytes) {
   fs::create_directories(p.parent_path());
   std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
@@ -75,7 +112,8 @@ int max_diff(const std::vector<std::uint8_t>& a, const std::vector<std::uint8_t>
 
 TEST_CASE("Image folder: classes sorted, files sorted, labels and instance order", "[data]") {
   TempDir dir("folder");
-  // Created out of order; "empty" has no images and is ignored; a text file is not an image.
+  // Created out of order; "empty" has no images but is a class (label 1, as
+  // torchvision's find_classes numbers it); a text file is not an image.
   write_file(dir.path / "zebra" / "b.jpg", encode_jpeg(pattern(8, 12, 3), 8, 12));
   write_file(dir.path / "zebra" / "a.JPEG", encode_jpeg(pattern(16, 16, 2), 16, 16));
   write_file(dir.path / "ant" / "2.jpg", encode_jpeg(pattern(8, 8, 1), 8, 8));
@@ -87,9 +125,9 @@ TEST_CASE("Image folder: classes sorted, files sorted, labels and instance order
   fs::create_directories(dir.path / "empty");
 
   const ImageFolderIndex index = scan_image_folder(dir.path.string());
-  REQUIRE(index.class_names == std::vector<std::string>{"ant", "zebra"});
+  REQUIRE(index.class_names == std::vector<std::string>{"ant", "empty", "zebra"});
   REQUIRE(index.files == std::vector<std::string>{"ant/10.png", "ant/2.jpg", "zebra/a.JPEG", "zebra/b.jpg"});
-  REQUIRE(index.labels == std::vector<std::int64_t>{0, 0, 1, 1});
+  REQUIRE(index.labels == std::vector<std::int64_t>{0, 0, 2, 2});
 
   ImageFolderOptions opt;
   opt.threads = 3;
@@ -245,7 +283,7 @@ TEST_CASE("Synthetic data set: deterministic, prefix-stable, balanced labels, se
                       ErrorKind::kInvalidArgument, {"make_synthetic", "num_classes", "1..10", "11"});
 }
 
-TEST_CASE("ImageSet slice keeps images, labels and files", "[data]") {
+TEST_CASE("ImageSet slice and select keep images, labels and files", "[data]") {
   SyntheticConfig c;
   c.count = 12;
   c.image_size = 8;
@@ -255,6 +293,13 @@ TEST_CASE("ImageSet slice keeps images, labels and files", "[data]") {
   REQUIRE(s.labels == std::vector<std::int64_t>{5, 6, 7, 8});
   REQUIRE(image_bytes(s, 2) == image_bytes(a, 7));
   test::require_error([&] { a.slice(10, 5); }, ErrorKind::kInvalidArgument, {"slice", "begin 10", "count 5", "12"});
+  // Any rows, in the order given, repeats allowed.
+  const ImageSet t = a.select({11, 0, 4, 4});
+  REQUIRE(t.labels == std::vector<std::int64_t>{1, 0, 4, 4});  // label = index % 10
+  REQUIRE(image_bytes(t, 0) == image_bytes(a, 11));
+  REQUIRE(image_bytes(t, 3) == image_bytes(a, 4));
+  REQUIRE(t.class_names == a.class_names);
+  test::require_error([&] { a.select({3, 12}); }, ErrorKind::kInvalidArgument, {"ImageSet::select", "rows", "[0, 12)", "got 12"});
 }
 
 TEST_CASE("Image folder: a seeded held-out split, and decoding a subset by index", "[data]") {
@@ -283,4 +328,108 @@ TEST_CASE("Image folder: a seeded held-out split, and decoding a subset by index
   REQUIRE(t.labels == test.labels);
   test::require_error([&] { split_image_folder(all, 1.0, 0); }, ErrorKind::kInvalidArgument,
                       {"split_image_folder", "test_fraction"});
+}
+
+TEST_CASE("PNG decoding takes samples as stored (PIL's convert('RGB')): 16-bit, gAMA, alpha, palette, grey",
+          "[data]") {
+  const int w = 3, h = 2;
+  auto decode = [](const std::vector<std::uint8_t>& png) { return decode_image(png.data(), png.size(), "t.png"); };
+  auto all_equal = [](const DecodedImage& img, std::uint8_t r, std::uint8_t g, std::uint8_t b) {
+    REQUIRE(img.pixels.size() == static_cast<std::size_t>(img.width * img.height * 3));
+    for (std::size_t i = 0; i < img.pixels.size(); i += 3)
+      if (img.pixels[i] != r || img.pixels[i + 1] != g || img.pixels[i + 2] != b) return false;
+    return true;
+  };
+  // 16-bit RGB 0x8080: the high byte, 128 (a linear-light reading gave 186).
+  CHECK(all_equal(decode(encode_png(w, h, PNG_COLOR_TYPE_RGB, 16, std::vector<std::uint8_t>(w * h * 6, 0x80))), 128,
+                  128, 128));
+  // 16-bit grey 0x8080 -> (128, 128, 128).
+  CHECK(all_equal(decode(encode_png(w, h, PNG_COLOR_TYPE_GRAY, 16, std::vector<std::uint8_t>(w * h * 2, 0x80))), 128,
+                  128, 128));
+  // 8-bit with gAMA 1.0: no gamma correction.
+  CHECK(all_equal(decode(encode_png(w, h, PNG_COLOR_TYPE_RGB, 8, std::vector<std::uint8_t>(w * h * 3, 128), 1.0)), 128,
+                  128, 128));
+  // RGBA red at alpha 0 and 128: alpha dropped, not composited onto black.
+  for (std::uint8_t alpha : {std::uint8_t(0), std::uint8_t(128)}) {
+    std::vector<std::uint8_t> rgba;
+    for (int i = 0; i < w * h; ++i) rgba.insert(rgba.end(), {255, 0, 0, alpha});
+    INFO("alpha " << int(alpha));
+    CHECK(all_equal(decode(encode_png(w, h, PNG_COLOR_TYPE_RGB_ALPHA, 8, rgba)), 255, 0, 0));
+  }
+  // Palette (2 entries, 8-bit indices) and 1-bit grey expand to RGB.
+  const std::vector<std::uint8_t> idx = {0, 1, 0, 1, 1, 0};
+  const DecodedImage pal = decode(encode_png(w, h, PNG_COLOR_TYPE_PALETTE, 8, idx, 0, {10, 20, 30, 200, 100, 50}));
+  REQUIRE(pal.width == w);
+  for (int i = 0; i < w * h; ++i) {
+    const std::uint8_t* p = &pal.pixels[static_cast<std::size_t>(i) * 3];
+    CHECK((idx[i] ? std::vector<int>{200, 100, 50} : std::vector<int>{10, 20, 30}) ==
+          std::vector<int>{p[0], p[1], p[2]});
+  }
+  const DecodedImage bit = decode(encode_png(8, 1, PNG_COLOR_TYPE_GRAY, 1, {0xA0}));  // 1010 0000
+  REQUIRE(bit.width == 8);
+  CHECK(std::vector<int>{bit.pixels[0], bit.pixels[3], bit.pixels[6], bit.pixels[9]} ==
+        std::vector<int>{255, 0, 255, 0});
+  // Truncated: an error naming the file, not a partial image.
+  auto png = encode_png(w, h, PNG_COLOR_TYPE_RGB, 8, std::vector<std::uint8_t>(w * h * 3, 7));
+  png.resize(png.size() - 20);
+  test::require_error([&] { decode_image(png.data(), png.size(), "cut.png"); }, ErrorKind::kIo, {"cut.png", "PNG"});
+}
+
+TEST_CASE("JPEG decoding: CMYK as PIL converts it, harmless warnings pass, oversized headers are refused", "[data]") {
+  // CMYK JPEG (stored YCCK by TurboJPEG) of one colour. PIL reads CMYK JPEGs
+  // as Adobe-inverted samples and converts with R = C' K' / 255: measured
+  // with Pillow 9.4 on its own CMYK JPEG, stored (215, 155, 55, 225) ->
+  // RGB (190, 137, 49).
+  const int w = 16, h = 8;
+  std::vector<std::uint8_t> cmyk;
+  for (int i = 0; i < w * h; ++i) cmyk.insert(cmyk.end(), {215, 155, 55, 225});
+  tjhandle tj = tjInitCompress();
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  REQUIRE(tjCompress2(tj, cmyk.data(), w, 0, h, TJPF_CMYK, &buf, &size, TJSAMP_444, 100, TJFLAG_ACCURATEDCT) == 0);
+  const std::vector<std::uint8_t> jpeg(buf, buf + size);
+  tjFree(buf);
+  tjDestroy(tj);
+  const DecodedImage img = decode_image(jpeg.data(), jpeg.size(), "cmyk.jpg");
+  REQUIRE(img.width == w);
+  int worst = 0;
+  for (std::size_t i = 0; i < img.pixels.size(); i += 3)
+    for (int c = 0; c < 3; ++c) worst = std::max(worst, std::abs(int(img.pixels[i + c]) - std::vector<int>{190, 137, 49}[c]));
+  CHECK(worst <= 2);  // quality 100: the stored samples within a level or so
+
+  // Extraneous bytes before the end marker: libjpeg warns, the image is
+  // complete, PIL accepts it; so do we. A truncated file still fails.
+  const auto good = encode_jpeg(pattern(8, 8, 0), 8, 8);
+  std::vector<std::uint8_t> extra(good.begin(), good.end() - 2);
+  extra.insert(extra.end(), {0, 0, 0, 0xFF, 0xD9});
+  const DecodedImage e = decode_image(extra.data(), extra.size(), "extra.jpg");
+  const DecodedImage g = decode_image(good.data(), good.size(), "good.jpg");
+  CHECK(e.pixels == g.pixels);
+  // Cut inside the entropy-coded data (the headers complete): libjpeg-turbo
+  // warns "Premature end of JPEG file" and fills grey; that must fail.
+  const std::vector<std::uint8_t> cut(good.begin(), good.end() - 12);
+  test::require_error([&] { decode_image(cut.data(), cut.size(), "cut.jpg"); }, ErrorKind::kIo,
+                      {"cut.jpg", "corrupt JPEG", "Premature end"});
+  CHECK(decode_image(good.data(), good.size(), "good.jpg").pixels == g.pixels);  // the decoder is still usable
+
+  // A header declaring 30,000 x 30,000 pixels (the data is 8 x 8): refused
+  // before 2.7 GB are allocated.
+  std::vector<std::uint8_t> bomb = good;
+  std::size_t sof = 2;
+  while (sof + 9 < bomb.size() && !(bomb[sof] == 0xFF && bomb[sof + 1] == 0xC0)) ++sof;
+  REQUIRE(sof + 9 < bomb.size());
+  for (std::size_t at : {sof + 5, sof + 7}) {  // height, then width, big-endian
+    bomb[at] = 30000 >> 8;
+    bomb[at + 1] = 30000 & 0xFF;
+  }
+  test::require_error([&] { decode_image(bomb.data(), bomb.size(), "bomb.jpg"); }, ErrorKind::kIo,
+                      {"bomb.jpg", "30000 x 30000", "decompression bomb"});
+  auto big_png = encode_png(1, 1, PNG_COLOR_TYPE_GRAY, 8, {0});
+  for (std::size_t at : {std::size_t(16), std::size_t(20)}) {  // IHDR width, height (the CRC no longer matches)
+    big_png[at] = 0;
+    big_png[at + 1] = 0;
+    big_png[at + 2] = 30000 >> 8;
+    big_png[at + 3] = 30000 & 0xFF;
+  }
+  test::require_error([&] { decode_image(big_png.data(), big_png.size(), "big.png"); }, ErrorKind::kIo, {"big.png"});
 }
