@@ -30,7 +30,7 @@ void check_config(const NceConfig& c, const char* op) {
                  "expected K >= 1, got " << c.num_negatives);
   NPID_CHECK_ARG(std::isfinite(c.temperature) && c.temperature >= kNceMinTemperature, op, "temperature",
                  "expected a finite tau >= " << kNceMinTemperature
-                                             << " (exp(1/tau) must fit in fp32), got " << c.temperature);
+                                             << " (exp(1/tau) sums and Z = N mean exp(s/tau) must fit in fp32), got " << c.temperature);
   NPID_CHECK_ARG(std::isfinite(c.proximal_lambda) && c.proximal_lambda >= 0.f, op,
                  "proximal_lambda", "expected a finite lambda >= 0, got " << c.proximal_lambda);
   NPID_CHECK_ARG(std::isfinite(c.z_ema_decay) && c.z_ema_decay >= 0.f && c.z_ema_decay < 1.f, op,

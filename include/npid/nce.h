@@ -34,7 +34,8 @@ const char* to_string(ZPolicy policy) noexcept;
 
 struct NceConfig {
   std::int64_t num_negatives = 4096;  // K >= 1
-  // tau >= 0.0115: exp(s / tau) must fit in fp32 for unit vectors. Features
+  // tau >= 0.015: exp(s / tau), sums of up to 2^20 of them and
+  // Z = N mean exp(s / tau) (N < 2^31) must fit in fp32 for unit vectors. Features
   // and bank rows are expected L2-normalized (|s| <= 1); far larger scores
   // overflow exp() as in the reference code.
   float temperature = 0.07f;

@@ -150,7 +150,7 @@ int train_main(const std::vector<std::string>& args) {
       cfg.step.criterion = o.choice("--criterion", "nce", {"nce", "softmax"}) == "nce" ? CriterionKind::kNce
                                                                                     : CriterionKind::kSoftmax;
     cfg.step.num_negatives = o.integer("--nce-k", cfg.step.num_negatives, 1, 1 << 20);
-    cfg.step.temperature = static_cast<float>(o.number("--tau", cfg.step.temperature, 0.0115, 10));
+    cfg.step.temperature = static_cast<float>(o.number("--tau", cfg.step.temperature, 0.015, 10));
     cfg.step.proximal_lambda = static_cast<float>(o.number("--lambda", cfg.step.proximal_lambda, 0, 1e6));
     const std::string zp = o.choice("--z-policy", "first_batch", {"first_batch", "ema", "fixed"});
     cfg.step.z_policy = zp == "ema" ? ZPolicy::kEma : zp == "fixed" ? ZPolicy::kFixed : ZPolicy::kFirstBatch;
