@@ -81,7 +81,7 @@ struct DecodedImage {
 DecodedImage decode_image(const std::uint8_t* bytes, std::size_t size, const std::string& name);
 DecodedImage decode_image_file(const std::string& path);
 
-// Encodes HWC RGB as PNG and writes it atomically (temp file + rename).
+// Encodes HWC RGB as PNG and writes it atomically (temp file, fsync, rename).
 void write_png(const std::string& path, const std::uint8_t* hwc, std::int64_t height,
                std::int64_t width);
 

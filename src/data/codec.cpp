@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "npid/data.h"
+#include "io/atomic_file.h"
 #include "npid/error.h"
 
 namespace npid {
@@ -227,15 +228,15 @@ void write_png(const std::string& path, const std::uint8_t* hwc, std::int64_t he
   image.width = static_cast<png_uint_32>(width);
   image.height = static_cast<png_uint_32>(height);
   image.format = PNG_FORMAT_RGB;
-  const std::string tmp = path + ".tmp";
-  if (!png_image_write_to_file(&image, tmp.c_str(), 0, hwc, 0, nullptr)) {
-    std::remove(tmp.c_str());
-    io_error(path, std::string("cannot write PNG: ") + image.message);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    io_error(path, "cannot rename the temporary file into place");
-  }
+  // Encoded in memory (a size query, then the bytes), then written by the
+  // library's one atomic writer (temp file, fsync, rename).
+  png_alloc_size_t size = 0;
+  if (!png_image_write_to_memory(&image, nullptr, &size, 0, hwc, 0, nullptr))
+    io_error(path, std::string("cannot encode PNG: ") + image.message);
+  std::vector<std::uint8_t> bytes(size);
+  if (!png_image_write_to_memory(&image, bytes.data(), &size, 0, hwc, 0, nullptr))
+    io_error(path, std::string("cannot encode PNG: ") + image.message);
+  write_file_atomic(path, {{bytes.data(), static_cast<std::size_t>(size)}});
 }
 
 }  // namespace npid
