@@ -155,6 +155,8 @@ struct TrainStep::Impl {
     cudaStream_t stream = ctx->stream();
     DeviceGuard guard(ctx->device());
     const std::int64_t tracked = net.num_batches_tracked();
+    const bool sgd_started = sgd.started();
+    const GraphKey key = key_for(resident, epoch);  // before capture: enqueuing flips host-side state
     cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
     if (err != cudaSuccess) {
       cudaGetLastError();
@@ -172,6 +174,7 @@ struct TrainStep::Impl {
     cudaGraph_t graph = nullptr;
     err = cudaStreamEndCapture(stream, &graph);
     net.set_num_batches_tracked(tracked);  // the capture ran nothing
+    sgd.set_started(sgd_started);
     if (failure.empty() && err != cudaSuccess) failure = std::string("end capture: ") + cudaGetErrorString(err);
     if (failure.empty()) {
       err = cudaGraphInstantiate(&graph_exec, graph, 0);
@@ -186,14 +189,15 @@ struct TrainStep::Impl {
       disable_graphs(failure);
       return false;
     }
-    graph_key = key_for(resident, epoch);
+    graph_key = key;
     graph_status = "on";
     return true;
   }
 
   // One step by graph replay; false when graphs are (or just became) unusable.
   bool replay(const ImageSet& resident, const TensorView& indices, std::int64_t epoch, float lr) {
-    if (!graphs || direct_steps < 1 || indices.shape[0] != cfg.batch_size) return false;
+    // A graph bakes SGD's first-step branch (buffer = grad) in; only steady-state steps are captured.
+    if (!graphs || direct_steps < 1 || !sgd.started() || indices.shape[0] != cfg.batch_size) return false;
     if ((graph_exec == nullptr || !(graph_key == key_for(resident, epoch))) && !capture(resident, epoch)) {
       return false;
     }

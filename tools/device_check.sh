@@ -8,14 +8,13 @@
 #      group of tags (gpu_criteria, gpu_resnet, gpu_data, gpu_eval, gpu_train,
 #      gpu_other), so a crash in one group cannot hide the others; they record
 #      the device's cuDNN profile
-#   2. bench_nce_kernel, then ncu on the NCE gather (tools/profile_nce.sh), then
-#      bench_softmax_criterion, bench_resnet18, bench_train_step, bench_knn,
-#      bench_data (Google Benchmark JSON)
-#   3. a short `npid train` run on CUDA (CIFAR-10 when carried), the examples
-#   4. compute-sanitizer racecheck on small cases
-#   5. tools/side_by_side.sh (the PyTorch baselines, same GPU, same run)
-#   6. compute-sanitizer memcheck (all but [heavy]; the cuDNN-heavy ResNet group
-#      last), the CPU tests
+#   2. bench_nce_kernel, bench_softmax_criterion (Google Benchmark JSON)
+#   3. tools/side_by_side.sh (the PyTorch baselines, same GPU, same run)
+#   4. bench_resnet18, bench_train_step, a short `npid train` run on CUDA
+#      (CIFAR-10 when carried), ncu on the NCE gather (tools/profile_nce.sh),
+#      bench_knn, bench_data, the examples
+#   5. compute-sanitizer racecheck on small cases, then memcheck (all but
+#      [heavy]; the cuDNN-heavy ResNet group last), the CPU tests
 # Budget: NPID_DEVICE_BUDGET_S (default 480 s) for everything from the first
 # line on; each step also has its own limit, so one hang cannot eat the rest.
 # Call it with the device tool's timeout_s at least the budget + 30 s.
@@ -46,6 +45,9 @@ for name in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9 libc
         -name "$name" 2>/dev/null | head -n1 | xargs -r dirname)
   [ -n "$d" ] && case ":$libdirs:" in *":$d:"*) ;; *) libdirs="$libdirs:$d" ;; esac
 done
+# Our binaries get these; PyTorch (side_by_side) keeps the machine's own path,
+# so a toolkit library found here never shadows the one its wheel ships.
+ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$PATH:/usr/local/cuda/bin"
 
@@ -116,14 +118,15 @@ fi
 [ -d /tmp/npid_cifar/train ] && export NPID_CIFAR_DIR=/tmp/npid_cifar
 
 # 1. GPU tests. --warn NoTests: a spec that matches nothing fails instead of
-# passing silently (the runner maps every failure to exit 1).
+# passing silently (the runner maps every failure to exit 1). The limits are
+# caps for a hang; together these took well under a minute on the H200.
 GPU_GROUPS=(
-  "criteria:90:[nce],[softmax],[bank],[bf16],[sampler]"
-  "resnet:120:[resnet]"
-  "data:90:[augment],[loader]"
-  "eval:90:[knn],[linear],[evaluate]"
-  "train:120:[train]"
-  "other:40:~[nce]~[softmax]~[bank]~[bf16]~[sampler]~[resnet]~[augment]~[loader]~[knn]~[linear]~[evaluate]~[train]"
+  "criteria:60:[nce],[softmax],[bank],[bf16],[sampler]"
+  "resnet:90:[resnet]"
+  "data:45:[augment],[loader]"
+  "eval:45:[knn],[linear],[evaluate]"
+  "train:90:[train]"
+  "other:30:~[nce]~[softmax]~[bank]~[bf16]~[sampler]~[resnet]~[augment]~[loader]~[knn]~[linear]~[evaluate]~[train]"
 )
 for g in "${GPU_GROUPS[@]}"; do
   IFS=: read -r gname glimit gspec <<< "$g"
@@ -143,58 +146,57 @@ unavailable() {  # unavailable WHY STEP...: steps that cannot run on this machin
   for n in "$@"; do ORDER+=("$n"); STATUS[$n]="not available ($why)"; SECONDS_TAKEN[$n]=0; done
 }
 
-# 2. Benchmarks; ncu on the NCE gather right after its benchmark.
-step bench_nce 120 "$BIN/bench_nce_kernel" --benchmark_out="$OUT/bench_nce.json" --benchmark_out_format=json
+# 2. The criterion benchmarks (issues 2 and 4).
+step bench_nce 90 "$BIN/bench_nce_kernel" --benchmark_out="$OUT/bench_nce.json" --benchmark_out_format=json
+step bench_softmax 45 "$BIN/bench_softmax_criterion" \
+     --benchmark_out="$OUT/bench_softmax.json" --benchmark_out_format=json
+
+# 3. The PyTorch side by side (its report is rewritten after every pair), with
+# the machine's own LD_LIBRARY_PATH; our binary gets ours through
+# NPID_OP_LD_LIBRARY_PATH.
+[ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
+step side_by_side 150 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" NPID_OP_LD_LIBRARY_PATH="$LD_LIBRARY_PATH" \
+     bash tools/side_by_side.sh "$OUT"
+
+# 4. The network and training benchmarks, a short real training run
+# (CIFAR-10 when carried, else the synthetic default; ~20 s), ncu on the NCE
+# gather, the rest of the benchmarks, the examples.
+step bench_resnet 60 "$BIN/bench_resnet18" --benchmark_filter=Gpu \
+     --benchmark_out="$OUT/bench_resnet.json" --benchmark_out_format=json
+step bench_train 60 "$BIN/bench_train_step" --benchmark_filter=Gpu \
+     --benchmark_out="$TRAIN_JSON" --benchmark_out_format=json
+RUN_DATA=()
+[ -n "${NPID_CIFAR_DIR:-}" ] && RUN_DATA=(--data "$NPID_CIFAR_DIR")
+step train_run 90 "$BIN/npid" train --device cuda "${RUN_DATA[@]}" --epochs 2 \
+     --steps-per-epoch 200 --knn-every 1 --run "$RUN_DIR" --quiet
 if [ $GVISOR = 1 ]; then
   unavailable gVisor ncu_nce
 else
-  step ncu_nce 90 tools/profile_nce.sh "$BIN/bench_nce_kernel"
+  step ncu_nce 60 bash tools/profile_nce.sh "$BIN/bench_nce_kernel"
 fi
-step bench_softmax 60 "$BIN/bench_softmax_criterion" \
-     --benchmark_out="$OUT/bench_softmax.json" --benchmark_out_format=json
-step bench_resnet 90 "$BIN/bench_resnet18" --benchmark_filter=Gpu \
-     --benchmark_out="$OUT/bench_resnet.json" --benchmark_out_format=json
-step bench_train 90 "$BIN/bench_train_step" --benchmark_filter=Gpu \
-     --benchmark_out="$TRAIN_JSON" --benchmark_out_format=json
-step bench_knn 60 "$BIN/bench_knn" --benchmark_filter=Gpu\|Gemm \
+step bench_knn 45 "$BIN/bench_knn" --benchmark_filter=Gpu\|Gemm \
      --benchmark_out="$KNN_JSON" --benchmark_out_format=json
-step bench_data 60 "$BIN/bench_data" --benchmark_out="$DATA_JSON" --benchmark_out_format=json
+step bench_data 40 "$BIN/bench_data" --benchmark_out="$DATA_JSON" --benchmark_out_format=json
+step example_cuda 30 "$BIN/nce_training" --device cuda --steps 300
+step example_train_step 30 "$BIN/train_step" --device cuda --steps 40
 
-# 3. A short real training run (CIFAR-10 when carried, else the synthetic
-# default; ~20 s) and the examples.
-RUN_DATA=()
-[ -n "${NPID_CIFAR_DIR:-}" ] && RUN_DATA=(--data "$NPID_CIFAR_DIR")
-step train_run 120 "$BIN/npid" train --device cuda "${RUN_DATA[@]}" --epochs 2 \
-     --steps-per-epoch 200 --knn-every 1 --run "$RUN_DIR" --quiet
-step example_cuda 45 "$BIN/nce_training" --device cuda --steps 300
-step example_train_step 45 "$BIN/train_step" --device cuda --steps 40
-
-# 4. Races on small cases (cheap).
+# 5. Races on small cases, then memory errors over all but the [heavy] cases
+# (which would not fit under memcheck): our kernels first, the cuDNN-heavy
+# ResNet group after; then the CPU tests (CI runs them too; here they check
+# the bundle).
 HAVE_SANITIZER=0
 command -v compute-sanitizer >/dev/null && [ $GVISOR = 0 ] && HAVE_SANITIZER=1
 if [ $HAVE_SANITIZER = 1 ]; then
-  step racecheck 60 compute-sanitizer --tool racecheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests \
+  step racecheck 45 compute-sanitizer --tool racecheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests \
        "sync_after_launch contexts run the same ops,knn_topk: CUDA breaks massive exact ties by key index,fused NCE: the async ring on a small case"
-fi
-
-# 5. The PyTorch side by side (its report is rewritten after every pair).
-if [ -x tools/side_by_side.sh ]; then
-  [ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
-  step side_by_side 200 tools/side_by_side.sh "$OUT"
-fi
-
-# 6. Memory errors over all but the [heavy] cases (which would not fit under
-# memcheck): our kernels first, the cuDNN-heavy ResNet group after; then the
-# CPU tests (CI runs them too; here they check the bundle).
-if [ $HAVE_SANITIZER = 1 ]; then
-  step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests "~[heavy]~[resnet]"
-  step memcheck_resnet 90 compute-sanitizer --tool memcheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests "[resnet]~[heavy]"
+  step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests "~[heavy]~[resnet]"
+  step memcheck_resnet 60 compute-sanitizer --tool memcheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests "[resnet]~[heavy]"
 else
   why="no compute-sanitizer"
   [ $GVISOR = 1 ] && why=gVisor
   unavailable "$why" racecheck memcheck memcheck_resnet
 fi
-step cpu_tests 90 "$BIN/npid_tests" --durations no
+step cpu_tests 60 "$BIN/npid_tests" --durations no
 
 summarize
 rm -rf "$SCRATCH"

@@ -8,7 +8,9 @@
 # Run by tools/device_check.sh where ncu can read the counters (Firecracker).
 set -uo pipefail
 BENCH=${1:?usage: profile_nce.sh path/to/bench_nce_kernel}
-command -v ncu >/dev/null || { echo "SKIPPED: ncu not on PATH"; exit 77; }
+# ncu on PATH, else where Nsight Compute installs itself.
+NCU=$(command -v ncu || ls -d /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | tail -n1)
+[ -n "$NCU" ] && [ -x "$NCU" ] || { echo "SKIPPED: no ncu (PATH, /opt/nvidia/nsight-compute)"; exit 77; }
 shape='B:256/K:4096/N:1281167'
 # A filter counts as profiled when ncu printed its report (with --kill, ncu's
 # own exit code after stopping the program is not a verdict).
@@ -17,7 +19,9 @@ for filter in "^BM_NceForwardBackward/$shape" "^BM_NceForwardBackward_bf16/$shap
               "^BM_NceLayout/$shape/lanes:16/stages:8/async:1" "^BM_NceLayout_bf16/$shape/lanes:16/stages:8/async:1"; do
   echo "==== ncu: $filter"
   log=$(mktemp /tmp/npid_ncu.XXXXXX)
-  ncu --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+  # --clock-control none: the GPU runs at the clocks the benchmarks saw (ncu
+  # would lock them to base, and the profile would not explain those figures).
+  "$NCU" --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section Occupancy --section LaunchStats -k regex:nce_negatives --launch-skip 5 --launch-count 1 --kill yes \
       "$BENCH" --benchmark_filter="$filter" --benchmark_min_time=0.01 >"$log" 2>&1
   cat "$log"

@@ -81,7 +81,11 @@ class _TimedOut:
 def run_op(args, cmd):
     """Our side (npid_op), bounded: a hang costs one pair, not the rest."""
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=args.op_timeout)
+        env = None
+        if os.environ.get("NPID_OP_LD_LIBRARY_PATH"):
+            # Our binary's libraries (device_check.sh): given to it alone, so they never shadow PyTorch's.
+            env = dict(os.environ, LD_LIBRARY_PATH=os.environ["NPID_OP_LD_LIBRARY_PATH"])
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=args.op_timeout, env=env)
     except subprocess.TimeoutExpired as e:
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         return _TimedOut(args.op_timeout, err)
@@ -326,6 +330,8 @@ def pair_resnet(cfg, args, device, timer):
             if c["ok"] and name == "pytorch":
                 torch.backends.cudnn.allow_tf32 = device == "cuda"
                 torch.backends.cuda.matmul.allow_tf32 = device == "cuda"
+                # The strong peer: cuDNN autotuning (the warm-up steps run the search).
+                torch.backends.cudnn.benchmark = device == "cuda"
                 model = rt.ResNet18Embedding(stem, width, d).to(device).train()
                 xt, gt = images.permute(0, 3, 1, 2).to(device), grad.to(device)
                 if device == "cuda":
@@ -344,6 +350,7 @@ def pair_resnet(cfg, args, device, timer):
         res["theirs"][name] = entry
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
     return res
 
 

@@ -168,6 +168,7 @@ def run_training(pipeline, criterion, images, device, batch=128, k=4096, steps=5
     torch.manual_seed(seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = device == "cuda"  # autotuned convolutions (the warm-up steps search)
     n = images.shape[0]
     model = Embedding().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)

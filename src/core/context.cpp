@@ -42,7 +42,13 @@ void* allocate_bytes(Device device, std::size_t bytes) {
 void free_bytes(Device device, void* data) noexcept {
   if (data == nullptr) return;
   if (device.is_cuda()) {
-    cudaFree(data);  // synchronizes with work that may still use it
+    // On the owning device (never throws: a destructor path). cudaFree
+    // synchronizes with work that may still use the memory.
+    int previous = -1;
+    if (cudaGetDevice(&previous) != cudaSuccess || previous == device.index) previous = -1;
+    if (previous >= 0) cudaSetDevice(device.index);
+    cudaFree(data);
+    if (previous >= 0) cudaSetDevice(previous);
   } else {
     ::operator delete(data, std::align_val_t(64));
   }
@@ -74,12 +80,14 @@ void Workspace::reserve(std::size_t bytes, StreamHandle stream) {
 // ---- Context ---------------------------------------------------------------
 
 Context::Impl::~Impl() {
-  workspace.reset();
-  if (device.is_cuda()) {
+  if (!device.is_cuda()) {
+    workspace.reset();
+  } else {
     int previous = -1;
     cudaGetDevice(&previous);
     cudaSetDevice(device.index);
-    if (stream != nullptr) cudaStreamSynchronize(stream);
+    if (stream != nullptr) cudaStreamSynchronize(stream);  // nothing in flight uses what is freed below
+    workspace.reset();
     if (cudnn != nullptr) cudnnDestroy(cudnn);
     if (cublas != nullptr) cublasDestroy(cublas);
     if (cublas_workspace != nullptr) cudaFree(cublas_workspace);

@@ -135,6 +135,12 @@ TEST_CASE("TrainStep: CUDA-graph replays equal direct launches bit for bit", "[g
       const StepStats a = graph.step(dev, idx, s.epoch, s.lr), b = direct.step(dev, idx, s.epoch, s.lr);
       CHECK(a.loss == b.loss);
       CHECK(a.z == b.z);
+      if (s.offset == 32 && s.epoch == 0) {
+        // A restore mid-run (SGD restarted: its next step takes the first-step
+        // branch): the graph side must not replay a graph with the wrong branch.
+        graph.restore(graph.steps_done(), graph.z(), graph.z_initialized(), false);
+        direct.restore(direct.steps_done(), direct.z(), direct.z_initialized(), false);
+      }
     }
     CHECK(graph.graph_status() == "on");
     CHECK(direct.graph_status() == "off (config)");

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# device_check_dry.sh NPID_GPU_TESTS NPID_TESTS BENCH_DATA -- the device
-# check's plumbing on a machine without a GPU, so that CI catches what would
-# otherwise first fail in a rare GPU lease: tools/device_check.sh runs two
+# device_check_dry.sh NPID_GPU_TESTS NPID_TESTS BENCH_DATA NPID_OP -- the
+# device check's plumbing on a machine without a GPU, so that CI catches what
+# would otherwise first fail in a rare GPU lease: tools/device_check.sh runs
 # chosen steps from a bin folder of this build (the GPU tests report skipped,
 # bench_data runs its CPU rows), writes its summary and JSON, and
-# tools/device_summary.py reads a benchmark file cut short mid-entry.
+# tools/device_summary.py reads a benchmark file cut short mid-entry. A second
+# run, as on a Firecracker machine, drives stub ncu / compute-sanitizer (their
+# command lines checked) and the side by side's kNN pair on the CPU, whose
+# binary must get the bundle's LD_LIBRARY_PATH while PyTorch keeps its own.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d /tmp/npid_device_dry.XXXXXX)
@@ -13,6 +16,7 @@ mkdir -p "$work/bin" "$work/out" "$work/out2"
 ln -s "$1" "$work/bin/npid_gpu_tests"
 ln -s "$2" "$work/bin/npid_tests"
 ln -s "$3" "$work/bin/bench_data"
+npid_op=$4
 
 # As on a gVisor machine (kernel 4.4.0): ncu and the sanitizers are reported
 # as not available there, not run.
@@ -49,4 +53,42 @@ python3 "$root/tools/device_summary.py" "$work/out2" --data-json "$work/cut.json
 n_full=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['benchmarks']))" "$work/full.json")
 n_cut=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['bench_data']))" "$work/out2/device_check.json")
 [ "$n_cut" -eq $((n_full - 1)) ] || fail "cut file: expected $((n_full - 1)) entries back, got $n_cut"
-echo "device_check dry run: OK ($n_full bench_data rows, $n_cut recovered from the cut file)"
+
+# Firecracker-like: stubs for the profilers, which check their arguments.
+mkdir -p "$work/stub" "$work/out3"
+cat > "$work/stub/ncu" <<'SH'
+#!/usr/bin/env bash
+# ncu stub: the locked clocks would skew the profile against the benchmarks.
+[[ " $* " == *" --clock-control none "* ]] || { echo "ncu called without --clock-control none: $*"; exit 1; }
+echo "  GPU Speed Of Light Throughput (stub)"
+SH
+cat > "$work/stub/compute-sanitizer" <<'SH'
+#!/usr/bin/env bash
+# compute-sanitizer stub: drops --tool T --error-exitcode N and runs the program.
+[ "$1" = --tool ] && [ "$3" = --error-exitcode ] || { echo "unexpected sanitizer call: $*"; exit 1; }
+shift 4
+exec "$@"
+SH
+cat > "$work/stub/npid_op" <<SH
+#!/usr/bin/env bash
+echo "\$LD_LIBRARY_PATH" >> "$work/op_env"
+exec "$npid_op" "\$@"
+SH
+chmod +x "$work/stub/ncu" "$work/stub/compute-sanitizer" "$work/stub/npid_op"
+PATH="$work/stub:$PATH" LD_LIBRARY_PATH=/npid_dry_orig NPID_KERNEL_RELEASE=6.1.0 NPID_BIN_DIR="$work/bin" \
+  NPID_LIB_DIR="$work/bin" NPID_DEVICE_STEPS=ncu_nce,racecheck,side_by_side NPID_DEVICE_BUDGET_S=240 \
+  NPID_OP="$work/stub/npid_op" SBS_ARGS="--small --device cpu --pairs knn --iters 2 --warmup 1" \
+  bash "$root/tools/device_check.sh" "$work/out3" > "$work/log3" 2>&1 || {
+  cat "$work/log3"; echo "FAIL: device_check.sh (Firecracker-like) exited non-zero"; exit 1; }
+s3="$work/out3/summary.md"
+grep -q '^| ncu_nce | pass |' "$s3" || { cat "$work/out3/logs.txt"; fail "ncu_nce should pass with the stub"; }
+grep -q '^| racecheck | skipped |' "$s3" || { cat "$work/out3/logs.txt"; fail "racecheck should run (GPU tests skipped)"; }
+if grep -q '^| side_by_side | pass |' "$s3"; then
+  grep -q "$work/bin" "$work/op_env" || fail "npid_op did not get the bundle's libraries: $(cat "$work/op_env")"
+  sbs=pass
+elif grep -q '^| side_by_side | skipped |' "$s3"; then
+  sbs="skipped (no torch)"
+else
+  cat "$work/out3/logs.txt"; fail "side_by_side failed"
+fi
+echo "device_check dry run: OK ($n_full bench_data rows, $n_cut recovered from the cut file; Firecracker-like run: ncu, racecheck, side by side $sbs)"
