@@ -1,4 +1,4 @@
-// nce.cu -- fused NCE forward+backward on CUDA (npid-reference s.2-4).
+// nce.cu -- fused NCE forward+backward on CUDA (docs/math.md s.2-4).
 //
 // Design. The op is a gather of B*(K+1) bank rows (537 MB at B=256, K=4096,
 // D=128 in fp32) followed by O(D) arithmetic per row, so it is bound by memory

@@ -14,7 +14,7 @@
 
 namespace npid {
 
-// eps in a = K * Pn + eps (npid-reference s.3).
+// eps in a = K * Pn + eps (docs/math.md s.3).
 constexpr double kNceEps = 1e-7;
 
 struct NceProblem {

@@ -1,5 +1,5 @@
 // softmax.cu -- full non-parametric softmax forward+backward on CUDA
-// (npid-reference s.5), memory O(B x C) for a bank walked in chunks of C rows.
+// (docs/math.md s.5), memory O(B x C) for a bank walked in chunks of C rows.
 //
 // This is flash attention's online softmax with keys = values = bank rows:
 //   acc_i = sum_k exp(l_ik - m_i) V[k],  s_i = sum_k exp(l_ik - m_i),

@@ -1,5 +1,5 @@
 // Checked entry points of the augmentation op and the epoch permutation;
-// the presets of npid-reference.md s.8.
+// the presets of docs/math.md s.8.
 #include "npid/augment.h"
 
 #include <cmath>

@@ -126,6 +126,8 @@ EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const
   KnnConfig knn = config.knn;
   knn.num_classes = report.classes;
   knn.k = std::min(knn.k, train.size());  // fewer train images than k: every one votes
+  report.knn_k = knn.k;
+  report.knn_sigma = knn.sigma;
   if (!bank.empty()) {
     require_on(bank, ctx, op, "bank");
     NPID_CHECK_ARG(bank.shape.rank() == 2 && bank.shape[0] == train.size() && bank.shape[1] == net.config().embedding_dim,
@@ -197,6 +199,7 @@ EvalReport evaluate(Context& ctx, const EvalConfig& config, ResNet18& net, const
 
 std::string EvalReport::to_json() const {
   nlohmann::json j = {{"train_size", train_size}, {"test_size", test_size}, {"classes", classes}, {"seconds", seconds}};
+  if (knn_recompute || knn_bank) j["knn"] = {{"k", knn_k}, {"sigma", knn_sigma}};
   if (knn_recompute) j["knn_recompute"] = knn_json(*knn_recompute);
   if (knn_bank) j["knn_bank"] = knn_json(*knn_bank);
   if (linear) {
@@ -218,6 +221,11 @@ std::string EvalReport::to_table() const {
                 static_cast<long long>(train_size), static_cast<long long>(test_size), static_cast<long long>(classes),
                 seconds);
   os << line;
+  if (knn_recompute || knn_bank) {
+    std::snprintf(line, sizeof line, "  kNN: k %lld, sigma %g\n", static_cast<long long>(knn_k),
+                  static_cast<double>(knn_sigma));
+    os << line;
+  }
   auto knn_line = [&](const char* name, const KnnResult& r) {
     std::snprintf(line, sizeof line, "  %-22s top-1 %6.2f %%   top-5 %6.2f %%\n", name, 100 * r.top1, 100 * r.top5);
     os << line;

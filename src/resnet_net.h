@@ -72,7 +72,7 @@ struct NetSpec {
   static NetSpec build(const ResNetConfig& cfg);
 };
 
-// Parameters from `seed` (npid-reference s.6), running mean 0 / var 1.
+// Parameters from `seed` (docs/math.md s.6), running mean 0 / var 1.
 void initialize(const NetSpec& spec, std::uint64_t seed, float* params, float* stats, int threads);
 
 template <typename Real>

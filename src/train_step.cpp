@@ -261,12 +261,11 @@ struct TrainStep::Impl {
   }
 };
 
-TrainStep::TrainStep(Context& ctx, const TrainStepConfig& config, std::int64_t num_instances) {
+void TrainStepConfig::validate() const {
   constexpr const char* op = "TrainStep";
+  const TrainStepConfig& config = *this;
   NPID_CHECK_ARG(config.batch_size >= 1 && config.batch_size <= 65535, op, "config.batch_size",
                  "expected 1..65535, got " << config.batch_size);
-  NPID_CHECK_ARG(num_instances >= 2 && num_instances < (std::int64_t(1) << 31), op, "num_instances",
-                 "expected 2 <= N < 2^31, got " << num_instances);
   NPID_CHECK_ARG(config.bank_momentum >= 0.0f && config.bank_momentum < 1.0f, op, "config.bank_momentum",
                  "expected 0 <= m < 1, got " << config.bank_momentum);
   if (config.criterion == CriterionKind::kNce && config.z_policy == ZPolicy::kFixed)
@@ -283,6 +282,13 @@ TrainStep::TrainStep(Context& ctx, const TrainStepConfig& config, std::int64_t n
                  "expected the network's input size " << config.model.image_size << " x " << config.model.image_size
                                                       << ", got " << config.augment.out_height << " x "
                                                       << config.augment.out_width);
+}
+
+TrainStep::TrainStep(Context& ctx, const TrainStepConfig& config, std::int64_t num_instances) {
+  constexpr const char* op = "TrainStep";
+  config.validate();
+  NPID_CHECK_ARG(num_instances >= 2 && num_instances < (std::int64_t(1) << 31), op, "num_instances",
+                 "expected 2 <= N < 2^31, got " << num_instances);
   impl_ = std::make_unique<Impl>(ctx, config, num_instances);
 }
 

@@ -64,6 +64,33 @@ float TrainerConfig::lr_at(std::int64_t epoch) const {
   return static_cast<float>(r);
 }
 
+void TrainerConfig::validate() const {
+  constexpr const char* op = "Trainer";
+  const TrainerConfig& config = *this;
+  NPID_CHECK_ARG(config.epochs >= 1, op, "config.epochs", "expected >= 1, got " << config.epochs);
+  NPID_CHECK_ARG(std::isfinite(config.lr) && config.lr > 0, op, "config.lr", "expected > 0, got " << config.lr);
+  NPID_CHECK_ARG(config.log_every >= 1, op, "config.log_every", "expected >= 1, got " << config.log_every);
+  bool utf8 = true;
+  try {
+    (void)config.to_json();  // JSON text must be UTF-8; config.json and checkpoints store the configuration
+  } catch (const json::exception&) {
+    utf8 = false;
+  }
+  NPID_CHECK_ARG(utf8, op, "config.data", "expected UTF-8 text (the run stores it in config.json), got '"
+                                               << config.data << "'");
+  NPID_CHECK_ARG(config.knn_k >= 1 && config.knn_k <= kMaxKnnK, op, "config.knn_k",
+                 "expected 1.." << kMaxKnnK << ", got " << config.knn_k);
+  NPID_CHECK_ARG(std::isfinite(config.lr_gamma) && config.lr_gamma >= 0, op, "config.lr_gamma",
+                 "expected a finite factor >= 0, got " << config.lr_gamma);
+  for (std::int64_t m : config.lr_milestones)
+    NPID_CHECK_ARG(m >= 0, op, "config.lr_milestones", "expected epochs >= 0, got " << m);
+  NPID_CHECK_ARG(config.knn_every >= 0 && config.checkpoint_every >= 0 && config.steps_per_epoch >= 0, op,
+                 "config.knn_every, config.checkpoint_every, config.steps_per_epoch",
+                 "expected >= 0, got " << config.knn_every << ", " << config.checkpoint_every << ", "
+                                       << config.steps_per_epoch);
+  config.step.validate();
+}
+
 namespace {
 
 const char* z_policy_name(ZPolicy p) { return to_string(p); }
@@ -248,30 +275,10 @@ struct Trainer::Impl {
   void setup(Context& c, const TrainerConfig& config, const DataSource& tr, const DataSource& te,
              const std::string& d) {
     constexpr const char* op = "Trainer";
+    config.validate();
     NPID_CHECK_ARG(tr.size() >= config.step.batch_size, op, "train",
                    "expected at least one batch of " << config.step.batch_size << " images, got " << tr.size());
     NPID_CHECK_ARG(te.size() >= 1, op, "test", "expected a non-empty test set, got 0 images");
-    NPID_CHECK_ARG(config.epochs >= 1, op, "config.epochs", "expected >= 1, got " << config.epochs);
-    NPID_CHECK_ARG(std::isfinite(config.lr) && config.lr > 0, op, "config.lr", "expected > 0, got " << config.lr);
-    NPID_CHECK_ARG(config.log_every >= 1, op, "config.log_every", "expected >= 1, got " << config.log_every);
-    bool utf8 = true;
-    try {
-      (void)config.to_json();  // JSON text must be UTF-8; config.json and checkpoints store the configuration
-    } catch (const json::exception&) {
-      utf8 = false;
-    }
-    NPID_CHECK_ARG(utf8, op, "config.data", "expected UTF-8 text (the run stores it in config.json), got '"
-                                                 << config.data << "'");
-    NPID_CHECK_ARG(config.knn_k >= 1 && config.knn_k <= kMaxKnnK, op, "config.knn_k",
-                   "expected 1.." << kMaxKnnK << ", got " << config.knn_k);
-    NPID_CHECK_ARG(std::isfinite(config.lr_gamma) && config.lr_gamma >= 0, op, "config.lr_gamma",
-                   "expected a finite factor >= 0, got " << config.lr_gamma);
-    for (std::int64_t m : config.lr_milestones)
-      NPID_CHECK_ARG(m >= 0, op, "config.lr_milestones", "expected epochs >= 0, got " << m);
-    NPID_CHECK_ARG(config.knn_every >= 0 && config.checkpoint_every >= 0 && config.steps_per_epoch >= 0, op,
-                   "config.knn_every, config.checkpoint_every, config.steps_per_epoch",
-                   "expected >= 0, got " << config.knn_every << ", " << config.checkpoint_every << ", "
-                                         << config.steps_per_epoch);
     ctx = &c;
     cfg = config;
     cfg.step.validate_indices = false;  // indices come from the epoch permutation
@@ -621,17 +628,22 @@ void Trainer::run(std::int64_t stop_after_epoch) {
       std::fflush(stdout);
     }
   }
-  if (m.next_epoch == m.cfg.epochs && m.cfg.final_eval && !m.final_report) {
+  if (m.next_epoch != m.cfg.epochs) return;
+  // The trained model, with or without the final evaluation: the network
+  // alone in PyTorch layout, plus the run's configuration (npid eval reads
+  // its tau, kNN k and data from it).
+  save_safetensors(m.path("model.safetensors"), model_state(ctx, m.step->net()),
+                   {{"npid.model", model_config_json(m.cfg.step.model)},
+                    {"npid.config", m.cfg.to_json()},
+                    {"npid.data_seed", std::to_string(m.cfg.data_seed)},
+                    {"format", "pt"}});
+  if (m.cfg.final_eval && !m.final_report) {
     EvalConfig ec;
     ec.knn.k = std::min(m.cfg.knn_k, m.train().size());
     ec.knn.sigma = m.cfg.step.temperature;
     ec.retrieval_png = m.path("retrieval.png");
     m.final_report = evaluate(ctx, ec, m.step->net(), m.train(), m.test(), m.step->bank().view());
     write_text_atomic(m.path("final.json"), m.final_report->to_json() + "\n");
-    save_safetensors(m.path("model.safetensors"), model_state(ctx, m.step->net()),
-                     {{"npid.model", model_config_json(m.cfg.step.model)},
-                      {"npid.data_seed", std::to_string(m.cfg.data_seed)},
-                      {"format", "pt"}});
     if (progress) std::printf("%s", m.final_report->to_table().c_str());
   }
 }

@@ -3,8 +3,11 @@
 into PyTorch without the safetensors package, and optionally checks our
 embeddings against PyTorch's on the same images.
 
-    python3 tools/load_npid_model.py model.safetensors
+    python3 tools/load_npid_model.py RUN/model.safetensors
         [--images images.f32 --embeddings emb.f32 --batch B]
+
+A training checkpoint (RUN/checkpoint.safetensors) works too: its memory
+bank, optimizer and trainer tensors are set aside, the network's load.
 
 Width 64: torchvision.models.resnet18 itself (CIFAR stem swapped in), loaded
 with strict=True; other widths: bench/torch/resnet_torch.py's module with the
@@ -55,6 +58,12 @@ def main():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "torch"))
     import resnet_torch as rt
     state, meta = read_safetensors(args.model)
+    # A training checkpoint also holds the bank, SGD's momentum and the trainer's Z.
+    extra = [k for k in state if k == "memory_bank" or k.startswith(("optimizer.", "trainer."))]
+    for k in extra:
+        del state[k]
+    if extra:
+        print(f"note: {args.model} is a training checkpoint; set aside: {', '.join(sorted(extra))}")
     cfg = json.loads(meta["npid.model"])
     stem, width, dim, size = cfg["stem"], cfg["width"], cfg["embedding_dim"], cfg["image_size"]
     if width == 64:

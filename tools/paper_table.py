@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """paper_table.py RUN [--json OUT] -- a finished `npid train` run beside the
-paper's numbers (npid-reference.md s.10; Wu et al., CVPR 2018, Table 1).
+paper's numbers (docs/math.md s.10; Wu et al., CVPR 2018, Table 1).
 
 Reads RUN/config.json, RUN/final.json and RUN/metrics.jsonl and prints a
 markdown table: each published figure for the run's preset and criterion, the
@@ -20,18 +20,18 @@ import sys
 # (preset, criterion) -> rows of (metric, final.json path, paper figure in %, source)
 PAPER = {
     ("cifar10", "nce"): [
-        ("kNN top-1 (recomputed features, k = 200)", ("knn_recompute", "top1"), 80.4, "Table 1, NCE K = 4096"),
+        ("kNN top-1 (recomputed features, paper k = 200)", ("knn_recompute", "top1"), 80.4, "Table 1, NCE K = 4096"),
         ("linear SVM top-1", ("linear", "test_accuracy"), 70.2, "Table 1, NCE K = 4096"),
     ],
     ("cifar10", "softmax"): [
-        ("kNN top-1 (recomputed features, k = 200)", ("knn_recompute", "top1"), 80.8, "Table 1, full softmax"),
+        ("kNN top-1 (recomputed features, paper k = 200)", ("knn_recompute", "top1"), 80.8, "Table 1, full softmax"),
         ("linear SVM top-1", ("linear", "test_accuracy"), 75.4, "Table 1, full softmax"),
     ],
     ("imagenet", "nce"): [
-        ("kNN top-1 (recomputed features, k = 200)", ("knn_recompute", "top1"), 41.0, "reference README, ResNet-18"),
+        ("kNN top-1 (recomputed features, paper k = 200)", ("knn_recompute", "top1"), 41.0, "reference README, ResNet-18"),
     ],
 }
-# The paper's protocol per preset (npid-reference.md s.7 and s.8).
+# The paper's protocol per preset (docs/math.md s.7 and s.8).
 PROTOCOL = {
     "cifar10": {"train_size": 50000, "test_size": 10000, "image_size": 32, "stem": "cifar", "batch_size": 128,
                 "temperature": 0.1, "weight_decay": 5e-4},
@@ -120,6 +120,8 @@ def compare(run):
             if key not in ours:
                 raise RunError(f"{run}/final.json: no {section}.{key} (was the run's final evaluation turned off?)")
             value = 100.0 * float(ours[key])
+            if section.startswith("knn"):
+                metric = metric[:-1] + f", this run k = {cfg.get('knn_k', '?')})"
             rows.append({"metric": metric, "paper": paper, "ours": round(value, 2),
                          "difference": round(value - paper, 2), "source": source})
         devs = deviations(cfg, final, metrics)
@@ -138,7 +140,7 @@ def markdown(r):
                      f"{row['difference']:+.2f} | {row['source']} |")
     lines.append("")
     if r["comparable"]:
-        lines.append("Comparable: the run follows the paper's protocol (npid-reference.md s.7-9).")
+        lines.append("Comparable: the run follows the paper's protocol (docs/math.md s.7-9).")
     else:
         lines.append("Not comparable with the paper's figures; the run departs from its protocol in:")
         lines += [f"- {d}" for d in r["deviations"]]
@@ -146,6 +148,9 @@ def markdown(r):
 
 
 def main(argv):
+    if len(argv) >= 2 and argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
     if len(argv) not in (2, 4) or (len(argv) == 4 and argv[2] != "--json"):
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
         return 2

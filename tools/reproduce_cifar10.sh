@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # reproduce_cifar10.sh [nce|softmax] [npid train options...]
 #
-# The paper's CIFAR-10 experiment (Wu et al. 2018, Table 1; npid-reference.md
+# The paper's CIFAR-10 experiment (Wu et al. 2018, Table 1; docs/math.md
 # s.7-10): ResNet-18, the cifar10 preset (200 epochs, lr 0.03 x0.1 at 120 and
 # 160, batch 128, tau 0.1, bank momentum 0.5), NCE with K = 4096 (default) or
 # the full non-parametric softmax, on the real CIFAR-10 images; then the final

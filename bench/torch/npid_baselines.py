@@ -1,6 +1,6 @@
 """PyTorch baselines for the side-by-side (tools/side_by_side.sh).
 
-Written from ../shared/npid-reference.md; the reference-style variant follows
+Written from docs/math.md; the reference-style variant follows
 the behaviour of the original NPID code (lemniscate.pytorch) without copying it.
 
 Each step function performs one NCE training-step criterion on the memory bank:
@@ -65,7 +65,7 @@ def reference_style_step(features, bank, targets, idx, tau, z, momentum):
 
 
 def closed_form_loss_grad(f, bank, idx, tau, z):
-    """Loss and dLoss/df in closed form (npid-reference s.3): no autograd and
+    """Loss and dLoss/df in closed form (docs/math.md s.3): no autograd and
     no saved copy. Under torch.compile, Inductor fuses the row gather into the
     two reductions instead of materializing B x (K+1) x D."""
     b = f.shape[0]
@@ -113,7 +113,7 @@ VARIANTS = {
 }
 
 
-# ---- full non-parametric softmax (npid-reference s.5) -----------------------
+# ---- full non-parametric softmax (docs/math.md s.5) -----------------------
 
 def softmax_reference_step(features, bank, targets, tau, momentum):
     """Reference style: logits = f V^T / tau over the whole bank (B x N
@@ -161,7 +161,7 @@ SOFTMAX_VARIANTS = {
 }
 
 
-# ---- weighted kNN (npid-reference s.9) -------------------------------------
+# ---- weighted kNN (docs/math.md s.9) -------------------------------------
 
 @torch.no_grad()
 def knn_predict(queries, train_features, train_labels, num_classes, k=200, sigma=0.1, chunk=1000):

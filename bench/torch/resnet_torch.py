@@ -1,4 +1,4 @@
-"""ResNet-18 embedding network in PyTorch, written from ../shared/npid-reference.md
+"""ResNet-18 embedding network in PyTorch, written from docs/math.md
 s.6 with torchvision's module names, so a state_dict moves between it,
 torchvision's resnet18 and libnpid_cuda unchanged (any width; width 64 is
 torchvision's network). Used by the side-by-side harness for parity and timing.

@@ -1,4 +1,4 @@
-"""PyTorch training-step baselines (written from ../shared/npid-reference.md
+"""PyTorch training-step baselines (written from docs/math.md
 s.6-8): CIFAR ResNet-18 -> 128-d L2-normalized embedding, NCE (K = 4096) or the
 full non-parametric softmax, SGD (momentum 0.9, weight decay 5e-4), momentum
 bank update; fp32 with TF32 tensor-core math allowed (PyTorch's defaults for

@@ -1,5 +1,5 @@
 // npid/augment.h -- training and eval transforms as one fused op, and the
-// per-epoch permutation (npid-reference.md s.8).
+// per-epoch permutation (docs/math.md s.8).
 //
 // augment_batch turns images of an ImageSet (uint8 HWC, any sizes) into the
 // network's input, float32 NHWC (B, out_height, out_width, 3), in one pass:

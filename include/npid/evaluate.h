@@ -1,4 +1,4 @@
-// npid/evaluate.h -- evaluating an embedding network (npid-reference.md s.9):
+// npid/evaluate.h -- evaluating an embedding network (docs/math.md s.9):
 // features of a data set, weighted kNN (bank and recompute modes), the linear
 // classifier, and a retrieval picture.
 #pragma once
@@ -52,6 +52,8 @@ struct EvalConfig {
 struct EvalReport {
   std::int64_t train_size = 0, test_size = 0, classes = 0;
   std::optional<KnnResult> knn_recompute, knn_bank;
+  std::int64_t knn_k = 0;  // the k and sigma the kNN results used (k clamped to the train size)
+  float knn_sigma = 0;
   std::optional<LinearEvalResult> linear;
   std::string retrieval_png;
   double seconds = 0;

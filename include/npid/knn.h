@@ -1,4 +1,4 @@
-// npid/knn.h -- weighted k-nearest-neighbour evaluation (npid-reference.md s.9).
+// npid/knn.h -- weighted k-nearest-neighbour evaluation (docs/math.md s.9).
 //
 // knn_topk: for every query row, the k largest dot products with the key rows
 // (cosine similarities for unit rows) and their key indices, sorted by value

@@ -1,5 +1,5 @@
 // npid/linear_eval.h -- linear classifiers on frozen features
-// (npid-reference.md s.9: the paper's CIFAR "linear SVM" column).
+// (docs/math.md s.9: the paper's CIFAR "linear SVM" column).
 //
 // linear_eval standardizes the features (per-dimension mean and std of the
 // training rows), holds out a seeded fraction of the train split, fits a

@@ -3,7 +3,7 @@
 // The bank is an (N, D) row-major tensor on the context's device, stored as
 // float32 or bfloat16 (half the memory and half the bytes every step
 // gathers). All arithmetic is fp32; a bf16 value is rounded once, when stored.
-// Math: ../shared/npid-reference.md s.1.
+// Math: docs/math.md s.1.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// npid/nce.h -- the NCE criterion with proximal term (npid-reference.md s.2-4).
+// npid/nce.h -- the NCE criterion with proximal term (docs/math.md s.2-4).
 //
 // For each sample i and its K+1 bank rows (column 0 the positive y_i, columns
 // 1..K negatives):

@@ -1,4 +1,4 @@
-// npid/resnet.h -- ResNet-18 embedding network and SGD (npid-reference s.6-7).
+// npid/resnet.h -- ResNet-18 embedding network and SGD (docs/math.md s.6-7).
 //
 // ResNet-18 with a CIFAR stem (3x3 stride-1 conv, no max-pool) or the ImageNet
 // stem (7x7 stride-2 conv, 3x3 stride-2 max-pool), four stages of two

@@ -1,4 +1,4 @@
-// npid/sampler.h -- NCE index sampling (npid-reference.md s.2).
+// npid/sampler.h -- NCE index sampling (docs/math.md s.2).
 //
 // Column 0 of a sample's K+1 indices is its positive y_i; columns 1..K are
 // negatives drawn uniformly from [0, N) by Philox-4x32-10, keyed by `seed`,

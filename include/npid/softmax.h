@@ -1,4 +1,4 @@
-// npid/softmax.h -- the full non-parametric softmax criterion (npid-reference s.5).
+// npid/softmax.h -- the full non-parametric softmax criterion (docs/math.md s.5).
 //
 //   logits_ik = dot(V[k], f_i) / tau                   k = 0..N-1
 //   loss      = (1/B) sum_i [logsumexp_k logits_ik - logits_i,y_i]

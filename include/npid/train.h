@@ -62,6 +62,11 @@ struct TrainStepConfig {
   // note on stderr) when capture fails. Replays compute what direct launches
   // compute, bit for bit.
   bool cuda_graph = true;
+
+  // The checks TrainStep's constructor makes on the configuration alone
+  // (npid::Error, kInvalidArgument, naming the field): callable before any
+  // data is loaded.
+  void validate() const;
 };
 
 struct StepStats {

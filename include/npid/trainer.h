@@ -8,8 +8,13 @@
 //   checkpoint.safetensors  model (torchvision names) + memory bank + SGD
 //                        momentum + trainer state; written atomically every
 //                        `checkpoint_every` epochs and at the end
-//   model.safetensors    the final model alone (loads into torchvision)
-//   final.json           final kNN with recomputed features (and linear eval)
+//   model.safetensors    the final model alone, written when the last epoch
+//                        ends (with or without the final evaluation): PyTorch
+//                        layout, torchvision names; metadata npid.model and
+//                        npid.config (the run's configuration)
+//   final.json           final evaluation (unless final_eval is off): kNN on
+//                        recomputed features and on the bank, linear eval,
+//                        retrieval.png
 //
 // Epoch e visits the training set in epoch_permutation(seed, e) order (last
 // partial batch dropped), augments on the device (from the resident set, or
@@ -48,13 +53,16 @@ struct TrainerConfig {
   std::string data = "synthetic";      // what --data named (recorded, used on resume)
   std::uint64_t data_seed = 0;         // the synthetic set's seed
 
-  // npid-reference.md s.7: "cifar10" (lr 0.03, wd 5e-4, B 128, tau 0.1,
+  // docs/math.md s.7: "cifar10" (lr 0.03, wd 5e-4, B 128, tau 0.1,
   // K 4096, 200 epochs, steps at 120/160, CIFAR augmentation, CIFAR stem) and
   // "imagenet" (wd 1e-4, B 256, tau 0.07, ImageNet stem and augmentation).
   static TrainerConfig from_preset(const std::string& name);
   std::string to_json() const;
   static TrainerConfig from_json(const std::string& json);  // kIo on a bad document
   float lr_at(std::int64_t epoch) const;
+  // The checks a Trainer makes on the configuration alone (the step's
+  // included): npid::Error naming the field, before any data is loaded.
+  void validate() const;
 };
 
 struct EpochMetrics {

@@ -1,4 +1,4 @@
-// common/bank_init.h -- memory-bank initial values (npid-reference s.1), shared
+// common/bank_init.h -- memory-bank initial values (docs/math.md s.1), shared
 // by the CUDA kernel and the CPU reference so both produce the same bank.
 //
 // Element group g (columns 4g..4g+3) of row r comes from one Philox call with

@@ -1,4 +1,4 @@
-// common/sampling.h -- which bank row is column j of sample i (npid-reference s.2).
+// common/sampling.h -- which bank row is column j of sample i (docs/math.md s.2).
 //
 // Shared verbatim by the fused NCE kernel, the standalone sampler kernel and
 // the CPU references, so all of them draw the same indices.

@@ -2,10 +2,12 @@
 // the linear classifier and a retrieval grid for a model file or training
 // checkpoint; JSON + a short table.
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 
 #include "cli/commands.h"
@@ -17,17 +19,24 @@
 namespace npid::cli {
 namespace {
 
-const char* kHelp = R"(usage: npid eval --checkpoint FILE --data DATA [options]
+const char* kHelp = R"(usage: npid eval --checkpoint FILE [--data DATA] [options]
 
 Evaluates an embedding network: weighted kNN on recomputed features and on the
 checkpoint's memory bank, a linear classifier on frozen features, and a
 retrieval picture. Writes OUT/eval.json and OUT/retrieval.png.
 
+A run's files (RUN/model.safetensors, RUN/checkpoint.safetensors) carry the
+run's configuration: its data, kNN k and tau are the defaults below.
+
   --checkpoint FILE     model file or training checkpoint (.safetensors)
-  --data DATA           synthetic[:TRAIN[:TEST]] | CIFAR-10 binary dir | dir with train/ and test/
+  --data DATA           synthetic[:TRAIN[:TEST]] (synthetic alone: 10,000 + 2,000 images)
+                        | CIFAR-10 binary dir | dir with train/ and test/ image folders
+                        | one image folder (a seeded tenth held out as the test split)
+                        (default: the run's data; required for a file without a configuration)
   --device D            auto (default) | cpu | cuda
-  --out DIR             where results go (default: the checkpoint's directory)
-  --k K                 neighbours (default 200)
+  --out DIR             where results go (default: eval/ beside the checkpoint, so the
+                        run's own retrieval.png is kept)
+  --k K                 neighbours (default: the run's kNN k, 200 without one)
   --sigma S             neighbour weight exp(sim / S) (default: the run's tau, 0.1 without one)
   --knn MODES           recompute,bank (default) | recompute | bank | none
   --linear LOSS         hinge (default) | softmax | none
@@ -45,15 +54,15 @@ retrieval picture. Writes OUT/eval.json and OUT/retrieval.png.
 
 int eval_main(const std::vector<std::string>& args) {
   const std::set<std::string> flags = {"--help", "--stream"};
-  Options o(args, flags);
+  Options o(args, flags,
+            {"--help", "--stream", "--checkpoint", "--data", "--device", "--out", "--k", "--sigma", "--knn", "--linear",
+             "--linear-iters", "--retrieval", "--batch", "--limit-train", "--limit-test", "--seed", "--threads"});
   if (o.has("--help")) {
     std::cout << kHelp;
     return 0;
   }
-  o.reject_unknown({"--help", "--stream", "--checkpoint", "--data", "--device", "--out", "--k", "--sigma", "--knn", "--linear",
-                    "--linear-iters", "--retrieval", "--batch", "--limit-train", "--limit-test", "--seed", "--threads"});
   const std::string ckpt = o.required("--checkpoint");
-  const std::string data_spec = o.required("--data");
+  if (o.has("--data")) (void)o.required("--data");  // not empty
   const std::string device = o.choice("--device", "auto", {"auto", "cpu", "cuda"});
   const std::string knn_modes = o.choice("--knn", "recompute,bank", {"recompute,bank", "bank,recompute", "recompute", "bank", "none"});
   const std::string linear = o.choice("--linear", "hinge", {"hinge", "softmax", "none"});
@@ -64,7 +73,7 @@ int eval_main(const std::vector<std::string>& args) {
   const std::int64_t batch = o.integer("--batch", cuda ? 256 : 64, 1, 4096);
   const std::int64_t lt = o.integer("--limit-train", 0, 0, INT64_MAX), le = o.integer("--limit-test", 0, 0, INT64_MAX);
   EvalConfig ec;
-  ec.knn.k = o.integer("--k", 200, 1, kMaxKnnK);
+  ec.knn.k = o.integer("--k", 200, 1, kMaxKnnK);  // or the run's, below
   ec.knn.sigma = static_cast<float>(o.number("--sigma", 0.1, 1e-4, 1e4));
   ec.knn_recompute = knn_modes.find("recompute") != std::string::npos;
   ec.knn_bank = knn_modes.find("bank") != std::string::npos;
@@ -76,18 +85,23 @@ int eval_main(const std::vector<std::string>& args) {
 
   const SafetensorsFile file = load_safetensors(ckpt);
   const ResNetConfig mc = model_config_from(file, ckpt);
-  // sigma = tau (npid-reference.md s.9), as the trainer's own kNN: a training
-  // checkpoint stores its configuration; a bare model file does not.
-  if (!o.has("--sigma")) {
-    if (const auto it = file.metadata.find("npid.config"); it != file.metadata.end()) {
-      try {
-        ec.knn.sigma = TrainerConfig::from_json(it->second).step.temperature;
-      } catch (const Error& e) {
-        std::fprintf(stderr, "npid eval: %s: unreadable training configuration (%s); kNN sigma %g\n", ckpt.c_str(),
-                     e.what(), static_cast<double>(ec.knn.sigma));
-      }
+  // The run's configuration (a run's checkpoint and model file store it; a
+  // bare model file does not): its data, and kNN as the trainer's own
+  // (sigma = tau, docs/math.md s.9; its k).
+  std::optional<TrainerConfig> run_cfg;
+  if (const auto it = file.metadata.find("npid.config"); it != file.metadata.end()) {
+    try {
+      run_cfg = TrainerConfig::from_json(it->second);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "npid eval: %s: unreadable training configuration (%s); the defaults apply\n",
+                   ckpt.c_str(), e.what());
     }
   }
+  if (run_cfg && !o.has("--sigma")) ec.knn.sigma = run_cfg->step.temperature;
+  if (run_cfg && !o.has("--k")) ec.knn.k = std::clamp<std::int64_t>(run_cfg->knn_k, 1, kMaxKnnK);
+  if (!o.has("--data") && !run_cfg)
+    throw OptionError("option --data is required: " + ckpt + " stores no training configuration to take it from");
+  const std::string data_spec = o.has("--data") ? o.str("--data", "") : run_cfg->data;
   Context ctx = cuda ? Context::cuda() : Context::cpu();
   std::uint64_t seed = 0;
   if (const auto it = file.metadata.find("npid.data_seed"); it != file.metadata.end()) {
@@ -145,7 +159,8 @@ int eval_main(const std::vector<std::string>& args) {
     }
   }
   namespace fs = std::filesystem;
-  const std::string out = o.str("--out", fs::path(ckpt).parent_path().empty() ? "." : fs::path(ckpt).parent_path().string());
+  const fs::path ckpt_dir = fs::path(ckpt).parent_path().empty() ? fs::path(".") : fs::path(ckpt).parent_path();
+  const std::string out = o.str("--out", (ckpt_dir / "eval").string());
   fs::create_directories(out);
 
   ec.knn.k = std::min(ec.knn.k, train.size());

@@ -6,7 +6,8 @@
 
 namespace npid::cli {
 
-Options::Options(const std::vector<std::string>& args, const std::set<std::string>& flags) {
+Options::Options(const std::vector<std::string>& args, const std::set<std::string>& flags,
+                 const std::set<std::string>& known) {
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a.size() < 3 || a.compare(0, 2, "--") != 0) throw OptionError("unexpected argument '" + a + "' (options start with --)");
@@ -15,6 +16,9 @@ Options::Options(const std::vector<std::string>& args, const std::set<std::strin
     if (eq != std::string::npos) {
       name = a.substr(0, eq);
       value = a.substr(eq + 1);
+    }
+    if (!known.count(name)) throw OptionError("unknown option " + name + " (see --help)");
+    if (eq != std::string::npos) {
       if (flags.count(name)) throw OptionError("option " + name + " takes no value, got '" + a + "'");
     } else if (flags.count(a)) {
       value = "1";
@@ -71,11 +75,6 @@ std::string Options::choice(const std::string& name, const std::string& fallback
   std::string list;
   for (const auto& a : allowed) list += (list.empty() ? "" : "|") + a;
   throw OptionError("option " + name + " expects one of " + list + ", got '" + v + "'");
-}
-
-void Options::reject_unknown(const std::set<std::string>& known) const {
-  for (const auto& kv : values_)
-    if (!known.count(kv.first)) throw OptionError("unknown option " + kv.first + " (see --help)");
 }
 
 }  // namespace npid::cli

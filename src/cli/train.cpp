@@ -24,19 +24,26 @@ evaluates it with weighted kNN. Without --data it trains on the built-in
 synthetic shapes: on a GPU a CIFAR-size run (50,000 + 10,000 images, 32x32,
 width 64, the preset's schedule); on a CPU a small run (width 16, 16x16 images,
 2,000 + 500 images, full softmax, 25 epochs) that finishes in a few minutes
-on two cores.
+on two cores. With --data the preset applies as it is on either device (on a
+CPU that is days per epoch of CIFAR-10: shrink it with --width, --image-size,
+--epochs and --steps-per-epoch; docs/training.md has a CPU recipe).
 
-  --preset P           cifar10 (default) | imagenet      (npid-reference s.7)
-  --data DATA          synthetic[:TRAIN[:TEST]] | CIFAR-10 binary dir | dir with train/ and test/
+  --preset P           cifar10 (default) | imagenet      (docs/training.md, "Presets")
+  --data DATA          synthetic[:TRAIN[:TEST]] (synthetic alone: 10,000 + 2,000 images)
+                       | CIFAR-10 binary dir | dir with train/ and test/ image folders
+                       | one image folder (a seeded tenth held out as the test split)
   --device D           auto (default) | cpu | cuda
   --run DIR            run folder (default runs/<preset>-<date>-<time>)
-  --resume RUN         continue RUN (its stored configuration; only --epochs may change)
+  --resume RUN         continue RUN with its stored configuration; besides --epochs only
+                       --log-every, --device, --threads, --quiet, --stream and
+                       --no-cuda-graph may be given
 overrides of the preset:
   --epochs E           --batch B          --lr LR            --lr-steps 120,160 (or none)
   --cosine             cosine LR decay instead of steps
-  --criterion C        nce (preset default) | softmax       --nce-k K        --tau T
+  --criterion C        nce | softmax (default: the preset's nce; softmax in the built-in CPU run)
+  --nce-k K            NCE negatives (default 4096)       --tau T    temperature (>= 0.015)
   --lambda L           proximal term
-  --z-policy P         first_batch (default) | ema | fixed: how NCE's Z is set (npid-reference s.2)
+  --z-policy P         first_batch (default) | ema | fixed: how NCE's Z is set (docs/training.md)
   --z-fixed Z          Z for --z-policy fixed (> 0)      --z-ema-decay D   decay for ema (default 0.99)
   --bank-momentum M    --bank-dtype fp32|bf16        --bank-init uniform|unit
   --softmax-math M     tf32 (default) | fp32 | bf16: the full softmax's GEMMs (bf16 needs --bank-dtype bf16)
@@ -46,9 +53,13 @@ overrides of the preset:
   --seed S             weights, bank, sampling, augmentation, synthetic data
   --steps-per-epoch N  cap the steps of an epoch (quick runs)
   --knn-every N        kNN monitor on the bank every N epochs (0 = never)
-  --knn-k K            --checkpoint-every N     --no-final-eval
+  --knn-k K            neighbours of the kNN monitor and final evaluation
+  --checkpoint-every N checkpoint every N epochs (and always at the end)
+  --no-final-eval      skip the final evaluation (model.safetensors is still written)
   --log-every N        fetch the loss every N steps on CUDA (default 20)
-  --threads T          data decoding threads     --quiet (no progress line)
+  --threads T          data decoding threads
+  --quiet              no progress line, epoch lines or final table (the run header, the
+                       results line and errors stay)
   --no-cuda-graph      launch every step's kernels directly (default: replay a CUDA graph)
   --stream             decode image folders batch by batch on CPU threads instead of keeping
                        them resident (automatic above 300,000 training images)
@@ -85,12 +96,12 @@ std::string default_run_dir(const std::string& preset) {
 }  // namespace
 
 int train_main(const std::vector<std::string>& args) {
-  Options o(args, {"--help", "--cosine", "--nesterov", "--no-final-eval", "--quiet", "--no-cuda-graph", "--stream"});
+  Options o(args, {"--help", "--cosine", "--nesterov", "--no-final-eval", "--quiet", "--no-cuda-graph", "--stream"},
+            kKnown);
   if (o.has("--help")) {
     std::cout << kHelp;
     return 0;
   }
-  o.reject_unknown(kKnown);
   const std::string device = o.choice("--device", "auto", {"auto", "cpu", "cuda"});
   const bool cuda = device == "cuda" || (device == "auto" && cuda_available());
   const int threads = static_cast<int>(o.integer("--threads", 0, 0, 1024));
@@ -106,7 +117,8 @@ int train_main(const std::vector<std::string>& args) {
     for (const std::string& opt : kKnown)
       if (!with_resume.count(opt) && o.has(opt))
         throw OptionError("option " + opt + " cannot be combined with --resume (the run's stored "
-                                            "configuration is used; only --epochs may change)");
+                                            "configuration is used; only --epochs, --log-every and the run-time "
+                                            "options --device, --threads, --quiet, --stream, --no-cuda-graph may be given)");
     run_dir = o.required("--resume");
     cfg = Trainer::stored_config(run_dir);
     cfg.epochs = o.integer("--epochs", cfg.epochs, 1, 100000);
@@ -193,6 +205,11 @@ int train_main(const std::vector<std::string>& args) {
     run_dir = o.str("--run", default_run_dir(preset));
   }
 
+  cfg.validate();  // before the data are read: a bad combination fails in a second, not after loading
+  if (!cuda && !resuming && o.has("--data") && cfg.step.model.width >= 64 && cfg.steps_per_epoch == 0)
+    std::fprintf(stderr, "npid train: note: the %s preset on a CPU (width %lld, every image every epoch) takes a "
+                 "long time per epoch; see docs/training.md, \"On a CPU\", for a small recipe\n",
+                 cfg.preset.c_str(), static_cast<long long>(cfg.step.model.width));
   const DataSplits data = load_data(cfg.data, cfg.step.model.image_size, cfg.data_seed, threads, o.has("--stream"));
   Context ctx = cuda ? Context::cuda() : Context::cpu();
   std::printf("npid train: %s, %s on %s, %s, ResNet-18 (%s stem, width %lld, %lldx%lld), B %lld, %lld epochs\n  run: %s\n",

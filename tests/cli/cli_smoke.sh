@@ -20,6 +20,12 @@ expect_error "option --checkpoint is required" eval --data synthetic
 expect_error "expects one of auto|cpu|cuda, got 'gpu'" eval --checkpoint x --data synthetic --device gpu
 expect_error "expects an integer in \[1, 1024\], got '0'" eval --checkpoint x --data synthetic --k 0
 expect_error "expects a value" eval --checkpoint
+# An unknown option is named as unknown, not as one that needs a value.
+expect_error "unknown option --bogus (see --help)" train --bogus
+expect_error "unknown option --bogus (see --help)" eval --checkpoint x --bogus
+# A configuration that cannot train is refused before any data is read.
+out=$("$NPID" train --device cpu --data /nonexistent_npid --softmax-math bf16 --criterion softmax 2>&1); rc=$?
+[ $rc -eq 1 ] && echo "$out" | grep -q "config.softmax_math" || fail "bf16 GEMMs with an fp32 bank: rc=$rc $out"
 expect_error "option --quiet takes no value, got '--quiet=0'" train --quiet=0
 expect_error "expects an integer in \[0, 9223372036854775807\], got '99999999999999999999'" train --seed 99999999999999999999
 expect_error "synthetic\[:TRAIN\[:TEST\]\] with counts in \[10, 10000000\], got 'synthetic:100abc'" train --data synthetic:100abc
@@ -59,6 +65,8 @@ mkdir -p "$d/folders/test/dog" && cp "$d/folders/train/dog/0.png" "$d/folders/te
   --knn recompute --out "$d/out_folders" >/dev/null || fail "eval on matching folders"
 grep -q '"classes": 3' "$d/out_folders/eval.json" || fail "eval on matching folders: not 3 classes"
 # A model file has no memory bank: asked for explicitly, that is an error.
+# A bare model file stores no run configuration: --data is required.
+expect_error "option --data is required: .*stores no training configuration" eval --checkpoint "$d/model.safetensors"
 expect_error "option --knn bank: .*holds no memory bank" eval --checkpoint "$d/model.safetensors" \
   --data synthetic:100:20 --device cpu --knn bank
 # A corrupted checkpoint is refused with an error naming it.

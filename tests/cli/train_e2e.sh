@@ -49,6 +49,31 @@ import json, sys
 s = json.load(open(sys.argv[1]))["step"]
 assert s["z_policy"] == "fixed" and s["z_fixed"] == 3000, s
 PY
+# --no-final-eval still leaves the trained model (with the run's configuration).
+[ -s "$d/fixed/model.safetensors" ] && [ ! -e "$d/fixed/final.json" ] || fail "--no-final-eval: model.safetensors missing"
+# npid eval on the run's model file alone: data, kNN k and tau come from the
+# run; results go to eval/ beside it (the run's retrieval.png is kept).
+before=$(cksum < "$d/run/retrieval.png")
+out=$("$NPID" eval --checkpoint "$d/run/model.safetensors" --device cpu --linear none --limit-test 100 2>&1) ||
+  fail "eval with the run's defaults: $out"
+echo "$out" | grep -q "16x16 (2000 train, 500 test)" && echo "$out" | grep -q "kNN k 50 sigma 0.1" ||
+  fail "eval defaults from the run: $out"
+[ -s "$d/run/eval/eval.json" ] && [ -s "$d/run/eval/retrieval.png" ] || fail "eval did not write to RUN/eval/"
+[ "$(cksum < "$d/run/retrieval.png")" = "$before" ] || fail "eval overwrote the run's retrieval.png"
+python3 - "$d/run/eval/eval.json" "$d/run/final.json" <<'PY' || fail "k and sigma not recorded"
+import json, sys
+for p in sys.argv[1:]:
+    k = json.load(open(p))["knn"]
+    assert k["k"] == 50 and abs(k["sigma"] - 0.1) < 1e-7, (p, k)
+PY
+# The run's model file and its checkpoint load strictly into PyTorch (when a
+# python3 has torch; the checkpoint's bank and optimizer state set aside).
+TP=$(dirname "$0")/../../tools
+for f in model.safetensors checkpoint.safetensors; do
+  out=$("$TP/torch_python.sh" "$TP/load_npid_model.py" "$d/run/$f" 2>&1); rc=$?
+  [ $rc -eq 77 ] && { echo "skipped: PyTorch loading ($out)"; break; }
+  [ $rc -eq 0 ] && echo "$out" | grep -q "loads strictly into ResNet18Embedding(width=16)" || fail "PyTorch load of $f: $out"
+done
 # The paper comparison: the synthetic CPU run is refused as a reproduction
 # (with the reasons) but gets its table, with final.json's figures; a run
 # without a final evaluation is an error.
@@ -63,7 +88,9 @@ f, t = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert not t["comparable"] and t["criterion"] == "softmax", t
 assert abs(t["rows"][0]["ours"] - 100 * f["knn_recompute"]["top1"]) < 0.01, t
 assert abs(t["rows"][0]["paper"] - 80.8) < 1e-9 and abs(t["rows"][1]["paper"] - 75.4) < 1e-9, t
+assert "(recomputed features, paper k = 200, this run k = 50)" in t["rows"][0]["metric"], t["rows"][0]
 PY
+python3 "$PT" --help | grep -q "paper_table.py RUN \[--json OUT\]" || fail "paper_table --help"
 out=$(python3 "$PT" "$d/fixed" 2>&1); rc=$?
 [ $rc -eq 1 ] && echo "$out" | grep -q "final.json: missing" || fail "paper_table without final.json: rc=$rc $out"
 # npid eval on a training checkpoint: kNN sigma is the run's tau (0.25 here);

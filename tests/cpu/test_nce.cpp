@@ -34,7 +34,7 @@ NceRun run_op(Context& ctx, const NceConfig& cfg, const NceData& d, std::uint64_
 
 // The criterion written out the way the reference code computes it: gather
 // the rows into a B x (K+1) x D array, score, normalize by Z, then the
-// log-posterior sums; gradient from the closed form in npid-reference s.3-4.
+// log-posterior sums; gradient from the closed form in docs/math.md s.3-4.
 struct Straightforward {
   double loss = 0, sum_exp = 0;
   std::vector<double> grad;

@@ -435,6 +435,73 @@ TEST_CASE("Trainer: settings are checked before training, naming the field", "[t
   c = tiny_config(CriterionKind::kNce);
   c.data = "/data/caf\xe9";  // Latin-1, not UTF-8: JSON cannot hold it
   refused(c, {"config.data", "UTF-8"});
+  // The step's own settings, before the network or bank exist.
+  c = tiny_config(CriterionKind::kSoftmax);
+  c.step.softmax_math = SoftmaxMath::kBF16;
+  refused(c, {"TrainStep", "config.softmax_math", "bf16 bank"});
+  c = tiny_config(CriterionKind::kNce);
+  c.step.augment.out_height = 16;
+  refused(c, {"config.augment", "8 x 8", "16 x 8"});
+}
+
+TEST_CASE("TrainerConfig::validate: the configuration alone, without data, as the trainer checks it",
+          "[train][errors]") {
+  TrainerConfig c = tiny_config(CriterionKind::kNce);
+  c.validate();  // a good configuration passes
+  c.knn_k = 0;
+  test::require_error([&] { c.validate(); }, ErrorKind::kInvalidArgument, {"Trainer", "config.knn_k", "got 0"});
+  c = tiny_config(CriterionKind::kNce);
+  c.epochs = 0;
+  test::require_error([&] { c.validate(); }, ErrorKind::kInvalidArgument, {"config.epochs", "got 0"});
+  c = tiny_config(CriterionKind::kNce);
+  c.step.bank_momentum = 1.0f;
+  test::require_error([&] { c.validate(); }, ErrorKind::kInvalidArgument, {"TrainStep", "config.bank_momentum"});
+  TrainStepConfig s = c.step;
+  s.bank_momentum = 0.5f;
+  s.batch_size = 0;
+  test::require_error([&] { s.validate(); }, ErrorKind::kInvalidArgument, {"config.batch_size", "got 0"});
+  s.batch_size = 16;
+  s.z_policy = ZPolicy::kFixed;  // NCE with a fixed Z needs the Z
+  test::require_error([&] { s.validate(); }, ErrorKind::kInvalidArgument, {"config.z_fixed"});
+  s.z_fixed = 100.0f;
+  s.validate();
+}
+
+TEST_CASE("Trainer: model.safetensors is written at the end with or without the final evaluation; the final "
+          "report records its kNN k and sigma",
+          "[train]") {
+  Context ctx = Context::cpu();
+  const ImageSet train = images(64, 1), test = images(32, 2);
+  for (bool final_eval : {false, true}) {
+    INFO("final_eval " << final_eval);
+    TrainerConfig cfg = tiny_config(CriterionKind::kNce);
+    cfg.epochs = 2;
+    cfg.final_eval = final_eval;
+    cfg.step.temperature = 0.25f;
+    TempRun r(final_eval ? "model_eval" : "model_noeval");
+    const fs::path model = fs::path(r.dir) / "model.safetensors";
+    {
+      Trainer t(ctx, cfg, train, test, r.dir);
+      t.progress = false;
+      t.run(0);  // one epoch of two: no model file yet
+      REQUIRE_FALSE(fs::exists(model));
+      t.run();
+      REQUIRE(t.final_report().has_value() == final_eval);
+      if (final_eval) {
+        REQUIRE(t.final_report()->knn_k == 10);
+        REQUIRE(t.final_report()->knn_sigma == 0.25f);
+        REQUIRE(read_all((fs::path(r.dir) / "final.json").string()).size() > 0);
+      }
+    }
+    REQUIRE(fs::exists(fs::path(r.dir) / "final.json") == final_eval);
+    const SafetensorsFile f = load_safetensors(model.string());
+    // The network alone (no bank, no optimizer state), and the run's configuration.
+    REQUIRE(f.find("memory_bank") == nullptr);
+    REQUIRE(f.find("optimizer.momentum_buffer") == nullptr);
+    REQUIRE(f.find("conv1.weight") != nullptr);
+    const TrainerConfig stored = TrainerConfig::from_json(f.metadata.at("npid.config"));
+    REQUIRE(stored.to_json() == cfg.to_json());
+  }
 }
 
 TEST_CASE("Trainer::resume: epochs may change but not below those done nor under cosine; damaged state is kIo; "
