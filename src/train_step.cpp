@@ -31,7 +31,9 @@ struct TrainStep::Impl {
   std::unique_ptr<SoftmaxCriterion> softmax;
   Tensor images, embeddings, grad_embeddings, loss;
   std::int64_t steps = 0;
-  std::int64_t direct_steps = 0;  // run by this object (capture needs one: plans, workspaces)
+  // Full-batch steps run directly by this object: capture needs one (plans,
+  // workspaces, lazily loaded kernels of the captured shapes all settled).
+  std::int64_t direct_steps = 0;
   // CUDA graph of the steady-state step (after the first step: Z, the SGD
   // first-step flag, plans and workspaces are settled). It gathers the batch
   // from idx_buf and reads the step and lr from device words, so one capture
@@ -247,7 +249,7 @@ struct TrainStep::Impl {
   StepStats run(const TensorView& imgs, const TensorView& indices, float lr, bool fetch) {
     if (cfg.validate_indices) require_indices_below(*ctx, indices, N, "TrainStep::step", "indices");
     enqueue(imgs, indices, lr, {}, {});
-    ++direct_steps;
+    if (indices.shape[0] == cfg.batch_size) ++direct_steps;
     return finish(fetch);
   }
 
@@ -324,7 +326,7 @@ StepStats TrainStep::step(const ImageSet& resident, const TensorView& indices, s
   }
   const TensorView imgs(m.images.data(), DType::kFloat32, {B, S, S, 3}, m.ctx->device());
   m.enqueue(imgs, indices, lr, {}, {});
-  ++m.direct_steps;
+  if (B == m.cfg.batch_size) ++m.direct_steps;
   return m.finish(fetch_loss);
 }
 

@@ -56,9 +56,9 @@ struct TrainStepConfig {
   // Check every step's indices against N (one host sync per step on CUDA);
   // the trainer turns it off, its indices come from the epoch permutation.
   bool validate_indices = true;
-  // CUDA: capture the steady-state step (from the second step on, full
-  // batches of step()) in a CUDA graph and replay it; re-captured when the
-  // epoch or the image set changes. Falls back to direct launches (with a
+  // CUDA: capture the steady-state step (full batches of step(), once one
+  // full batch has run directly and SGD has taken its first step) in a CUDA
+  // graph and replay it; re-captured when the epoch or the image set changes. Falls back to direct launches (with a
   // note on stderr) when capture fails. Replays compute what direct launches
   // compute, bit for bit.
   bool cuda_graph = true;
