@@ -490,9 +490,13 @@ std::int64_t Loader::bad_files() const { return impl_->bad_files(); }
 
 void Loader::start_epoch(std::int64_t epoch) {
   NPID_CHECK_ARG(epoch >= 0, kOp, "epoch", "expected >= 0, got " << epoch);
-  impl_->epoch = epoch;
+  // No epoch in progress until it has begun: if beginning throws (memory, a
+  // thread that cannot start), next() refuses instead of waiting on a
+  // producer that never started.
+  impl_->epoch = -1;
   impl_->next_batch = 0;
   impl_->begin_epoch(epoch);
+  impl_->epoch = epoch;
 }
 
 bool Loader::next(Batch* batch) {
