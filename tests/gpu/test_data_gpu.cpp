@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <unistd.h>
+
 #include "common/test_util.h"
 
 using namespace npid;
@@ -170,6 +172,57 @@ TEST_CASE("loader: resident and streaming on CUDA equal the CPU loader", "[gpu][
       }
       CHECK_FALSE(g.next(&gb));
       CHECK(batches == (drop_last ? 4 : 5));
+    }
+  }
+  fs::remove_all(root);
+}
+
+TEST_CASE("loader on CUDA: streaming equals resident bit for bit with one prefetch slot, an odd batch count and a "
+          "restart mid-epoch",
+          "[gpu][loader]") {
+  Context gpu = Context::cuda();
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("npid_gpu_loader_restart_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  SyntheticConfig sc;
+  sc.count = 150;
+  sc.seed = 11;
+  const ImageSet set = make_synthetic(sc);
+  for (std::int64_t i = 0; i < set.size(); ++i) {
+    const fs::path dir = root / set.class_names[static_cast<std::size_t>(set.labels[i])];
+    fs::create_directories(dir);
+    char name[32];
+    std::snprintf(name, sizeof name, "%05lld.png", static_cast<long long>(i));
+    write_png((dir / name).string(), set.pixels.data_as<const std::uint8_t>() + i * 3072, 32, 32);
+  }
+  const ImageFolderIndex index = scan_image_folder(root.string());
+  const ImageSet folder_set = load_image_folder(root.string());
+  LoaderConfig cfg;
+  cfg.batch_size = 32;  // 150 = 4 x 32 + 22: five batches, the last partial
+  cfg.seed = 7;
+  cfg.prefetch = 1;     // the producer and the consumer hand one slot back and forth
+  cfg.drop_last = false;
+  Loader s = Loader::streaming(gpu, index, cfg);
+  Loader r = Loader::resident(gpu, folder_set, cfg);
+  // (epoch, batches taken before the next start_epoch; -1 = the whole epoch)
+  const std::pair<std::int64_t, int> plan[] = {{0, 2}, {1, -1}, {1, 3}, {2, -1}};
+  for (const auto& [epoch, take] : plan) {
+    INFO("epoch " << epoch << ", batches " << take);
+    s.start_epoch(epoch);
+    r.start_epoch(epoch);
+    Batch sb, rb;
+    int n = 0;
+    while ((take < 0 || n < take) && r.next(&rb)) {
+      REQUIRE(s.next(&sb));
+      ++n;
+      REQUIRE(sb.size == rb.size);
+      REQUIRE(std::equal(rb.host_indices, rb.host_indices + rb.size, sb.host_indices));
+      CHECK(to_host<float>(gpu, sb.images) == to_host<float>(gpu, rb.images));
+      CHECK(to_host<std::int64_t>(gpu, sb.indices) == to_host<std::int64_t>(gpu, rb.indices));
+    }
+    if (take < 0) {
+      CHECK(n == 5);
+      CHECK_FALSE(s.next(&sb));
     }
   }
   fs::remove_all(root);

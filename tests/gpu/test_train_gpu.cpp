@@ -120,10 +120,11 @@ TEST_CASE("TrainStep: CUDA-graph replays equal direct launches bit for bit", "[g
     direct_cfg.cuda_graph = false;
     TrainStep graph(gpu, cfg, 256), direct(gpu, direct_cfg, 256);
     Tensor perm({256}, DType::kInt64, gpu.device());
-    // Epochs 0 and 1 (a re-capture), a changing lr, and a partial batch
-    // (direct launches in the middle of graph replays).
+    // A partial first batch (capture must wait for a full batch to have run
+    // directly), epochs 0 and 1 (a re-capture), a changing lr, and a partial
+    // batch in the middle of graph replays (launched directly).
     const struct { std::int64_t epoch, batch, offset; float lr; } plan[] = {
-        {0, 32, 0, 0.05f}, {0, 32, 32, 0.05f}, {0, 32, 64, 0.04f}, {0, 16, 96, 0.04f},
+        {0, 16, 128, 0.05f}, {0, 32, 0, 0.05f}, {0, 32, 32, 0.05f}, {0, 32, 64, 0.04f}, {0, 16, 96, 0.04f},
         {1, 32, 0, 0.03f}, {1, 32, 32, 0.02f}, {1, 32, 64, 0.02f}};
     std::int64_t epoch = -1;
     for (const auto& s : plan) {
