@@ -16,6 +16,19 @@ using test::to_host;
 
 namespace {
 
+// A synthetic 32x32 set as an image folder of PNGs (lossless: the loaders
+// read back exactly its pixels), root/<class>/<index>.png; root is replaced.
+void write_png_folder(const ImageSet& set, const std::filesystem::path& root) {
+  std::filesystem::remove_all(root);
+  for (std::int64_t i = 0; i < set.size(); ++i) {
+    const std::filesystem::path dir = root / set.class_names[static_cast<std::size_t>(set.labels[i])];
+    std::filesystem::create_directories(dir);
+    char name[32];
+    std::snprintf(name, sizeof name, "%05lld.png", static_cast<long long>(i));
+    write_png((dir / name).string(), set.pixels.data_as<const std::uint8_t>() + i * 3072, 32, 32);
+  }
+}
+
 // Real images when the device check unpacked CIFAR-10, plus images of odd
 // sizes (RandomResizedCrop and ImageNet transforms from non-square sources).
 ImageSet test_images() {
@@ -122,18 +135,9 @@ TEST_CASE("loader: resident and streaming on CUDA equal the CPU loader", "[gpu][
   // A small image folder of PNGs (exact pixels).
   namespace fs = std::filesystem;
   const fs::path root = fs::temp_directory_path() / "npid_gpu_loader";
-  fs::remove_all(root);
   SyntheticConfig sc;
   sc.count = 300;
-  const ImageSet set = make_synthetic(sc);
-  ImageSetBuilder b;
-  for (std::int64_t i = 0; i < set.size(); ++i) {
-    const fs::path dir = root / set.class_names[static_cast<std::size_t>(set.labels[i])];
-    fs::create_directories(dir);
-    char name[32];
-    std::snprintf(name, sizeof name, "%05lld.png", static_cast<long long>(i));
-    write_png((dir / name).string(), set.pixels.data_as<const std::uint8_t>() + i * 3072, 32, 32);
-  }
+  write_png_folder(make_synthetic(sc), root);
   const ImageFolderIndex index = scan_image_folder(root.string());
   LoaderConfig cfg;
   cfg.batch_size = 64;
@@ -183,18 +187,10 @@ TEST_CASE("loader on CUDA: streaming equals resident bit for bit with one prefet
   Context gpu = Context::cuda();
   namespace fs = std::filesystem;
   const fs::path root = fs::temp_directory_path() / ("npid_gpu_loader_restart_" + std::to_string(::getpid()));
-  fs::remove_all(root);
   SyntheticConfig sc;
   sc.count = 150;
   sc.seed = 11;
-  const ImageSet set = make_synthetic(sc);
-  for (std::int64_t i = 0; i < set.size(); ++i) {
-    const fs::path dir = root / set.class_names[static_cast<std::size_t>(set.labels[i])];
-    fs::create_directories(dir);
-    char name[32];
-    std::snprintf(name, sizeof name, "%05lld.png", static_cast<long long>(i));
-    write_png((dir / name).string(), set.pixels.data_as<const std::uint8_t>() + i * 3072, 32, 32);
-  }
+  write_png_folder(make_synthetic(sc), root);
   const ImageFolderIndex index = scan_image_folder(root.string());
   const ImageSet folder_set = load_image_folder(root.string());
   LoaderConfig cfg;
