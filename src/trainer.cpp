@@ -321,7 +321,10 @@ struct Trainer::Impl {
   static json metrics_json(const EpochMetrics& m) {
     json j = {{"epoch", m.epoch}, {"steps", m.steps}, {"loss", m.loss}, {"lr", m.lr},
               {"images_per_s", m.images_per_s}, {"seconds", m.seconds}, {"z", m.z}};
-    if (m.knn_top1 >= 0) j["knn_top1"] = m.knn_top1;
+    if (m.knn_top1 >= 0) {
+      j["knn_top1"] = m.knn_top1;
+      j["knn_seconds"] = m.knn_seconds;
+    }
     return j;
   }
 
@@ -340,7 +343,8 @@ struct Trainer::Impl {
     }
     const std::string what = std::string(to_string(cfg.step.criterion)) + ", " + cfg.preset;
     write_svg_plot(path("loss.svg"), "training loss (" + what + ")", "epoch", "loss", {loss});
-    write_svg_plot(path("knn.svg"), "weighted kNN top-1 on the test split", "epoch", "accuracy (%)", {knn});
+    if (!knn.y.empty())  // no kNN monitor (knn_every 0): no empty plot
+      write_svg_plot(path("knn.svg"), "weighted kNN top-1 on the test split", "epoch", "accuracy (%)", {knn});
   }
 
   void save_checkpoint() const {
@@ -414,9 +418,19 @@ TrainerConfig config_of(const SafetensorsFile& f, const std::string& p) {
 
 }  // namespace
 
-TrainerConfig Trainer::stored_config(const std::string& run_dir) {
+TrainerConfig Trainer::stored_config(const std::string& run_dir, std::int64_t* epochs_done) {
   const std::string p = (fs::path(run_dir) / "checkpoint.safetensors").string();
-  return config_of(load_safetensors(p), p);
+  const SafetensorsFile f = load_safetensors(p);
+  if (epochs_done != nullptr) {
+    *epochs_done = -1;
+    try {
+      const auto it = f.metadata.find("npid.trainer");
+      if (it != f.metadata.end()) *epochs_done = json::parse(it->second).at("next_epoch").get<std::int64_t>();
+    } catch (const json::exception&) {
+      *epochs_done = -1;  // resume() reports the damage
+    }
+  }
+  return config_of(f, p);
 }
 
 namespace {
@@ -538,6 +552,7 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
       e.seconds = number(j, "seconds");
       e.z = number(j, "z");
       e.knn_top1 = j.contains("knn_top1") ? number(j, "knn_top1") : -1.0;
+      e.knn_seconds = j.contains("knn_seconds") ? number(j, "knn_seconds") : 0.0;
       m.history.push_back(e);
     } catch (const json::exception&) {
       continue;
@@ -611,7 +626,11 @@ void Trainer::run(std::int64_t stop_after_epoch) {
     em.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     em.images_per_s = static_cast<double>(nb * B) / em.seconds;
     const bool last = e + 1 == m.cfg.epochs;
-    if (m.cfg.knn_every > 0 && ((e + 1) % m.cfg.knn_every == 0 || last)) em.knn_top1 = m.knn_monitor();
+    if (m.cfg.knn_every > 0 && ((e + 1) % m.cfg.knn_every == 0 || last)) {
+      const auto k0 = std::chrono::steady_clock::now();
+      em.knn_top1 = m.knn_monitor();
+      em.knn_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - k0).count();
+    }
     m.history.push_back(em);
     m.next_epoch = e + 1;
     m.write_metrics_and_plots();
@@ -620,8 +639,9 @@ void Trainer::run(std::int64_t stop_after_epoch) {
       m.save_checkpoint();
     }
     if (progress) {
-      char knn[48] = "";
-      if (em.knn_top1 >= 0) std::snprintf(knn, sizeof knn, ", kNN top-1 %.2f %%", 100 * em.knn_top1);
+      char knn[64] = "";
+      if (em.knn_top1 >= 0)
+        std::snprintf(knn, sizeof knn, ", kNN top-1 %.2f %% (%.1f s)", 100 * em.knn_top1, em.knn_seconds);
       std::printf("%sepoch %lld/%lld: loss %.4f, lr %.4g, %.0f img/s%s, %.1f s\n", tty ? "\r\033[K" : "",
                   static_cast<long long>(e + 1), static_cast<long long>(m.cfg.epochs), em.loss, em.lr,
                   em.images_per_s, knn, em.seconds);
@@ -642,6 +662,11 @@ void Trainer::run(std::int64_t stop_after_epoch) {
     ec.knn.k = std::min(m.cfg.knn_k, m.train().size());
     ec.knn.sigma = m.cfg.step.temperature;
     ec.retrieval_png = m.path("retrieval.png");
+    if (progress) {
+      std::printf("final evaluation: embedding %lld train and %lld test images, kNN, linear classifier...\n",
+                  static_cast<long long>(m.train().size()), static_cast<long long>(m.test().size()));
+      std::fflush(stdout);
+    }
     m.final_report = evaluate(ctx, ec, m.step->net(), m.train(), m.test(), m.step->bank().view());
     write_text_atomic(m.path("final.json"), m.final_report->to_json() + "\n");
     if (progress) std::printf("%s", m.final_report->to_table().c_str());

@@ -69,6 +69,7 @@ struct EpochMetrics {
   std::int64_t epoch = 0, steps = 0;
   double loss = 0, lr = 0, images_per_s = 0, seconds = 0;
   double knn_top1 = -1;  // -1: not measured this epoch
+  double knn_seconds = 0;  // the kNN monitor's time (not in `seconds`)
   double z = 0;
 };
 
@@ -92,8 +93,10 @@ class Trainer {
   // before the checkpoint has been validated.
   static std::unique_ptr<Trainer> resume(Context& ctx, const TrainerConfig& config, const DataSource& train,
                                          const DataSource& test, const std::string& run_dir);
-  // The configuration stored in run_dir's checkpoint.
-  static TrainerConfig stored_config(const std::string& run_dir);
+  // The configuration stored in run_dir's checkpoint; epochs_done, when
+  // given, receives the epochs the checkpoint has completed (-1 when its
+  // trainer state is unreadable: resume() then reports it).
+  static TrainerConfig stored_config(const std::string& run_dir, std::int64_t* epochs_done = nullptr);
 
   // Trains until `epochs` (or stop_after_epoch when >= 0, for tests),
   // checkpointing as configured; then the final evaluation.

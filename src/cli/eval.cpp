@@ -69,6 +69,7 @@ int eval_main(const std::vector<std::string>& args) {
   const int threads = static_cast<int>(o.integer("--threads", 0, 0, 1024));
 
   // Every option is checked before any file is read.
+  if (device == "cuda" && !cuda_available()) throw OptionError("option --device cuda: " + cuda_status());
   const bool cuda = device == "cuda" || (device == "auto" && cuda_available());
   const std::int64_t batch = o.integer("--batch", cuda ? 256 : 64, 1, 4096);
   const std::int64_t lt = o.integer("--limit-train", 0, 0, INT64_MAX), le = o.integer("--limit-test", 0, 0, INT64_MAX);
@@ -116,9 +117,18 @@ int eval_main(const std::vector<std::string>& args) {
   }
   if (seed_option >= 0) seed = static_cast<std::uint64_t>(seed_option);
 
-  DataSplits data = load_data(data_spec, mc.image_size, seed, threads, o.has("--stream"));
+  DataSplits data;
+  try {
+    data = load_data(data_spec, mc.image_size, seed, threads, o.has("--stream"));
+  } catch (const OptionError& e) {
+    if (o.has("--data")) throw;
+    throw OptionError("the run's data, stored in " + ckpt + " (give --data to use another): " + e.what());
+  }
   const std::int64_t full_train = data.train_source().size();
   data.limit(lt, le);
+  if (lt > 0 || le > 0)
+    data.description += ", using " + std::to_string(data.train_source().size()) + " train and " +
+                        std::to_string(data.test_source().size()) + " test images (--limit-*)";
   const DataSource train = data.train_source(), test = data.test_source();
 
   ResNet18 net(ctx, mc, batch, 0);

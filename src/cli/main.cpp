@@ -37,9 +37,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "npid: unknown command '%s'\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const npid::cli::OptionError& e) {
+    std::fflush(stdout);  // what was printed comes first in a log that gathers both
     std::fprintf(stderr, "npid %s: error: %s\n", cmd.c_str(), e.what());
     return 2;
   } catch (const std::exception& e) {
+    std::fflush(stdout);
     std::fprintf(stderr, "npid %s: error: %s\n", cmd.c_str(), e.what());
     return 1;
   }

@@ -24,6 +24,9 @@ Options::Options(const std::vector<std::string>& args, const std::set<std::strin
       value = "1";
     } else {
       if (i + 1 >= args.size()) throw OptionError("option " + a + " expects a value, got none");
+      // No value starts with "--": the next option means this one's value is missing.
+      if (args[i + 1].compare(0, 2, "--") == 0)
+        throw OptionError("option " + a + " expects a value, got the option " + args[i + 1]);
       value = args[++i];
     }
     if (values_.count(name)) throw OptionError("option " + name + " given twice");

@@ -25,8 +25,8 @@ synthetic shapes: on a GPU a CIFAR-size run (50,000 + 10,000 images, 32x32,
 width 64, the preset's schedule); on a CPU a small run (width 16, 16x16 images,
 2,000 + 500 images, full softmax, 25 epochs) that finishes in a few minutes
 on two cores. With --data the preset applies as it is on either device (on a
-CPU that is days per epoch of CIFAR-10: shrink it with --width, --image-size,
---epochs and --steps-per-epoch; docs/training.md has a CPU recipe).
+CPU that is over an hour per epoch of CIFAR-10: shrink it with --width,
+--image-size, --epochs and --steps-per-epoch; docs/training.md has a CPU recipe).
 
   --preset P           cifar10 (default) | imagenet      (docs/training.md, "Presets")
   --data DATA          synthetic[:TRAIN[:TEST]] (synthetic alone: 10,000 + 2,000 images)
@@ -86,11 +86,23 @@ std::vector<std::int64_t> parse_steps(const std::string& s) {
   return out;
 }
 
+// runs/<preset>-<date>-<time>, created here (atomically: two runs started in
+// the same second get -2, -3, ... instead of sharing a folder).
 std::string default_run_dir(const std::string& preset) {
   const std::time_t t = std::time(nullptr);
   char buf[64];
   std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
-  return "runs/" + preset + "-" + buf;
+  const std::string base = "runs/" + preset + "-" + buf;
+  std::filesystem::create_directories("runs");
+  for (int i = 1; i < 1000; ++i) {
+    const std::string dir = i == 1 ? base : base + "-" + std::to_string(i);
+    if (std::filesystem::create_directory(dir)) return dir;
+  }
+  throw OptionError("option --run: could not create a fresh folder " + base + "[-N] (give --run DIR)");
+}
+
+bool is_synthetic(const std::string& spec) {
+  return spec.compare(0, 9, "synthetic") == 0 && (spec.size() == 9 || spec[9] == ':');
 }
 
 }  // namespace
@@ -120,15 +132,29 @@ int train_main(const std::vector<std::string>& args) {
                                             "configuration is used; only --epochs, --log-every and the run-time "
                                             "options --device, --threads, --quiet, --stream, --no-cuda-graph may be given)");
     run_dir = o.required("--resume");
-    cfg = Trainer::stored_config(run_dir);
+    std::int64_t done = -1;
+    cfg = Trainer::stored_config(run_dir, &done);
     cfg.epochs = o.integer("--epochs", cfg.epochs, 1, 100000);
     cfg.log_every = o.integer("--log-every", cfg.log_every, 1, 1000000);
     if (o.has("--no-cuda-graph")) cfg.step.cuda_graph = false;
+    // A finished run (trained, model written, evaluated as configured) has
+    // nothing left to do: say so instead of evaluating it all over again.
+    const std::filesystem::path rd(run_dir);
+    if (done >= 0 && done == cfg.epochs && std::filesystem::exists(rd / "model.safetensors") &&
+        (!cfg.final_eval || std::filesystem::exists(rd / "final.json"))) {
+      std::printf("npid train: %s is complete (%lld of %lld epochs); --epochs N with N > %lld trains further\n",
+                  run_dir.c_str(), static_cast<long long>(done), static_cast<long long>(cfg.epochs),
+                  static_cast<long long>(done));
+      return 0;
+    }
   } else {
     const std::string preset = o.choice("--preset", "cifar10", {"cifar10", "imagenet"});
     cfg = TrainerConfig::from_preset(preset);
     const bool builtin = !o.has("--data");
     cfg.data = o.str("--data", "synthetic");
+    // Stored as an absolute path: eval and resume work from any folder.
+    if (!is_synthetic(cfg.data) && !cfg.data.empty())
+      cfg.data = std::filesystem::absolute(cfg.data).lexically_normal().string();
     if (builtin) {
       if (cuda) {
         cfg.data = "synthetic:50000:10000";
@@ -202,15 +228,43 @@ int train_main(const std::vector<std::string>& args) {
     cfg.final_eval = !o.has("--no-final-eval");
     cfg.step.cuda_graph = !o.has("--no-cuda-graph");
     cfg.log_every = o.integer("--log-every", cfg.log_every, 1, 1000000);
-    run_dir = o.str("--run", default_run_dir(preset));
+    if (cfg.cosine && o.has("--lr-steps"))
+      throw OptionError("options --cosine and --lr-steps exclude each other (cosine decay has no steps), got both");
+    if (o.has("--run") && std::filesystem::exists(std::filesystem::path(o.str("--run", "")) / "checkpoint.safetensors"))
+      throw OptionError("option --run " + o.str("--run", "") +
+                        ": the folder already holds a run's checkpoint (continue it with --resume, or pick another)");
+    if (device == "cuda" && !cuda_available()) throw OptionError("option --device cuda: " + cuda_status());
+    run_dir = o.has("--run") ? o.str("--run", "") : default_run_dir(preset);
   }
+  if (resuming && device == "cuda" && !cuda_available()) throw OptionError("option --device cuda: " + cuda_status());
 
-  cfg.validate();  // before the data are read: a bad combination fails in a second, not after loading
+  // Before the data are read: a bad combination fails in a second, not after loading.
+  try {
+    cfg.validate();
+  } catch (const Error& e) {
+    throw OptionError(e.what());
+  }
+  DataSplits data;
+  try {
+    data = load_data(cfg.data, cfg.step.model.image_size, cfg.data_seed, threads, o.has("--stream"));
+  } catch (const OptionError& e) {
+    if (!resuming) throw;
+    throw OptionError(std::string("the run's stored data (") + run_dir + "/config.json \"data\"): " + e.what());
+  }
+  const std::int64_t n_train = data.train_source().size();
   if (!cuda && !resuming && o.has("--data") && cfg.step.model.width >= 64 && cfg.steps_per_epoch == 0)
     std::fprintf(stderr, "npid train: note: the %s preset on a CPU (width %lld, every image every epoch) takes a "
                  "long time per epoch; see docs/training.md, \"On a CPU\", for a small recipe\n",
                  cfg.preset.c_str(), static_cast<long long>(cfg.step.model.width));
-  const DataSplits data = load_data(cfg.data, cfg.step.model.image_size, cfg.data_seed, threads, o.has("--stream"));
+  if (cfg.step.criterion == CriterionKind::kNce && cfg.step.num_negatives * 2 > n_train)
+    std::fprintf(stderr, "npid train: note: NCE with K = %lld negatives for %lld instances: NCE approximates the "
+                 "softmax only for K much smaller than N; consider --criterion softmax or a smaller --nce-k\n",
+                 static_cast<long long>(cfg.step.num_negatives), static_cast<long long>(n_train));
+  if (cfg.steps_per_epoch > 0 && cfg.steps_per_epoch > n_train / cfg.step.batch_size)
+    std::fprintf(stderr, "npid train: note: --steps-per-epoch %lld exceeds the %lld full batches of the training "
+                 "set; epochs take %lld steps\n",
+                 static_cast<long long>(cfg.steps_per_epoch), static_cast<long long>(n_train / cfg.step.batch_size),
+                 static_cast<long long>(n_train / cfg.step.batch_size));
   Context ctx = cuda ? Context::cuda() : Context::cpu();
   std::printf("npid train: %s, %s on %s, %s, ResNet-18 (%s stem, width %lld, %lldx%lld), B %lld, %lld epochs\n  run: %s\n",
               cfg.preset.c_str(), to_string(cfg.step.criterion), ctx.device().str().c_str(), data.description.c_str(),

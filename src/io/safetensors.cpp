@@ -105,6 +105,10 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    fail(path, "is a directory, not a safetensors file (a run folder? its files are model.safetensors and "
+               "checkpoint.safetensors)");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) fail(path, "cannot open for reading");
   const auto size = static_cast<std::uint64_t>(in.tellg());
@@ -115,7 +119,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
   std::uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= static_cast<std::uint64_t>(len[i]) << (8 * i);
   if (n == 0 || n > size - 8 || n > (std::uint64_t(100) << 20))
-    fail(path, "header length " + std::to_string(n) + " does not fit the file (" + std::to_string(size) + " bytes)");
+    fail(path, "not a safetensors file: header length " + std::to_string(n) + " does not fit the file (" + std::to_string(size) + " bytes)");
   std::string text(n, '\0');
   in.read(text.data(), static_cast<std::streamsize>(n));
   nlohmann::json header;

@@ -25,7 +25,12 @@ expect_error "unknown option --bogus (see --help)" train --bogus
 expect_error "unknown option --bogus (see --help)" eval --checkpoint x --bogus
 # A configuration that cannot train is refused before any data is read.
 out=$("$NPID" train --device cpu --data /nonexistent_npid --softmax-math bf16 --criterion softmax 2>&1); rc=$?
-[ $rc -eq 1 ] && echo "$out" | grep -q "config.softmax_math" || fail "bf16 GEMMs with an fp32 bank: rc=$rc $out"
+[ $rc -eq 2 ] && echo "$out" | grep -q "config.softmax_math" || fail "bf16 GEMMs with an fp32 bank: rc=$rc $out"
+expect_error "option --epochs expects a value, got the option --data" train --epochs --data synthetic:400:100
+expect_error "options --cosine and --lr-steps exclude each other" train --cosine --lr-steps 5
+if "$NPID" version | grep -q "no CUDA device"; then
+  expect_error "option --device cuda: " train --device cuda --data /nonexistent_npid
+fi
 expect_error "option --quiet takes no value, got '--quiet=0'" train --quiet=0
 expect_error "expects an integer in \[0, 9223372036854775807\], got '99999999999999999999'" train --seed 99999999999999999999
 expect_error "synthetic\[:TRAIN\[:TEST\]\] with counts in \[10, 10000000\], got 'synthetic:100abc'" train --data synthetic:100abc
@@ -65,6 +70,11 @@ mkdir -p "$d/folders/test/dog" && cp "$d/folders/train/dog/0.png" "$d/folders/te
   --knn recompute --out "$d/out_folders" >/dev/null || fail "eval on matching folders"
 grep -q '"classes": 3' "$d/out_folders/eval.json" || fail "eval on matching folders: not 3 classes"
 # A model file has no memory bank: asked for explicitly, that is an error.
+# A folder or a file that is not safetensors is named as such.
+out=$("$NPID" eval --checkpoint "$d" 2>&1); rc=$?
+[ $rc -eq 1 ] && echo "$out" | grep -q "is a directory, not a safetensors file" || fail "eval on a folder: rc=$rc $out"
+out=$("$NPID" eval --checkpoint "$0" --data synthetic 2>&1); rc=$?
+[ $rc -eq 1 ] && echo "$out" | grep -q "not a safetensors file: header length" || fail "eval on a script: rc=$rc $out"
 # A bare model file stores no run configuration: --data is required.
 expect_error "option --data is required: .*stores no training configuration" eval --checkpoint "$d/model.safetensors"
 expect_error "option --knn bank: .*holds no memory bank" eval --checkpoint "$d/model.safetensors" \

@@ -27,10 +27,40 @@ sys.exit(0 if ok else 1)
 PY
 "$NPID" train --resume "$d/run" --epochs 26 --quiet || fail "resume"
 [ "$(wc -l < "$d/run/metrics.jsonl")" -eq 26 ] || fail "resume did not add epoch 26"
+# A finished run has nothing to resume: said, not evaluated all over again.
+before=$(cksum < "$d/run/final.json")
+out=$("$NPID" train --resume "$d/run" 2>&1) && echo "$out" | grep -q "is complete (26 of 26 epochs)" ||
+  fail "resume of a finished run: $out"
+[ "$(cksum < "$d/run/final.json")" = "$before" ] || fail "resume of a finished run rewrote final.json"
+# Two runs started together without --run get a folder each; a relative
+# --data is stored absolute, so the run resumes from anywhere.
+mkdir -p "$d/cwd/imgs"
+(cd "$d/cwd" && for i in 1 2; do
+  "$NPID" train --device cpu --data synthetic:300:100 --width 4 --image-size 8 --epochs 1 --steps-per-epoch 1 \
+    --knn-every 0 --no-final-eval --quiet --seed $i > /dev/null 2>&1 &
+done; wait)
+[ "$(ls "$d/cwd/runs" | wc -l)" -eq 2 ] && [ "$(ls "$d"/cwd/runs/*/checkpoint.safetensors | wc -l)" -eq 2 ] ||
+  fail "two runs without --run: $(ls -R "$d/cwd/runs")"
+python3 - "$d/cwd/imgs" <<'PY' || fail "writing a PNG folder"
+import os, struct, sys, zlib
+def png(w, h, rgb):
+    raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
+    chunk = lambda t, b: struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+for c, base in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
+    os.makedirs(os.path.join(sys.argv[1], c))
+    for i in range(20):
+        open(os.path.join(sys.argv[1], c, f"{i:02d}.png"), "wb").write(png(12, 12, (base[0], 7 * i, base[2])))
+PY
+(cd "$d/cwd" && "$NPID" train --device cpu --data imgs --batch 8 --width 4 --image-size 8 --epochs 1 \
+  --criterion softmax --knn-every 0 --no-final-eval --quiet --run rel > /dev/null) || fail "train on a relative --data"
+grep -q "\"data\": \"$d/cwd/imgs\"" "$d/cwd/rel/config.json" || fail "relative --data not stored absolute: $(cat "$d/cwd/rel/config.json")"
+(cd / && "$NPID" train --resume "$d/cwd/rel" --epochs 2 --quiet > /dev/null) || fail "resume from another folder"
 out=$("$NPID" train --resume "$d/run" --lr 0.1 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$out" | grep -q "cannot be combined with --resume" || fail "resume + --lr: rc=$rc $out"
 out=$("$NPID" train --device cpu --run "$d/run" 2>&1); rc=$?
-[ $rc -eq 1 ] && echo "$out" | grep -q "already holds a checkpoint" || fail "new run into an old folder: rc=$rc $out"
+[ $rc -eq 2 ] && echo "$out" | grep -q "already holds a run.s checkpoint" || fail "new run into an old folder: rc=$rc $out"
 out=$("$NPID" train --batch 1 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$out" | grep -q "option --batch expects an integer in \[2, 65535\], got '1'" || fail "--batch 1: rc=$rc $out"
 out=$("$NPID" train --criterion ce 2>&1); rc=$?
