@@ -2,7 +2,8 @@
 """paper_table.py RUN [--json OUT] -- a finished `npid train` run beside the
 paper's numbers (docs/math.md s.10; Wu et al., CVPR 2018, Table 1).
 
-Reads RUN/config.json, RUN/final.json and RUN/metrics.jsonl and prints a
+Reads RUN/config.json, RUN/final.json (or, for a run trained with
+--no-final-eval, RUN/eval/eval.json from `npid eval`) and RUN/metrics.jsonl and prints a
 markdown table: each published figure for the run's preset and criterion, the
 run's own figure, and the difference. It also says whether the run is
 comparable at all: the paper's protocol (the preset's data set and size, width
@@ -57,6 +58,11 @@ def load(run, name):
         raise RunError(f"{path}: not readable as JSON: {e}")
 
 
+def run_k(cfg, final):
+    """The k the evaluation used (recorded in it), else the run's configured k."""
+    return (final.get("knn") or {}).get("k", cfg.get("knn_k", "?"))
+
+
 def close(a, b):
     return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
 
@@ -93,7 +99,7 @@ def deviations(cfg, final, metrics):
     want("lr", cfg["lr"], 0.03)
     if cfg.get("steps_per_epoch", 0):
         out.append(f"steps per epoch capped at {cfg['steps_per_epoch']} (paper: whole epochs)")
-    want("kNN k", cfg["knn_k"], 200)
+    want("kNN k", run_k(cfg, final), 200)
     want("batch", step["batch_size"], p["batch_size"])
     want("tau", step["temperature"], p["temperature"])
     want("weight decay", step["sgd"]["weight_decay"], p["weight_decay"])
@@ -107,7 +113,13 @@ def deviations(cfg, final, metrics):
 
 
 def compare(run):
-    cfg, final, metrics = load(run, "config.json"), load(run, "final.json"), load(run, "metrics.jsonl")
+    cfg, metrics = load(run, "config.json"), load(run, "metrics.jsonl")
+    # The run's final evaluation; for a run trained with --no-final-eval, the
+    # one `npid eval` wrote into RUN/eval/ (its sizes and k are checked below).
+    eval_file = "final.json"
+    if not os.path.exists(os.path.join(run, "final.json")) and os.path.exists(os.path.join(run, "eval", "eval.json")):
+        eval_file = os.path.join("eval", "eval.json")
+    final = load(run, eval_file)
     try:
         preset, criterion = cfg["preset"], cfg["step"]["criterion"]
         rows_spec = PAPER.get((preset, criterion))
@@ -118,22 +130,23 @@ def compare(run):
         for metric, (section, key), paper, source in rows_spec:
             ours = final.get(section, {}) or {}
             if key not in ours:
-                raise RunError(f"{run}/final.json: no {section}.{key} (was the run's final evaluation turned off?)")
+                raise RunError(f"{run}/{eval_file}: no {section}.{key} (was that part of the evaluation turned off?)")
             value = 100.0 * float(ours[key])
             if section.startswith("knn"):
-                metric = metric[:-1] + f", this run k = {cfg.get('knn_k', '?')})"
+                metric = metric[:-1] + f", this run k = {run_k(cfg, final)})"
             rows.append({"metric": metric, "paper": paper, "ours": round(value, 2),
                          "difference": round(value - paper, 2), "source": source})
         devs = deviations(cfg, final, metrics)
     except KeyError as e:
-        raise RunError(f"{run}: config.json or final.json lacks the field {e}")
-    return {"run": os.path.abspath(run), "preset": preset, "criterion": criterion,
+        raise RunError(f"{run}: config.json or {eval_file} lacks the field {e}")
+    return {"run": os.path.abspath(run), "preset": preset, "criterion": criterion, "evaluation": eval_file,
             "comparable": not devs, "deviations": devs, "rows": rows,
             "epochs": len(metrics), "last_epoch_images_per_s": metrics[-1].get("images_per_s") if metrics else None}
 
 
 def markdown(r):
     lines = [f"# {r['run']} beside the paper ({r['preset']}, {r['criterion']})", "",
+             f"Evaluation: {r['evaluation']}.", "",
              "| metric | paper | this run | difference | paper source |", "|---|---|---|---|---|"]
     for row in r["rows"]:
         lines.append(f"| {row['metric']} | {row['paper']:.1f} % | {row['ours']:.2f} % | "

@@ -252,6 +252,9 @@ int train_main(const std::vector<std::string>& args) {
     throw OptionError(std::string("the run's stored data (") + run_dir + "/config.json \"data\"): " + e.what());
   }
   const std::int64_t n_train = data.train_source().size();
+  if (n_train < cfg.step.batch_size)
+    throw OptionError("option --batch " + std::to_string(cfg.step.batch_size) + ": expected at most the " +
+                      std::to_string(n_train) + " training images of " + data.description);
   if (!cuda && !resuming && o.has("--data") && cfg.step.model.width >= 64 && cfg.steps_per_epoch == 0)
     std::fprintf(stderr, "npid train: note: the %s preset on a CPU (width %lld, every image every epoch) takes a "
                  "long time per epoch; see docs/training.md, \"On a CPU\", for a small recipe\n",

@@ -55,7 +55,11 @@ void write_svg_plot(const std::string& path, const std::string& title, const std
   if (x0 > x1) x0 = 0, x1 = 1, y0 = 0, y1 = 1;
   if (x1 - x0 < 1e-12) x1 = x0 + 1;
   if (y1 - y0 < 1e-12) y0 -= 0.5, y1 += 0.5;
-  const double ys = tick_step(y1 - y0, 5), xs = tick_step(x1 - x0, 8);
+  // x values that are all whole numbers (epochs) get whole-number ticks.
+  bool whole_x = true;
+  for (const auto& s : series)
+    for (double x : s.x) whole_x = whole_x && x == std::floor(x);
+  const double ys = tick_step(y1 - y0, 5), xs = whole_x ? std::max(1.0, tick_step(x1 - x0, 8)) : tick_step(x1 - x0, 8);
   y0 = std::floor(y0 / ys) * ys;
   y1 = std::ceil(y1 / ys) * ys;
   auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };

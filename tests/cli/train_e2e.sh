@@ -123,6 +123,12 @@ PY
 python3 "$PT" --help | grep -q "paper_table.py RUN \[--json OUT\]" || fail "paper_table --help"
 out=$(python3 "$PT" "$d/fixed" 2>&1); rc=$?
 [ $rc -eq 1 ] && echo "$out" | grep -q "final.json: missing" || fail "paper_table without final.json: rc=$rc $out"
+# ... but with an `npid eval` of it in eval/, that evaluation is used (its k checked).
+"$NPID" eval --checkpoint "$d/fixed/model.safetensors" --device cpu --k 20 --linear hinge --linear-iters 20 \
+  --retrieval 0 --limit-train 400 --limit-test 100 > /dev/null || fail "npid eval of the fixed-Z run"
+out=$(python3 "$PT" "$d/fixed" 2>&1) && echo "$out" | grep -q "Evaluation: eval/eval.json" &&
+  echo "$out" | grep -q "kNN k: 20 (paper: 200)" && echo "$out" | grep -q "train images: 400 (paper: 50000)" ||
+  fail "paper_table on eval/eval.json: $out"
 # npid eval on a training checkpoint: kNN sigma is the run's tau (0.25 here);
 # its memory bank serves only the training set it was trained on.
 out=$("$NPID" eval --checkpoint "$d/fixed/checkpoint.safetensors" --data synthetic:2000:500 --device cpu --knn bank \

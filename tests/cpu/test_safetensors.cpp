@@ -11,6 +11,7 @@
 
 #include "common/test_util.h"
 #include "io/atomic_file.h"
+#include "io/plot.h"
 
 using namespace npid;
 namespace fs = std::filesystem;
@@ -232,4 +233,35 @@ TEST_CASE("ResNet-18 weights round trip through safetensors in PyTorch layout", 
   test::require_error([&] { load_model_state(ctx, c, f, path); }, ErrorKind::kIo, {path, "conv1.weight"});
   REQUIRE(std::equal(before.begin(), before.end(), static_cast<const float*>(c.parameter_buffer().data)));
   fs::remove(path);
+}
+
+TEST_CASE("SVG plots: epochs get whole-number ticks; fractional x keeps fractional ticks", "[io]") {
+  const fs::path dir = fs::temp_directory_path() / ("npid_plot_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto x_ticks = [&](std::vector<double> x) {
+    PlotSeries s;
+    s.name = "loss";
+    s.x = x;
+    s.y.assign(x.size(), 1.0);
+    for (std::size_t i = 0; i < x.size(); ++i) s.y[i] = 3.0 - 0.1 * static_cast<double>(i);
+    const std::string p = (dir / "p.svg").string();
+    write_svg_plot(p, "t", "epoch", "loss", {s});
+    std::ifstream in(p);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE(text.rfind("<svg", 0) == 0);
+    REQUIRE(text.find("</svg>") != std::string::npos);
+    // The x-axis labels: text elements anchored "middle" below the axis.
+    std::vector<std::string> labels;
+    for (std::size_t at = 0; (at = text.find("text-anchor=\"middle\">", at)) != std::string::npos;) {
+      at += 21;
+      labels.push_back(text.substr(at, text.find('<', at) - at));
+    }
+    return labels;
+  };
+  const auto whole = x_ticks({0, 1, 2});  // three epochs: ticks 0, 1, 2 (not 0.2, 0.4, ...)
+  CHECK(std::find(whole.begin(), whole.end(), "1") != whole.end());
+  for (const std::string& l : whole) CHECK(l.find('.') == std::string::npos);
+  const auto frac = x_ticks({0, 0.25, 0.5});
+  CHECK(std::find(frac.begin(), frac.end(), "0.2") != frac.end());
+  fs::remove_all(dir);
 }
