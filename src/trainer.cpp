@@ -569,6 +569,15 @@ void Trainer::run(std::int64_t stop_after_epoch) {
   const bool tty = progress && ::isatty(STDOUT_FILENO);
   const auto run_start = std::chrono::steady_clock::now();
   std::int64_t steps_this_run = 0;
+  if (m.next_epoch < m.cfg.epochs && (stop_after_epoch < 0 || m.next_epoch <= stop_after_epoch)) {
+    // Training moves on: the results of an earlier end (a run extended with
+    // more epochs) no longer describe the model; they are made again at the end.
+    for (const char* f : {"final.json", "retrieval.png", "model.safetensors"}) {
+      std::error_code ec;
+      fs::remove(m.path(f), ec);
+    }
+    m.final_report.reset();
+  }
   for (std::int64_t e = m.next_epoch; e < m.cfg.epochs; ++e) {
     if (stop_after_epoch >= 0 && e > stop_after_epoch) break;
     const float lr = m.cfg.lr_at(e);

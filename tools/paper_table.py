@@ -100,6 +100,10 @@ def deviations(cfg, final, metrics):
     if cfg.get("steps_per_epoch", 0):
         out.append(f"steps per epoch capped at {cfg['steps_per_epoch']} (paper: whole epochs)")
     want("kNN k", run_k(cfg, final), 200)
+    # What the evaluation itself used (npid eval may have been given others).
+    want("kNN sigma", (final.get("knn") or {}).get("sigma", step["temperature"]), p["temperature"])
+    if final.get("linear"):
+        want("linear classifier", final["linear"].get("loss", "hinge"), "hinge")
     want("batch", step["batch_size"], p["batch_size"])
     want("tau", step["temperature"], p["temperature"])
     want("weight decay", step["sgd"]["weight_decay"], p["weight_decay"])

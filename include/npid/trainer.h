@@ -99,7 +99,9 @@ class Trainer {
   static TrainerConfig stored_config(const std::string& run_dir, std::int64_t* epochs_done = nullptr);
 
   // Trains until `epochs` (or stop_after_epoch when >= 0, for tests),
-  // checkpointing as configured; then the final evaluation.
+  // checkpointing as configured; then writes model.safetensors and runs the
+  // final evaluation. When it trains at least one epoch it first removes the
+  // results of an earlier end (model.safetensors, final.json, retrieval.png).
   void run(std::int64_t stop_after_epoch = -1);
 
   // Called after every step with (epoch, step in epoch, steps in epoch, loss or NaN).

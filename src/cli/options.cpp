@@ -1,5 +1,6 @@
 #include "cli/options.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -8,6 +9,11 @@ namespace npid::cli {
 
 Options::Options(const std::vector<std::string>& args, const std::set<std::string>& flags,
                  const std::set<std::string>& known) {
+  // --help wins over every other argument, good or bad.
+  if (known.count("--help") && std::find(args.begin(), args.end(), "--help") != args.end()) {
+    values_["--help"] = "1";
+    return;
+  }
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a.size() < 3 || a.compare(0, 2, "--") != 0) throw OptionError("unexpected argument '" + a + "' (options start with --)");

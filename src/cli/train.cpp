@@ -134,17 +134,27 @@ int train_main(const std::vector<std::string>& args) {
     run_dir = o.required("--resume");
     std::int64_t done = -1;
     cfg = Trainer::stored_config(run_dir, &done);
+    const std::int64_t stored_epochs = cfg.epochs;
     cfg.epochs = o.integer("--epochs", cfg.epochs, 1, 100000);
     cfg.log_every = o.integer("--log-every", cfg.log_every, 1, 1000000);
     if (o.has("--no-cuda-graph")) cfg.step.cuda_graph = false;
+    // What the checkpoint allows, checked before any data is read.
+    if (done >= 0 && cfg.epochs < done)
+      throw OptionError("option --epochs " + std::to_string(cfg.epochs) + ": expected at least the " +
+                        std::to_string(done) + " epochs " + run_dir + " has done");
+    if (cfg.cosine && cfg.epochs != stored_epochs)
+      throw OptionError("option --epochs: " + run_dir + " uses the cosine schedule, whose learning rate at every "
+                        "epoch depends on the total; its epochs cannot change");
     // A finished run (trained, model written, evaluated as configured) has
     // nothing left to do: say so instead of evaluating it all over again.
+    // (Training removes the previous result files first, so these are the
+    // finished run's own.)
     const std::filesystem::path rd(run_dir);
     if (done >= 0 && done == cfg.epochs && std::filesystem::exists(rd / "model.safetensors") &&
         (!cfg.final_eval || std::filesystem::exists(rd / "final.json"))) {
-      std::printf("npid train: %s is complete (%lld of %lld epochs); --epochs N with N > %lld trains further\n",
-                  run_dir.c_str(), static_cast<long long>(done), static_cast<long long>(cfg.epochs),
-                  static_cast<long long>(done));
+      std::printf("npid train: %s is complete (%lld of %lld epochs)%s\n", run_dir.c_str(),
+                  static_cast<long long>(done), static_cast<long long>(cfg.epochs),
+                  cfg.cosine ? " (a cosine run cannot be extended)" : "; --epochs N with a larger N trains further");
       return 0;
     }
   } else {
@@ -234,7 +244,8 @@ int train_main(const std::vector<std::string>& args) {
       throw OptionError("option --run " + o.str("--run", "") +
                         ": the folder already holds a run's checkpoint (continue it with --resume, or pick another)");
     if (device == "cuda" && !cuda_available()) throw OptionError("option --device cuda: " + cuda_status());
-    run_dir = o.has("--run") ? o.str("--run", "") : default_run_dir(preset);
+    if (o.has("--run") && o.str("--run", "").empty()) throw OptionError("option --run expects a folder, got ''");
+    run_dir = o.str("--run", "");  // default: made once the data have loaded (no empty folders on errors)
   }
   if (resuming && device == "cuda" && !cuda_available()) throw OptionError("option --device cuda: " + cuda_status());
 
@@ -268,6 +279,7 @@ int train_main(const std::vector<std::string>& args) {
                  "set; epochs take %lld steps\n",
                  static_cast<long long>(cfg.steps_per_epoch), static_cast<long long>(n_train / cfg.step.batch_size),
                  static_cast<long long>(n_train / cfg.step.batch_size));
+  if (run_dir.empty()) run_dir = default_run_dir(cfg.preset);
   Context ctx = cuda ? Context::cuda() : Context::cpu();
   std::printf("npid train: %s, %s on %s, %s, ResNet-18 (%s stem, width %lld, %lldx%lld), B %lld, %lld epochs\n  run: %s\n",
               cfg.preset.c_str(), to_string(cfg.step.criterion), ctx.device().str().c_str(), data.description.c_str(),

@@ -28,6 +28,13 @@ out=$("$NPID" train --device cpu --data /nonexistent_npid --softmax-math bf16 --
 [ $rc -eq 2 ] && echo "$out" | grep -q "config.softmax_math" || fail "bf16 GEMMs with an fp32 bank: rc=$rc $out"
 expect_error "option --epochs expects a value, got the option --data" train --epochs --data synthetic:400:100
 expect_error "options --cosine and --lr-steps exclude each other" train --cosine --lr-steps 5
+expect_error "option --run expects a folder, got ''" train --run=
+# --help wins over anything else on the line.
+"$NPID" train --bogus --help | grep -q "usage: npid train" || fail "--help after a bad option"
+"$NPID" eval --help --checkpoint | grep -q "usage: npid eval" || fail "--help before a missing value"
+# A failed start leaves no empty run folder behind.
+(cd "$d" && "$NPID" train --device cpu --data /nonexistent_npid > /dev/null 2>&1)
+[ ! -e "$d/runs" ] || fail "a failed start left $(ls -R "$d/runs")"
 expect_error "option --batch 512: expected at most the 300 training images" train --device cpu --data synthetic:300:100 --batch 512
 if "$NPID" version | grep -q "no CUDA device"; then
   expect_error "option --device cuda: " train --device cuda --data /nonexistent_npid

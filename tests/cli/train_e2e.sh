@@ -32,6 +32,15 @@ before=$(cksum < "$d/run/final.json")
 out=$("$NPID" train --resume "$d/run" 2>&1) && echo "$out" | grep -q "is complete (26 of 26 epochs)" ||
   fail "resume of a finished run: $out"
 [ "$(cksum < "$d/run/final.json")" = "$before" ] || fail "resume of a finished run rewrote final.json"
+# What a checkpoint allows is checked before any data is read (status 2).
+out=$("$NPID" train --resume "$d/run" --epochs 5 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "expected at least the 26 epochs" || fail "resume with fewer epochs: rc=$rc $out"
+"$NPID" train --device cpu --data synthetic:300:100 --width 4 --image-size 8 --epochs 1 --steps-per-epoch 1 --cosine \
+  --knn-every 0 --no-final-eval --quiet --run "$d/cos" > /dev/null || fail "cosine run"
+out=$("$NPID" train --resume "$d/cos" --epochs 3 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "uses the cosine schedule" || fail "cosine resume with more epochs: rc=$rc $out"
+out=$("$NPID" train --resume "$d/cos" 2>&1) && echo "$out" | grep -q "complete (1 of 1 epochs) (a cosine run cannot be extended)" ||
+  fail "finished cosine run: $out"
 # Two runs started together without --run get a folder each; a relative
 # --data is stored absolute, so the run resumes from anywhere.
 mkdir -p "$d/cwd/imgs"

@@ -494,12 +494,38 @@ TEST_CASE("Trainer: model.safetensors is written at the end with or without the 
       }
     }
     REQUIRE(fs::exists(fs::path(r.dir) / "final.json") == final_eval);
+    {
+      // Extended by two epochs and stopped after the first of them: the
+      // results of the earlier end are gone (they describe an older model).
+      TrainerConfig longer = cfg;
+      longer.epochs = 4;
+      auto t = Trainer::resume(ctx, longer, train, test, r.dir);
+      t->progress = false;
+      t->run(0);  // stops before epoch index 2: nothing trained, nothing removed
+      REQUIRE(fs::exists(model));
+      t->run(2);  // trains epoch index 2 only
+      REQUIRE_FALSE(fs::exists(model));
+      REQUIRE_FALSE(fs::exists(fs::path(r.dir) / "final.json"));
+      REQUIRE_FALSE(t->final_report().has_value());
+    }
+    {
+      // Run to the end: the results are back.
+      TrainerConfig longer = cfg;
+      longer.epochs = 4;
+      auto t = Trainer::resume(ctx, longer, train, test, r.dir);
+      t->progress = false;
+      t->run();
+      REQUIRE(fs::exists(model));
+      REQUIRE(fs::exists(fs::path(r.dir) / "final.json") == final_eval);
+    }
     const SafetensorsFile f = load_safetensors(model.string());
     // The network alone (no bank, no optimizer state), and the run's configuration.
     REQUIRE(f.find("memory_bank") == nullptr);
     REQUIRE(f.find("optimizer.momentum_buffer") == nullptr);
     REQUIRE(f.find("conv1.weight") != nullptr);
-    const TrainerConfig stored = TrainerConfig::from_json(f.metadata.at("npid.config"));
+    TrainerConfig stored = TrainerConfig::from_json(f.metadata.at("npid.config"));
+    REQUIRE(stored.epochs == 4);
+    stored.epochs = cfg.epochs;
     REQUIRE(stored.to_json() == cfg.to_json());
   }
 }
