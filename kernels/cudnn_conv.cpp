@@ -137,18 +137,20 @@ constexpr unsigned note(cudnnBackendBehaviorNote_t n) { return 1u << static_cast
 // filter and finalizes. Always rejected: fp16 down-conversion of fp32 inputs;
 // for exact fp32 (kFP32, the tests' reference mode) also tensor cores (TF32),
 // FFT and Winograd. The passes relax, in order: nothing; runtime compilation
-// (NVRTC at plan time: seconds per plan); the workspace cap; and only then
-// determinism, so the library's determinism promise holds whenever any
-// deterministic engine works at all (a nondeterministic plan is counted in
-// ConvPlans::summary()).
+// (NVRTC at plan time: seconds per plan); the workspace cap, to a larger one;
+// and only then determinism, so the library's determinism promise holds
+// whenever a deterministic engine works within 2 GiB of workspace (a
+// nondeterministic plan is counted in ConvPlans::summary()); last, any
+// workspace at all.
 struct Pass {
-  bool nondeterministic, runtime_compiled, any_workspace;
+  bool nondeterministic, runtime_compiled;
+  std::int64_t workspace_cap;  // bytes one plan may ask for; < 0: any
 };
-constexpr Pass kPasses[] = {{false, false, false}, {false, true, false}, {false, true, true},
-                            {true, false, false},  {true, true, false},  {true, true, true}};
-
-// Workspace one convolution plan may ask for before later passes are tried.
 constexpr std::int64_t kWorkspaceCap = std::int64_t(512) << 20;
+constexpr std::int64_t kDeterministicWorkspaceCap = std::int64_t(2) << 30;
+constexpr Pass kPasses[] = {{false, false, kWorkspaceCap}, {false, true, kWorkspaceCap},
+                            {false, true, kDeterministicWorkspaceCap}, {true, false, kWorkspaceCap},
+                            {true, true, kWorkspaceCap}, {true, true, -1}};
 
 unsigned rejected_numerical(ConvMath math, bool allow_nondeterministic) {
   unsigned r = note(CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS);
@@ -362,7 +364,7 @@ class ConvPlan {
           std::int64_t ws = 0, n = 0;
           NPID_CUDNN_CHECK(cudnnBackendGetAttribute(plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                                     CUDNN_TYPE_INT64, 1, &n, &ws));
-          if (!pass.any_workspace && ws > kWorkspaceCap) {
+          if (pass.workspace_cap >= 0 && ws > pass.workspace_cap) {
             ++over_cap;
             continue;
           }

@@ -13,7 +13,7 @@
 // shape in the ConvPlans object, so steady-state calls only execute. Engine
 // selection relaxes in passes (see cudnn_conv.cpp): deterministic, no runtime
 // compilation and at most 512 MiB of workspace first; determinism is given up
-// last, only when no deterministic engine works at any workspace size. Every descriptor is
+// only when no deterministic engine works within 2 GiB of workspace. Every descriptor is
 // RAII and lives as long as its plan.
 //
 // Deviceless planning (cuDNN >= 9.8): ConvPlans built from cuDNN's serialized
