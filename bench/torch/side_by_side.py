@@ -301,6 +301,11 @@ def pair_resnet(cfg, args, device, timer):
     for name, model in models.items():
         entry = {"what": {"pytorch": "PyTorch module written from the reference doc, torchvision names",
                           "torchvision": "torchvision.models.resnet18 itself, our weights loaded strictly"}[name]}
+        # Every equivalence check at exact fp32 without autotuning (the timed
+        # run of the previous model turned TF32 and cudnn.benchmark on).
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
         try:
             prefix = "net." if name == "torchvision" else ""
             model.load_state_dict({prefix + k: v for k, v in state.items()}, strict=True)

@@ -14,8 +14,19 @@ using test::to_device;
 using test::to_host;
 
 TEST_CASE("TrainStep: a CUDA step equals the CPU step on the same batch", "[gpu][train]") {
+  // Step by step from the same state: before every step the CUDA side gets the
+  // CPU side's parameters, BatchNorm statistics, SGD momentum and bank, so each
+  // step's own computation is compared (augment, forward, criterion, backward,
+  // SGD with momentum, bank update; graph replays from the third step on).
+  // Free-running, the two sides part after a few steps at this learning rate
+  // (measured on an H200: gradients 12 % apart at step 1, 80 % at step 2 from
+  // parameters 1.5e-5 apart): a width-8 network hit by lr 0.05 amplifies
+  // rounding chaotically, which says nothing about either implementation.
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
+  auto host_of = [](const TensorView& v) {
+    return std::vector<float>(static_cast<const float*>(v.data), static_cast<const float*>(v.data) + v.numel());
+  };
   for (CriterionKind kind : {CriterionKind::kNce, CriterionKind::kSoftmax}) {
     INFO(to_string(kind));
     TrainStepConfig cfg;
@@ -34,37 +45,36 @@ TEST_CASE("TrainStep: a CUDA step equals the CPU step on the same batch", "[gpu]
     const ImageSet host = make_synthetic(sc);
     const ImageSet dev = host.to(gpu);
     TrainStep g(gpu, cfg, host.size()), c(cpu, cfg, host.size());
-    const std::vector<float> p0(static_cast<const float*>(c.net().parameter_buffer().data),
-                                static_cast<const float*>(c.net().parameter_buffer().data) +
-                                    c.net().parameter_buffer().numel());
     std::vector<std::int64_t> idx(24);
     for (int i = 0; i < 24; ++i) idx[i] = (i * 37) % 200;
     Tensor idx_d = to_device(gpu, idx, {24});
-    for (int s = 0; s < 3; ++s) {
-      const StepStats sg = g.step(dev, idx_d, 0, 0.05f), scpu = c.step(host, view(idx.data(), {24}), 0, 0.05f);
+    for (int s = 0; s < 4; ++s) {
       INFO("step " << s);
-      CHECK(sg.loss == Approx(scpu.loss).epsilon(1e-3));
+      if (s > 0) {
+        copy(gpu, g.net().parameter_buffer(), c.net().parameter_buffer());
+        copy(gpu, g.net().buffer_buffer(), c.net().buffer_buffer());
+        copy(gpu, g.optimizer().momentum_buffer(), c.optimizer().momentum_buffer());
+        copy(gpu, g.bank().view(), c.bank().view());
+      }
+      const std::vector<float> p0 = host_of(c.net().parameter_buffer());
+      const StepStats sg = g.step(dev, idx_d, 0, 0.05f), scpu = c.step(host, view(idx.data(), {24}), 0, 0.05f);
+      CHECK(sg.loss == Approx(scpu.loss).epsilon(1e-4));
+      const auto pg = to_host<float>(gpu, g.net().parameter_buffer());
+      const auto pc = host_of(c.net().parameter_buffer());
+      std::vector<float> ug(pg.size()), uc(pc.size());
+      for (std::size_t k = 0; k < pg.size(); ++k) {
+        ug[k] = pg[k] - p0[k];
+        uc[k] = pc[k] - p0[k];
+      }
+      // The step's update (gradient and momentum): gradients through ReLU
+      // masks and max-pool picks flip where an input lies within rounding of
+      // a boundary (the CPU float network differs from the double one by up
+      // to ~7e-3), so updates agree to 2e-2, not to rounding (measured:
+      // 1.4e-3 to 1e-2 per step).
+      CHECK(test::relative_error(ug, uc) < 2e-2);
+      CHECK(test::max_abs_diff(to_host<float>(gpu, g.bank().view()), host_of(c.bank().view())) < 1e-4);
     }
-    const auto pg = to_host<float>(gpu, g.net().parameter_buffer());
-    const std::vector<float> pc(static_cast<const float*>(c.net().parameter_buffer().data),
-                                static_cast<const float*>(c.net().parameter_buffer().data) + pg.size());
-    // The parameters moved the same way: the SGD updates of three steps agree
-    // in direction and size. (Gradients through ReLU masks and max-pool picks
-    // flip where an input lies within rounding of a boundary -- the CPU float
-    // network differs from the double one by up to ~7e-3 -- so the updates are
-    // compared to 2e-2, not to rounding.)
-    REQUIRE(pg.size() == p0.size());
-    std::vector<float> ug(pg.size()), uc(pc.size());
-    for (std::size_t k = 0; k < pg.size(); ++k) {
-      ug[k] = pg[k] - p0[k];
-      uc[k] = pc[k] - p0[k];
-    }
-    CHECK(test::relative_error(ug, uc) < 2e-2);
-    CHECK(test::relative_error(pg, pc) < 1e-3);
-    const auto bg = to_host<float>(gpu, g.bank().view());
-    const std::vector<float> bc(static_cast<const float*>(c.bank().view().data),
-                                static_cast<const float*>(c.bank().view().data) + bg.size());
-    CHECK(test::max_abs_diff(bg, bc) < 1e-4);
+    CHECK(g.graph_status() == "on");
   }
 }
 
