@@ -692,7 +692,14 @@ Gather pick_gather_kernel(std::int64_t dim, bool vec4, bool async_ok) {
         case 163: return register_gather<T, 16, 4, 2, 3>();
         case 164: return register_gather<T, 16, 4, 2, 4>();
         default:
-          return sizeof(T) == 4 ? register_gather<T, 16, 4, 2, 2>() : register_gather<T, 16, 4, 2, 3>();
+          // Defaults from the H200 sweeps at B = 256, K = 4096, D = 128
+          // (docs/benchmarks/): fp32 banks 16 lanes x 2 stages (144.5 us at
+          // N = 1.28M); bf16 banks the async ring, 8 lanes x 4 stages, where
+          // its alignment holds (90.4 us against 98.7 us for 16 x 3, run of
+          // 2026-12-04), else 16 x 3.
+          if (sizeof(T) == 4) return register_gather<T, 16, 4, 2, 2>();
+          if (async_ok) return async_gather<T, 8, 4>();
+          return register_gather<T, 16, 4, 2, 3>();
       }
     }
     if (dim <= 256) return register_gather<T, 32, 4, 2, 2>();
