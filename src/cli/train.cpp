@@ -243,11 +243,10 @@ int train_main(const std::vector<std::string>& args) {
     if (o.has("--run") && std::filesystem::exists(std::filesystem::path(o.str("--run", "")) / "checkpoint.safetensors"))
       throw OptionError("option --run " + o.str("--run", "") +
                         ": the folder already holds a run's checkpoint (continue it with --resume, or pick another)");
-    if (device == "cuda" && !cuda_available()) throw OptionError("option --device cuda: " + cuda_status());
     if (o.has("--run") && o.str("--run", "").empty()) throw OptionError("option --run expects a folder, got ''");
     run_dir = o.str("--run", "");  // default: made once the data have loaded (no empty folders on errors)
   }
-  if (resuming && device == "cuda" && !cuda_available()) throw OptionError("option --device cuda: " + cuda_status());
+  if (device == "cuda" && !cuda_available()) throw OptionError("option --device cuda: " + cuda_status());
 
   // Before the data are read: a bad combination fails in a second, not after loading.
   try {
