@@ -1,16 +1,30 @@
 // bench_resnet18 -- ResNet-18 training throughput: forward + backward + SGD
 // images/s. GPU (CUDA events, TF32 convolutions): the CIFAR variant at 32x32,
 // batch 128 and 256; the ImageNet variant at 224x224, batch 64 and 256; width
-// 64. CPU backend: width 8 at 32x32, batch 32 (the configuration a CPU-only
+// 64; tune:1 with cuDNN autotuning (ResNetConfig::autotune_convolutions).
+// CPU backend: width 8 at 32x32, batch 32 (the configuration a CPU-only
 // training run uses). Counters: images_per_s, and TFLOPs counting 3x the
 // forward's multiply-adds (convolutions + head) per image.
+//
+// BM_ResNet18Convs: where a step's time goes. Every convolution of the
+// network at the given batch, each direction timed alone (CUDA events, the
+// median of 9 runs) with the heuristic engine and with the autotuned one;
+// counters: the sums per direction in ms (fwd, dgrad, wgrad; _tuned for the
+// autotuned plans), how many plans the tuner moved, and conv_ms, the total
+// a step spends in cuDNN (compare with BM_ResNet18Gpu's time per step: the
+// rest is our BatchNorm/pool/head kernels and launch gaps).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
 #include <cstdio>
 #include <memory>
 
+#include <algorithm>
+#include <vector>
+
 #include "bench_common.h"
+#include "cuda_events.h"
+#include "cudnn_conv.h"
 #include "npid/npid.h"
 #include "resnet_net.h"
 
@@ -66,7 +80,76 @@ void BM_ResNet18Gpu(benchmark::State& state) {
   ResNetConfig cfg;
   cfg.stem = state.range(0) ? ResNetStem::kImageNet : ResNetStem::kCifar;
   cfg.image_size = state.range(1);
+  cfg.autotune_convolutions = state.range(3) != 0;
   run(state, ctx, cfg, state.range(2));
+}
+
+// Median GPU ms of fn() over 9 runs after one warm-up.
+template <typename Fn>
+double median_ms(Context& ctx, bench::CudaEvents& ev, Fn&& fn) {
+  fn();
+  std::vector<double> t;
+  for (int r = 0; r < 9; ++r) t.push_back(ev.seconds(ctx.stream(), fn) * 1e3);
+  std::nth_element(t.begin(), t.begin() + 4, t.end());
+  return t[4];
+}
+
+void BM_ResNet18Convs(benchmark::State& state) {
+  if (bench::skip_without_gpu(state)) return;
+  static Context ctx = Context::cuda();
+  ResNetConfig cfg;
+  cfg.stem = state.range(0) ? ResNetStem::kImageNet : ResNetStem::kCifar;
+  cfg.image_size = state.range(1);
+  const std::int64_t n = state.range(2);
+  const resnet::NetSpec spec = resnet::NetSpec::build(cfg);
+  using cudnn::ConvDirection;
+  const auto math = cudnn::ConvMath::kTF32;
+  cudnn::ConvPlans heuristic(ctx), tuned(ctx, cudnn::ConvTuning::kAutotune);
+  // Buffers for the largest operand of any convolution, and the workspace.
+  std::int64_t most = 0;
+  std::size_t ws = 1;
+  for (const resnet::Conv* c : spec.convs()) {
+    const layers::ConvShape s = c->shape(n);
+    most = std::max({most, s.n * s.h * s.w * s.c, s.n * s.out_h() * s.out_w() * s.out_c, s.weight_size()});
+    for (auto dir : {ConvDirection::kForward, ConvDirection::kBackwardData, ConvDirection::kBackwardFilter}) {
+      if (dir == ConvDirection::kBackwardData && c == &spec.stem) continue;
+      ws = std::max({ws, heuristic.prepare(dir, s, math), tuned.prepare(dir, s, math)});
+    }
+  }
+  Tensor a({most}, DType::kFloat32, ctx.device()), b({most}, DType::kFloat32, ctx.device());
+  Tensor out({most}, DType::kFloat32, ctx.device());
+  Tensor work({static_cast<std::int64_t>(ws)}, DType::kUInt8, ctx.device());
+  for (const Tensor* t : {&a, &b})  // any finite values (+-1)
+    bank_initialize(ctx, TensorView(t->data(), DType::kFloat32, {most, 1}, ctx.device()), BankInit::kUnit, 4);
+  bench::CudaEvents ev;
+  double sum[2][3] = {};
+  for (auto _ : state) {
+    for (int p = 0; p < 2; ++p) {
+      cudnn::ConvPlans& plans = p == 0 ? heuristic : tuned;
+      for (const resnet::Conv* c : spec.convs()) {
+        const layers::ConvShape s = c->shape(n);
+        int d = 0;
+        for (auto dir : {ConvDirection::kForward, ConvDirection::kBackwardData, ConvDirection::kBackwardFilter}) {
+          if (!(dir == ConvDirection::kBackwardData && c == &spec.stem))
+            sum[p][d] += median_ms(ctx, ev, [&] {
+              plans.run(dir, s, math, a.data_as<float>(), b.data_as<float>(), out.data_as<float>(), work.data());
+            });
+          ++d;
+        }
+      }
+    }
+    state.SetIterationTime(1e-3 * (sum[0][0] + sum[0][1] + sum[0][2]));
+  }
+  const double it = static_cast<double>(state.iterations());
+  const char* names[2][3] = {{"fwd_ms", "dgrad_ms", "wgrad_ms"}, {"fwd_ms_tuned", "dgrad_ms_tuned", "wgrad_ms_tuned"}};
+  for (int p = 0; p < 2; ++p)
+    for (int d = 0; d < 3; ++d) state.counters[names[p][d]] = sum[p][d] / it;
+  state.counters["conv_ms"] = (sum[0][0] + sum[0][1] + sum[0][2]) / it;
+  state.counters["conv_ms_tuned"] = (sum[1][0] + sum[1][1] + sum[1][2]) / it;
+  const cudnn::ConvPlans::Summary t = tuned.summary();
+  state.counters["plans"] = t.plans;
+  state.counters["tuned_away"] = t.tuned_away;
+  state.counters["tuning_s"] = t.tuning_seconds;
 }
 
 void BM_ResNet18Cpu(benchmark::State& state) {
@@ -84,8 +167,21 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   bench::report_cuda();
   auto* g = benchmark::RegisterBenchmark("BM_ResNet18Gpu", BM_ResNet18Gpu);
-  g->ArgNames({"imagenet", "S", "B"})->Args({0, 32, 128})->Args({0, 32, 256})->Args({1, 224, 64})->Args({1, 224, 256});
+  g->ArgNames({"imagenet", "S", "B", "tune"})
+      ->Args({0, 32, 128, 0})
+      ->Args({0, 32, 256, 0})
+      ->Args({0, 32, 256, 1})
+      ->Args({1, 224, 64, 0})
+      ->Args({1, 224, 64, 1})
+      ->Args({1, 224, 256, 0});
   g->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
+  benchmark::RegisterBenchmark("BM_ResNet18Convs", BM_ResNet18Convs)
+      ->ArgNames({"imagenet", "S", "B"})
+      ->Args({0, 32, 256})
+      ->Args({1, 224, 64})
+      ->Iterations(1)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("BM_ResNet18Cpu", BM_ResNet18Cpu)
       ->ArgNames({"width", "B"})
       ->Args({8, 32})

@@ -8,15 +8,24 @@
 // fp16 down-conversion; no tensor cores (TF32) for ConvMath::kFP32; and
 // deterministic ones first, nondeterministic only when nothing else finalizes.
 //
+// Autotuning (ConvTuning::kAutotune) keeps up to kAutotuneCandidates plans
+// from that same first successful pass (mode A's order) and times them on
+// scratch buffers in prepare(); pick_fastest() keeps the heuristic choice on
+// near ties. Heuristic planning is the same enumeration with one candidate.
+//
 // Deviceless planning (cuDNN >= 9.8): the graph, the heuristics and the plan
 // finalization take a device-properties descriptor (deserialized from cuDNN's
 // JSON) instead of a handle; everything else is the same code, so a machine
 // without a GPU checks every descriptor and engine choice (tests/cpu).
 #include "cudnn_conv.h"
 
+#include <cuda_runtime_api.h>
 #include <cudnn.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -24,6 +33,7 @@
 #include "core/check.h"
 #include "core/context_impl.h"
 #include "npid/error.h"
+#include "npid/tensor.h"
 
 namespace npid {
 namespace cudnn {
@@ -238,7 +248,9 @@ struct PlanTarget {
 
 class ConvPlan {
  public:
-  ConvPlan(PlanTarget target, ConvDirection dir, const layers::ConvShape& s, ConvMath math) : dir_(dir) {
+  ConvPlan(PlanTarget target, ConvDirection dir, const layers::ConvShape& s, ConvMath math,
+           std::size_t max_candidates)
+      : dir_(dir) {
     cudnnHandle_t handle = target.handle;
     const std::int64_t ho = s.out_h(), wo = s.out_w();
     x_ = std::make_unique<Desc>(tensor(kUidX, s.n, s.c, s.h, s.w));
@@ -303,6 +315,75 @@ class ConvPlan {
     if (handle != nullptr) graph_->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
     graph_->finalize("operation graph");
 
+    enumerate(target, math, max_candidates);
+  }
+
+  // How many plans finalized for this convolution (the autotuner's choices).
+  std::size_t candidates() const { return candidates_.size(); }
+  std::size_t candidate_workspace(std::size_t i) const { return candidates_[i].workspace; }
+  // Keeps candidate i (what run() executes) and drops the others.
+  void keep(std::size_t i) {
+    Candidate chosen = std::move(candidates_.at(i));
+    candidates_.clear();
+    candidates_.push_back(std::move(chosen));
+    tuned_away_ = i != 0;
+  }
+  bool tuned_away() const { return tuned_away_; }
+
+  std::size_t workspace() const { return candidates_.front().workspace; }
+  bool deterministic() const { return candidates_.front().deterministic; }
+  bool runtime_compiled() const { return candidates_.front().runtime_compiled; }
+
+  void run(cudnnHandle_t handle, const float* a, const float* b, float* out, void* workspace) const {
+    run_candidate(0, handle, a, b, out, workspace);
+  }
+
+  // Executes candidate i (the autotuner's timing runs; run() is candidate 0).
+  void run_candidate(std::size_t i, cudnnHandle_t handle, const float* a, const float* b, float* out,
+                     void* workspace) const {
+    // Pointers in uid order x, w, y.
+    void* ptrs[3];
+    if (dir_ == ConvDirection::kForward) {
+      ptrs[0] = const_cast<float*>(a);  // x
+      ptrs[1] = const_cast<float*>(b);  // w
+      ptrs[2] = out;                    // y
+    } else if (dir_ == ConvDirection::kBackwardData) {
+      ptrs[0] = out;                    // dx
+      ptrs[1] = const_cast<float*>(b);  // w
+      ptrs[2] = const_cast<float*>(a);  // dy
+    } else {
+      ptrs[0] = const_cast<float*>(a);  // x
+      ptrs[1] = out;                    // dw
+      ptrs[2] = const_cast<float*>(b);  // dy
+    }
+    const std::int64_t uids[3] = {kUidX, kUidW, kUidY};
+    Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, ptrs, 3)
+        .set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, uids, 3)
+        .set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, &workspace, 1);
+    pack.finalize("variant pack");
+    const cudnnStatus_t st = cudnnBackendExecute(handle, candidates_.at(i).plan->get(), pack.get());
+    if (st != CUDNN_STATUS_SUCCESS)
+      throw Error(ErrorKind::kCudnn,
+                  std::string("cudnnBackendExecute failed: ") + cudnnGetErrorString(st) + last_cudnn_error());
+  }
+
+ private:
+  // One engine configuration that finalized into an execution plan, within
+  // the pass's filters, with what it was built from.
+  struct Candidate {
+    std::unique_ptr<Desc> config, plan;
+    std::size_t workspace = 0;
+    bool deterministic = true, runtime_compiled = false;
+  };
+
+  // Fills candidates_ with up to `max_candidates` plans, in preference order:
+  // the first pass that yields any plan ends the search; within it heuristics
+  // mode A's list, in its order, and the fallback list only when mode A
+  // yields nothing. With max_candidates = 1 this is "the first configuration
+  // that finalizes", the heuristic choice.
+  void enumerate(PlanTarget target, ConvMath math, std::size_t max_candidates) {
+    cudnnHandle_t handle = target.handle;
     // What was tried, for the error message when nothing works.
     std::string tried;
     int filtered = 0, over_cap = 0, unreadable = 0;
@@ -310,6 +391,7 @@ class ConvPlan {
     for (const Pass& pass : kPasses) {
       const unsigned rejected = rejected_numerical(math, pass.nondeterministic);
       for (cudnnBackendHeurMode_t heur : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+        if (!candidates_.empty()) break;  // mode A's list suffices
         Desc h(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
         h.set_desc(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *graph_)
             .set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, &heur, 1);
@@ -336,7 +418,7 @@ class ConvPlan {
         if (cudnnBackendGetAttribute(h.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                      available, &got, raw.data()) != CUDNN_STATUS_SUCCESS)
           continue;
-        for (std::int64_t k = 0; k < got; ++k) {
+        for (std::int64_t k = 0; k < got && candidates_.size() < max_candidates; ++k) {
           const EngineNotes notes = engine_notes(cfgs[static_cast<std::size_t>(k)]);
           if (!notes.ok) {
             ++unreadable;
@@ -369,14 +451,16 @@ class ConvPlan {
             continue;
           }
           // Keep what the plan was built from alive with it.
-          config_ = std::make_unique<Desc>(std::move(cfgs[static_cast<std::size_t>(k)]));
-          plan_ = std::move(plan);
-          workspace_ = static_cast<std::size_t>(ws);
-          deterministic_ = (notes.numerical & note(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC)) == 0;
-          runtime_compiled_ = (notes.behavior & note(CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION)) != 0;
-          return;
+          Candidate c;
+          c.config = std::make_unique<Desc>(std::move(cfgs[static_cast<std::size_t>(k)]));
+          c.plan = std::move(plan);
+          c.workspace = static_cast<std::size_t>(ws);
+          c.deterministic = (notes.numerical & note(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC)) == 0;
+          c.runtime_compiled = (notes.behavior & note(CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION)) != 0;
+          candidates_.push_back(std::move(c));
         }
       }
+      if (!candidates_.empty()) return;
     }
     char bits[16];
     std::snprintf(bits, sizeof(bits), "0x%x", filtered_bits);
@@ -387,63 +471,132 @@ class ConvPlan {
                                        (tried.empty() ? " no plan finalize was attempted" : tried));
   }
 
-  std::size_t workspace() const { return workspace_; }
-  bool deterministic() const { return deterministic_; }
-  bool runtime_compiled() const { return runtime_compiled_; }
-
-  void run(cudnnHandle_t handle, const float* a, const float* b, float* out, void* workspace) const {
-    // Pointers in uid order x, w, y.
-    void* ptrs[3];
-    if (dir_ == ConvDirection::kForward) {
-      ptrs[0] = const_cast<float*>(a);  // x
-      ptrs[1] = const_cast<float*>(b);  // w
-      ptrs[2] = out;                    // y
-    } else if (dir_ == ConvDirection::kBackwardData) {
-      ptrs[0] = out;                    // dx
-      ptrs[1] = const_cast<float*>(b);  // w
-      ptrs[2] = const_cast<float*>(a);  // dy
-    } else {
-      ptrs[0] = const_cast<float*>(a);  // x
-      ptrs[1] = out;                    // dw
-      ptrs[2] = const_cast<float*>(b);  // dy
-    }
-    const std::int64_t uids[3] = {kUidX, kUidW, kUidY};
-    Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-    pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, ptrs, 3)
-        .set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, uids, 3)
-        .set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, &workspace, 1);
-    pack.finalize("variant pack");
-    const cudnnStatus_t st = cudnnBackendExecute(handle, plan_->get(), pack.get());
-    if (st != CUDNN_STATUS_SUCCESS)
-      throw Error(ErrorKind::kCudnn,
-                  std::string("cudnnBackendExecute failed: ") + cudnnGetErrorString(st) + last_cudnn_error());
-  }
-
- private:
   ConvDirection dir_;
-  // Every descriptor the plan was built from lives as long as the plan.
-  std::unique_ptr<Desc> x_, w_, y_, conv_, op_, graph_, config_, plan_;
-  std::size_t workspace_ = 0;
-  bool deterministic_ = true, runtime_compiled_ = false;
+  // Every descriptor the plans were built from lives as long as the plans.
+  std::unique_ptr<Desc> x_, w_, y_, conv_, op_, graph_;
+  std::vector<Candidate> candidates_;  // after keep(): the chosen one only
+  bool tuned_away_ = false;
 };
 
-ConvPlans::ConvPlans(Context& ctx) : ctx_(&ctx) {}
-ConvPlans::ConvPlans(const std::string& device_properties_json)
-    : ctx_(nullptr), props_(std::make_unique<DeviceProperties>(device_properties_json)) {}
+std::size_t pick_fastest(const std::vector<double>& ms, double margin) {
+  auto ok = [](double t) { return std::isfinite(t) && t > 0; };
+  std::size_t best = ms.size();
+  for (std::size_t i = 0; i < ms.size(); ++i)
+    if (ok(ms[i]) && (best == ms.size() || ms[i] < ms[best])) best = i;
+  if (best == ms.size()) return 0;            // nothing ran
+  if (!ok(ms[0])) return best;                // the heuristic choice failed
+  return ms[best] < ms[0] * (1.0 - margin) ? best : 0;
+}
+
+namespace {
+
+// RAII pair of timing events.
+class EventPair {
+ public:
+  EventPair() {
+    NPID_CUDA_CHECK(cudaEventCreate(&start_));
+    const cudaError_t err = cudaEventCreate(&stop_);
+    if (err != cudaSuccess) {
+      cudaEventDestroy(start_);
+      NPID_CUDA_CHECK(err);
+    }
+  }
+  ~EventPair() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  EventPair(const EventPair&) = delete;
+  EventPair& operator=(const EventPair&) = delete;
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+};
+
+// Milliseconds of each candidate of `plan` on scratch buffers of shape `s`
+// (zeros: convolution speed does not depend on the values): one warm-up run,
+// then the fastest of kAutotuneRuns. A candidate whose execution fails gets
+// +inf (pick_fastest never keeps it). Empty (nothing timed) when the device
+// lacks the memory for the scratch.
+std::vector<double> time_candidates(Context& ctx, const ConvPlan& plan, ConvDirection dir,
+                                    const layers::ConvShape& s) {
+  const Device dev = ctx.device();
+  const std::int64_t nx = s.n * s.h * s.w * s.c, nw = s.out_c * s.k * s.k * s.c,
+                     ny = s.n * s.out_h() * s.out_w() * s.out_c;
+  std::size_t ws = 1;
+  for (std::size_t i = 0; i < plan.candidates(); ++i) ws = std::max(ws, plan.candidate_workspace(i));
+  // Timing is an optimization: with less than twice the scratch free, skip it.
+  std::size_t free_bytes = 0, total_bytes = 0;
+  NPID_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (2 * (static_cast<std::size_t>(nx + nw + ny) * sizeof(float) + ws) > free_bytes) return {};
+  Tensor x({nx}, DType::kFloat32, dev), w({nw}, DType::kFloat32, dev), y({ny}, DType::kFloat32, dev);
+  Tensor work({static_cast<std::int64_t>(ws)}, DType::kUInt8, dev);
+  cudaStream_t stream = ctx.stream();
+  for (const Tensor* t : {&x, &w, &y}) NPID_CUDA_CHECK(cudaMemsetAsync(t->data(), 0, t->bytes(), stream));
+  // Operands in run()'s order: forward (x, w -> y), data (dy, w -> dx), filter (x, dy -> dw).
+  const float *a = x.data_as<float>(), *b = w.data_as<float>();
+  float* out = y.data_as<float>();
+  if (dir == ConvDirection::kBackwardData) {
+    a = y.data_as<float>();
+    out = x.data_as<float>();
+  } else if (dir == ConvDirection::kBackwardFilter) {
+    b = y.data_as<float>();
+    out = w.data_as<float>();
+  }
+  cudnnHandle_t handle = cudnn_handle(ctx);
+  EventPair ev;
+  std::vector<double> ms(plan.candidates(), std::numeric_limits<double>::infinity());
+  for (std::size_t i = 0; i < plan.candidates(); ++i) {
+    try {
+      plan.run_candidate(i, handle, a, b, out, work.data());
+    } catch (const Error&) {
+      continue;  // this engine cannot run the shape after all: never chosen
+    }
+    for (int r = 0; r < kAutotuneRuns; ++r) {
+      NPID_CUDA_CHECK(cudaEventRecord(ev.start_, stream));
+      plan.run_candidate(i, handle, a, b, out, work.data());
+      NPID_CUDA_CHECK(cudaEventRecord(ev.stop_, stream));
+      NPID_CUDA_CHECK(cudaEventSynchronize(ev.stop_));
+      float t = 0;
+      NPID_CUDA_CHECK(cudaEventElapsedTime(&t, ev.start_, ev.stop_));
+      ms[i] = std::min(ms[i], static_cast<double>(t));
+    }
+  }
+  NPID_CUDA_CHECK(cudaStreamSynchronize(stream));  // the scratch is freed next
+  return ms;
+}
+
+}  // namespace
+
+ConvPlans::ConvPlans(Context& ctx, ConvTuning tuning) : ctx_(&ctx), tuning_(tuning) {}
+ConvPlans::ConvPlans(const std::string& device_properties_json, ConvTuning tuning)
+    : ctx_(nullptr), tuning_(tuning), props_(std::make_unique<DeviceProperties>(device_properties_json)) {}
 ConvPlans::~ConvPlans() = default;
 
 std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math) {
   const Key key{static_cast<int>(dir), s.n, s.h, s.w, s.c, s.out_c, s.k, s.stride, s.pad, static_cast<int>(math)};
   auto it = plans_.find(key);
   if (it == plans_.end()) {
+    const std::size_t max_candidates = tuning_ == ConvTuning::kAutotune ? kAutotuneCandidates : 1;
     std::unique_ptr<ConvPlan> plan;
     try {
       if (ctx_ != nullptr) {
         DeviceGuard guard(ctx_->device());
-        plan = std::make_unique<ConvPlan>(PlanTarget{cudnn_handle(*ctx_), nullptr}, dir, s, math);
+        plan = std::make_unique<ConvPlan>(PlanTarget{cudnn_handle(*ctx_), nullptr}, dir, s, math, max_candidates);
+        candidates_ += static_cast<int>(plan->candidates());
+        cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+        NPID_CUDA_CHECK(cudaStreamIsCapturing(ctx_->stream(), &capturing));
+        if (plan->candidates() > 1 && capturing == cudaStreamCaptureStatusNone) {
+          const auto t0 = std::chrono::steady_clock::now();
+          const std::vector<double> ms = time_candidates(*ctx_, *plan, dir, s);
+          tuning_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          if (!ms.empty()) {
+            ++timed_;
+            plan->keep(pick_fastest(ms, kAutotuneMargin));
+          }
+        }
       } else {
-        plan = std::make_unique<ConvPlan>(PlanTarget{nullptr, props_->get()}, dir, s, math);
+        plan = std::make_unique<ConvPlan>(PlanTarget{nullptr, props_->get()}, dir, s, math, max_candidates);
+        candidates_ += static_cast<int>(plan->candidates());
       }
+      if (plan->candidates() > 1) plan->keep(0);  // untimed: the heuristic choice
     } catch (const Error& e) {
       // Name the convolution; the cause (cuDNN's own reason) follows.
       throw Error(e.kind(), "cuDNN: " + describe(dir, s, math) + ": " + e.what());
@@ -492,7 +645,11 @@ ConvPlans::Summary ConvPlans::summary() const {
     if (!plan->deterministic()) ++out.nondeterministic;
     if (plan->runtime_compiled()) ++out.runtime_compiled;
     out.max_workspace = std::max(out.max_workspace, plan->workspace());
+    if (plan->tuned_away()) ++out.tuned_away;
   }
+  out.candidates = candidates_;
+  out.timed = timed_;
+  out.tuning_seconds = tuning_seconds_;
   return out;
 }
 

@@ -16,6 +16,17 @@
 // only when no deterministic engine works within 2 GiB of workspace. Every descriptor is
 // RAII and lives as long as its plan.
 //
+// Autotuning (ConvTuning::kAutotune, what PyTorch calls cudnn.benchmark): the
+// same first pass that yields a plan yields up to kAutotuneCandidates of them
+// (heuristics mode A's order); prepare() times each on scratch buffers of the
+// convolution's shape (one warm-up, then the fastest of kAutotuneRuns) and
+// keeps the fastest, unless it beats the heuristic choice by less than
+// kAutotuneMargin -- a near tie keeps the heuristic engine, so noise rarely
+// changes the pick. The candidates pass the same filters as the heuristic
+// choice (deterministic, no runtime compilation, within the workspace cap),
+// so tuning never trades away determinism within a run; but two processes can
+// time their way to different engines, whose results differ in rounding.
+//
 // Deviceless planning (cuDNN >= 9.8): ConvPlans built from cuDNN's serialized
 // device properties run the same descriptor, heuristics and engine-selection
 // code for that GPU without one being present; their plans cannot execute.
@@ -28,6 +39,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "npid/context.h"
 #include "resnet_layers.h"
@@ -37,22 +49,39 @@ namespace cudnn {
 
 enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
 enum class ConvMath { kTF32, kFP32 };
+enum class ConvTuning { kHeuristic, kAutotune };
+
+constexpr std::size_t kAutotuneCandidates = 8;
+constexpr int kAutotuneRuns = 5;
+constexpr double kAutotuneMargin = 0.03;
+
+// The candidate an autotuner keeps: index 0 (the heuristic choice) unless the
+// fastest one is faster than it by more than `margin` (a fraction); entries
+// that are not finite and positive (a candidate that failed to run) never
+// win; ties go to the earlier candidate. Empty or all failed: 0.
+std::size_t pick_fastest(const std::vector<double>& ms, double margin);
 
 class ConvPlan;          // an execution plan with its workspace size
 class DeviceProperties;  // the GPU a deviceless ConvPlans plans for
 
 class ConvPlans {
  public:
-  explicit ConvPlans(Context& ctx);
+  explicit ConvPlans(Context& ctx, ConvTuning tuning = ConvTuning::kHeuristic);
   // Deviceless: plans for the GPU described by `device_properties_json`
   // (device_properties_json() on that GPU). Throws npid::Error (kInvalidArgument)
   // when cuDNN rejects the description, kUnsupported before cuDNN 9.8.
-  explicit ConvPlans(const std::string& device_properties_json);
+  // kAutotune enumerates the candidates (counted in summary()) but, with no
+  // device to time them on, keeps the heuristic choice.
+  explicit ConvPlans(const std::string& device_properties_json, ConvTuning tuning = ConvTuning::kHeuristic);
   ~ConvPlans();
   ConvPlans(const ConvPlans&) = delete;
   ConvPlans& operator=(const ConvPlans&) = delete;
 
-  // Builds (or finds) the plan; returns its workspace bytes.
+  // Builds (or finds) the plan -- with kAutotune on a device, timing its
+  // candidates on ctx.stream() (synchronizes it; scratch buffers of the
+  // shape are allocated for the timing and freed after; not while the stream
+  // is being captured, which keeps the heuristic choice) -- and returns its
+  // workspace bytes.
   std::size_t prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math);
   // Runs on ctx.stream(). Pointers: forward (x, w -> y), backward data
   // (dy, w -> dx), backward filter (x, dy -> dw); outputs are overwritten.
@@ -65,6 +94,11 @@ class ConvPlans {
   struct Summary {
     int plans = 0, nondeterministic = 0, runtime_compiled = 0;
     std::size_t max_workspace = 0;
+    // Autotuning: candidates enumerated over all plans, plans whose
+    // candidates were timed, plans that kept another engine than the
+    // heuristic choice, and the time prepare() spent timing.
+    int candidates = 0, timed = 0, tuned_away = 0;
+    double tuning_seconds = 0;
   };
   Summary summary() const;
 
@@ -72,6 +106,9 @@ class ConvPlans {
   using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                          std::int64_t, std::int64_t, int>;
   Context* ctx_;                             // null when deviceless
+  ConvTuning tuning_;
+  int candidates_ = 0, timed_ = 0;
+  double tuning_seconds_ = 0;
   std::unique_ptr<DeviceProperties> props_;  // set when deviceless
   std::map<Key, std::unique_ptr<ConvPlan>> plans_;
 };

@@ -160,7 +160,8 @@ json config_json(const TrainerConfig& c) {
   json model = {{"stem", to_string(s.model.stem)},         {"width", s.model.width},
                 {"embedding_dim", s.model.embedding_dim},   {"image_size", s.model.image_size},
                 {"bn_eps", s.model.bn_eps},                 {"bn_momentum", s.model.bn_momentum},
-                {"tf32_convolutions", s.model.tf32_convolutions}};
+                {"tf32_convolutions", s.model.tf32_convolutions},
+                {"autotune_convolutions", s.model.autotune_convolutions}};
   json step = {{"model", model},
                {"criterion", to_string(s.criterion)},
                {"num_negatives", s.num_negatives},
@@ -220,6 +221,7 @@ TrainerConfig TrainerConfig::from_json(const std::string& text) {
     c.step.model.bn_eps = m.at("bn_eps");
     c.step.model.bn_momentum = m.at("bn_momentum");
     c.step.model.tf32_convolutions = m.at("tf32_convolutions");
+    c.step.model.autotune_convolutions = m.value("autotune_convolutions", false);  // absent in older runs
     c.step.criterion = named(s, "criterion", "step.criterion", {to_string(CriterionKind::kNce), to_string(CriterionKind::kSoftmax)},
                              {CriterionKind::kNce, CriterionKind::kSoftmax});
     c.step.num_negatives = s.at("num_negatives");
@@ -470,6 +472,7 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
     j->erase("epochs");
     j->erase("log_every");
     j->at("step").erase("cuda_graph");
+    j->at("step").at("model").erase("autotune_convolutions");  // engine choice: rounding only
   }
   std::string va, vb;
   const std::string diff = first_difference(a, b, "", &va, &vb);

@@ -161,7 +161,7 @@ step side_by_side 150 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" NPID_OP_LD_LIB
 # 4. The network and training benchmarks, a short real training run
 # (CIFAR-10 when carried, else the synthetic default; ~20 s), ncu on the NCE
 # gather, the rest of the benchmarks, the examples.
-step bench_resnet 60 "$BIN/bench_resnet18" --benchmark_filter=Gpu \
+step bench_resnet 90 "$BIN/bench_resnet18" --benchmark_filter='Gpu|Convs' \
      --benchmark_out="$OUT/bench_resnet.json" --benchmark_out_format=json
 step bench_train 60 "$BIN/bench_train_step" --benchmark_filter=Gpu \
      --benchmark_out="$TRAIN_JSON" --benchmark_out_format=json
@@ -190,7 +190,7 @@ if [ $HAVE_SANITIZER = 1 ]; then
   step racecheck 45 compute-sanitizer --tool racecheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests \
        "sync_after_launch contexts run the same ops,knn_topk: CUDA breaks massive exact ties by key index,fused NCE: the async ring on a small case"
   step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests "~[heavy]~[resnet]"
-  step memcheck_resnet 60 compute-sanitizer --tool memcheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests "[resnet]~[heavy]"
+  step memcheck_resnet 90 compute-sanitizer --tool memcheck --error-exitcode 1 "$BIN/npid_gpu_tests" --warn NoTests "[resnet]~[heavy]"
 else
   why="no compute-sanitizer"
   [ $GVISOR = 1 ] && why=gVisor

@@ -107,7 +107,15 @@ table("bench_softmax_criterion (D = 128, TF32 GEMMs unless bf16_math:1; time per
         f"{b.get('frac_gemm', 0):.2f}", f"{b.get('chunk', 0):.0f}") for b in softmax])
 table("bench_resnet18 (forward + backward + SGD, TF32 convolutions)",
       ["benchmark", "time per step", "images/s", "TFLOP/s (3x forward)"],
-      [(short(b["name"]), t(b, 2), f"{b.get('images_per_s', 0):.0f}", f"{b.get('TFLOPs', 0):.1f}") for b in resnet])
+      [(short(b["name"]), t(b, 2), f"{b.get('images_per_s', 0):.0f}", f"{b.get('TFLOPs', 0):.1f}") for b in resnet
+       if "images_per_s" in b])
+table("ResNet-18 convolutions alone (cuDNN, TF32; sum over the network per step, ms: heuristic engines / autotuned)",
+      ["shape", "forward", "data grad", "weight grad", "all convolutions", "plans moved by the tuner",
+       "tuning s"],
+      [(short(b["name"]).split("/", 1)[1],
+        *(f"{b.get(k + '_ms', 0):.2f} / {b.get(k + '_ms_tuned', 0):.2f}" for k in ("fwd", "dgrad", "wgrad", "conv")),
+        f"{b.get('tuned_away', 0):.0f} of {b.get('plans', 0):.0f}", f"{b.get('tuning_s', 0):.1f}")
+       for b in resnet if "conv_ms" in b], level="###")
 table("bench_data (input pipeline)", ["benchmark", "time", "images/s"],
       [(short(b["name"]), t(b, 2), f"{b.get('images_per_s') or b.get('items_per_second') or 0:,.0f}") for b in data])
 table("bench_knn (k = 200, D = 128; whole evaluation, top-k search, and the similarity GEMM alone)",

@@ -60,8 +60,16 @@ CONFIGS = {
     "knn": ([dict(label="cifar 10k x 50k k=200", Q=10000, N=50000, D=128, k=200, C=10),
              dict(label="imagenet 50k x 1.28M k=200", Q=50000, N=1281167, D=128, k=200, C=1000)],
             [dict(label="small 200 x 2000 k=20", Q=200, N=2000, D=128, k=20, C=10)]),
-    "resnet": ([dict(label="cifar width 64, 32x32, B=256, TF32", stem="cifar", width=64, S=32, B=256),
-                dict(label="imagenet width 64, 224x224, B=64, TF32", stem="imagenet", width=64, S=224, B=64)],
+    # Each shape twice: cuDNN's heuristic engines on both sides (PyTorch eager's
+    # default, cudnn.benchmark off), then autotuned on both sides (ours:
+    # autotune_convolutions; theirs: cudnn.benchmark).
+    "resnet": ([dict(label="cifar width 64, 32x32, B=256, TF32", stem="cifar", width=64, S=32, B=256, autotune=0),
+                dict(label="cifar width 64, 32x32, B=256, TF32, autotuned", stem="cifar", width=64, S=32, B=256,
+                     autotune=1),
+                dict(label="imagenet width 64, 224x224, B=64, TF32", stem="imagenet", width=64, S=224, B=64,
+                     autotune=0),
+                dict(label="imagenet width 64, 224x224, B=64, TF32, autotuned", stem="imagenet", width=64, S=224,
+                     B=64, autotune=1)],
                [dict(label="small cifar width 64, 16x16, B=2", stem="cifar", width=64, S=16, B=2),
                 dict(label="small imagenet width 4, 32x32, B=3", stem="imagenet", width=4, S=32, B=3)]),
     "train": ([dict(label="cifar NCE K=4096 B=128", criterion="nce", B=128, K=4096, steps=40, warmup=8),
@@ -263,7 +271,8 @@ def pair_resnet(cfg, args, device, timer):
     our weights load into the PyTorch module (and, at width 64, into
     torchvision's resnet18 itself); embeddings, every parameter gradient and
     the running statistics after one training step are compared. Timing:
-    TF32 convolutions on both sides, channels_last on PyTorch's."""
+    TF32 convolutions on both sides, channels_last on PyTorch's, cuDNN's
+    engine search on both sides or on neither (cfg autotune)."""
     import numpy as np
     import resnet_torch as rt
     stem, width, s, b, d = cfg["stem"], cfg["width"], cfg["S"], cfg["B"], 128
@@ -272,8 +281,9 @@ def pair_resnet(cfg, args, device, timer):
     grad = torch.randn(b, d, generator=g)
     res = {"rate_unit": "images/s", "work": b, "theirs": {}}
     with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
+        autotune = cfg.get("autotune", 0)
         meta = dict(stem=0 if stem == "cifar" else 1, width=width, D=d, S=s, B=b, seed=3,
-                    tf32=1 if device == "cuda" else 0, lr=0.03)
+                    tf32=1 if device == "cuda" else 0, lr=0.03, autotune=autotune)
         with open(os.path.join(folder, "meta.txt"), "w") as f:
             for key, val in meta.items():
                 f.write(f"{key} {val!r}\n")
@@ -335,8 +345,9 @@ def pair_resnet(cfg, args, device, timer):
             if c["ok"] and name == "pytorch":
                 torch.backends.cudnn.allow_tf32 = device == "cuda"
                 torch.backends.cuda.matmul.allow_tf32 = device == "cuda"
-                # The strong peer: cuDNN autotuning (the warm-up steps run the search).
-                torch.backends.cudnn.benchmark = device == "cuda"
+                # Autotuned configurations: cuDNN's search (run by the
+                # warm-up steps) on their side too; else eager's default.
+                torch.backends.cudnn.benchmark = device == "cuda" and autotune == 1
                 model = rt.ResNet18Embedding(stem, width, d).to(device).train()
                 xt, gt = images.permute(0, 3, 1, 2).to(device), grad.to(device)
                 if device == "cuda":

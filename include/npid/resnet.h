@@ -44,6 +44,12 @@ struct ResNetConfig {
   // CUDA: let cuDNN run convolutions on TF32 tensor cores (fp32 storage and
   // accumulation, ~1e-3 relative error); false restricts it to exact fp32.
   bool tf32_convolutions = true;
+  // CUDA: time up to 8 candidate cuDNN engines per convolution when its plan
+  // is made (once per shape; like PyTorch's cudnn.benchmark) and keep the
+  // fastest. Only deterministic engines compete, but two processes may pick
+  // different engines, so results can differ between runs in rounding; false
+  // keeps cuDNN's heuristic choice (reproducible).
+  bool autotune_convolutions = false;
 };
 
 struct ParameterInfo {

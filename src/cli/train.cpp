@@ -35,8 +35,8 @@ CPU that is over an hour per epoch of CIFAR-10: shrink it with --width,
   --device D           auto (default) | cpu | cuda
   --run DIR            run folder (default runs/<preset>-<date>-<time>)
   --resume RUN         continue RUN with its stored configuration; besides --epochs only
-                       --log-every, --device, --threads, --quiet, --stream and
-                       --no-cuda-graph may be given
+                       --log-every, --device, --threads, --quiet, --stream,
+                       --no-cuda-graph and --cudnn-autotune may be given
 overrides of the preset:
   --epochs E           --batch B          --lr LR            --lr-steps 120,160 (or none)
   --cosine             cosine LR decay instead of steps
@@ -61,6 +61,9 @@ overrides of the preset:
   --quiet              no progress line, epoch lines or final table (the run header, the
                        results line and errors stay)
   --no-cuda-graph      launch every step's kernels directly (default: replay a CUDA graph)
+  --cudnn-autotune     time cuDNN's candidate engines per convolution once at start-up and keep the
+                       fastest (like PyTorch's cudnn.benchmark; deterministic engines only, but the
+                       pick, and so the rounding, may differ between runs)
   --stream             decode image folders batch by batch on CPU threads instead of keeping
                        them resident (automatic above 300,000 training images)
 )";
@@ -70,7 +73,7 @@ const std::set<std::string> kKnown = {
     "--cosine", "--criterion", "--nce-k", "--tau", "--lambda", "--z-policy", "--z-fixed", "--z-ema-decay", "--bank-momentum", "--bank-dtype", "--softmax-math",
     "--bank-init", "--width", "--image-size", "--embedding-dim", "--weight-decay", "--momentum", "--nesterov", "--flip",
     "--seed", "--steps-per-epoch", "--knn-every", "--knn-k", "--checkpoint-every", "--no-final-eval", "--log-every",
-    "--threads", "--quiet", "--no-cuda-graph", "--stream"};
+    "--threads", "--quiet", "--no-cuda-graph", "--cudnn-autotune", "--stream"};
 
 std::vector<std::int64_t> parse_steps(const std::string& s) {
   std::vector<std::int64_t> out;
@@ -108,7 +111,9 @@ bool is_synthetic(const std::string& spec) {
 }  // namespace
 
 int train_main(const std::vector<std::string>& args) {
-  Options o(args, {"--help", "--cosine", "--nesterov", "--no-final-eval", "--quiet", "--no-cuda-graph", "--stream"},
+  Options o(args,
+            {"--help", "--cosine", "--nesterov", "--no-final-eval", "--quiet", "--no-cuda-graph", "--cudnn-autotune",
+             "--stream"},
             kKnown);
   if (o.has("--help")) {
     std::cout << kHelp;
@@ -125,12 +130,12 @@ int train_main(const std::vector<std::string>& args) {
   if (resuming) {
     // Everything but these would change the stored run's configuration.
     const std::set<std::string> with_resume = {"--help", "--resume", "--epochs", "--log-every", "--no-cuda-graph",
-                                               "--device", "--threads", "--quiet", "--stream"};
+                                               "--cudnn-autotune", "--device", "--threads", "--quiet", "--stream"};
     for (const std::string& opt : kKnown)
       if (!with_resume.count(opt) && o.has(opt))
         throw OptionError("option " + opt + " cannot be combined with --resume (the run's stored "
                                             "configuration is used; only --epochs, --log-every and the run-time "
-                                            "options --device, --threads, --quiet, --stream, --no-cuda-graph may be given)");
+                                            "options --device, --threads, --quiet, --stream, --no-cuda-graph, --cudnn-autotune may be given)");
     run_dir = o.required("--resume");
     std::int64_t done = -1;
     cfg = Trainer::stored_config(run_dir, &done);
@@ -138,6 +143,7 @@ int train_main(const std::vector<std::string>& args) {
     cfg.epochs = o.integer("--epochs", cfg.epochs, 1, 100000);
     cfg.log_every = o.integer("--log-every", cfg.log_every, 1, 1000000);
     if (o.has("--no-cuda-graph")) cfg.step.cuda_graph = false;
+    if (o.has("--cudnn-autotune")) cfg.step.model.autotune_convolutions = true;
     // What the checkpoint allows, checked before any data is read.
     if (done >= 0 && cfg.epochs < done)
       throw OptionError("option --epochs " + std::to_string(cfg.epochs) + ": expected at least the " +
@@ -237,6 +243,7 @@ int train_main(const std::vector<std::string>& args) {
     cfg.checkpoint_every = o.integer("--checkpoint-every", cfg.checkpoint_every, 0, 100000);
     cfg.final_eval = !o.has("--no-final-eval");
     cfg.step.cuda_graph = !o.has("--no-cuda-graph");
+    cfg.step.model.autotune_convolutions = o.has("--cudnn-autotune");
     cfg.log_every = o.integer("--log-every", cfg.log_every, 1, 1000000);
     if (cfg.cosine && o.has("--lr-steps"))
       throw OptionError("options --cosine and --lr-steps exclude each other (cosine decay has no steps), got both");
@@ -288,6 +295,8 @@ int train_main(const std::vector<std::string>& args) {
   std::unique_ptr<Trainer> trainer =
       resuming ? Trainer::resume(ctx, cfg, data.train_source(), data.test_source(), run_dir)
                : std::make_unique<Trainer>(ctx, cfg, data.train_source(), data.test_source(), run_dir);
+  if (cuda && cfg.step.model.autotune_convolutions)
+    std::printf("  cuDNN: convolution engines autotuned (--cudnn-autotune)\n");
   if (resuming)
     std::printf("  resuming at epoch %lld\n", static_cast<long long>(trainer->next_epoch() + 1));
   trainer->progress = !quiet;

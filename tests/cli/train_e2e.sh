@@ -65,7 +65,9 @@ PY
 (cd "$d/cwd" && "$NPID" train --device cpu --data imgs --batch 8 --width 4 --image-size 8 --epochs 1 \
   --criterion softmax --knn-every 0 --no-final-eval --quiet --run rel > /dev/null) || fail "train on a relative --data"
 grep -q "\"data\": \"$d/cwd/imgs\"" "$d/cwd/rel/config.json" || fail "relative --data not stored absolute: $(cat "$d/cwd/rel/config.json")"
-(cd / && "$NPID" train --resume "$d/cwd/rel" --epochs 2 --quiet > /dev/null) || fail "resume from another folder"
+# (a run-time option such as --cudnn-autotune may come with --resume)
+(cd / && "$NPID" train --resume "$d/cwd/rel" --epochs 2 --cudnn-autotune --quiet > /dev/null) ||
+  fail "resume from another folder"
 out=$("$NPID" train --resume "$d/run" --lr 0.1 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$out" | grep -q "cannot be combined with --resume" || fail "resume + --lr: rc=$rc $out"
 out=$("$NPID" train --device cpu --run "$d/run" 2>&1); rc=$?
@@ -82,11 +84,12 @@ out=$("$NPID" train --z-ema-decay 0.5 2>&1); rc=$?
 [ $rc -eq 2 ] && echo "$out" | grep -q "needs --z-policy ema, got --z-policy first_batch" || fail "--z-ema-decay alone: rc=$rc $out"
 # NCE with a fixed Z trains (two steps) and the run stores the policy and its Z.
 "$NPID" train --device cpu --run "$d/fixed" --criterion nce --z-policy fixed --z-fixed 3000 --epochs 1 \
-  --steps-per-epoch 2 --knn-every 0 --no-final-eval --quiet --tau 0.25 || fail "train with a fixed Z"
-python3 - "$d/fixed/config.json" <<'PY' || fail "fixed Z not stored"
+  --steps-per-epoch 2 --knn-every 0 --no-final-eval --quiet --tau 0.25 --cudnn-autotune || fail "train with a fixed Z"
+python3 - "$d/fixed/config.json" <<'PY' || fail "fixed Z (or --cudnn-autotune) not stored"
 import json, sys
 s = json.load(open(sys.argv[1]))["step"]
 assert s["z_policy"] == "fixed" and s["z_fixed"] == 3000, s
+assert s["model"]["autotune_convolutions"] is True, s["model"]
 PY
 # --no-final-eval still leaves the trained model (with the run's configuration).
 [ -s "$d/fixed/model.safetensors" ] && [ ! -e "$d/fixed/final.json" ] || fail "--no-final-eval: model.safetensors missing"

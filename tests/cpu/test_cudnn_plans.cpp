@@ -7,6 +7,7 @@
 // within the workspace cap. Plans made this way refuse to run.
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -152,5 +153,59 @@ TEST_CASE("deviceless cuDNN plans: profile errors and plans that cannot run", "[
   } catch (const Error& e) {
     CHECK(e.kind() == ErrorKind::kUnsupported);
     CHECK(std::string(e.what()).find("deviceless") != std::string::npos);
+  }
+}
+
+TEST_CASE("autotuning keeps the fastest candidate, the heuristic one on near ties", "[resnet][cudnn]") {
+  using cudnn::pick_fastest;
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  CHECK(pick_fastest({}, 0.03) == 0);
+  CHECK(pick_fastest({1.0}, 0.03) == 0);
+  CHECK(pick_fastest({1.0, 0.5, 0.7}, 0.03) == 1);
+  CHECK(pick_fastest({1.0, 0.7, 0.5}, 0.03) == 2);
+  // Faster than the heuristic choice by less than the margin: kept heuristic.
+  CHECK(pick_fastest({1.0, 0.98}, 0.03) == 0);
+  CHECK(pick_fastest({1.0, 0.96}, 0.03) == 1);
+  CHECK(pick_fastest({1.0, 0.98}, 0.0) == 1);
+  // Equal times: the earlier candidate.
+  CHECK(pick_fastest({1.0, 0.5, 0.5}, 0.03) == 1);
+  // Candidates that failed to run (inf, NaN, 0) never win...
+  CHECK(pick_fastest({1.0, inf, 0.0, nan, -1.0}, 0.03) == 0);
+  CHECK(pick_fastest({1.0, nan, 0.5}, 0.03) == 2);
+  // ...and when the heuristic one failed, any that ran beats it.
+  CHECK(pick_fastest({inf, 0.9, 0.8}, 0.03) == 2);
+  CHECK(pick_fastest({nan, inf}, 0.03) == 0);
+}
+
+TEST_CASE("deviceless autotuning enumerates candidates and keeps the heuristic choice", "[resnet][cudnn]") {
+  // Without a device nothing can be timed: every plan is the heuristic one
+  // (same workspace as a heuristic ConvPlans picks), but the candidates the
+  // autotuner would time are enumerated through the same filters.
+  const auto files = profiles();
+  REQUIRE_FALSE(files.empty());
+  for (const auto& file : files) {
+    INFO(file.filename().string());
+    const std::string json = read(file);
+    cudnn::ConvPlans heuristic(json), autotune(json, cudnn::ConvTuning::kAutotune);
+    ResNetConfig cfg;  // CIFAR stem, width 64
+    const resnet::NetSpec spec = resnet::NetSpec::build(cfg);
+    for (const resnet::Conv* conv : spec.convs()) {
+      for (const ConvDirection dir : {ConvDirection::kForward, ConvDirection::kBackwardFilter, ConvDirection::kBackwardData}) {
+        INFO(conv->name << " direction " << static_cast<int>(dir));
+        const layers::ConvShape s = conv->shape(256);
+        CHECK(autotune.prepare(dir, s, ConvMath::kTF32) == heuristic.prepare(dir, s, ConvMath::kTF32));
+      }
+    }
+    const auto a = autotune.summary(), h = heuristic.summary();
+    CHECK(a.plans == h.plans);
+    CHECK(h.candidates == h.plans);
+    // Several candidates on average (a ResNet convolution has many engines),
+    // at most kAutotuneCandidates each.
+    CHECK(a.candidates > 2 * a.plans);
+    CHECK(a.candidates <= a.plans * static_cast<int>(cudnn::kAutotuneCandidates));
+    CHECK(a.timed == 0);
+    CHECK(a.tuned_away == 0);
+    CHECK(a.nondeterministic == 0);
+    CHECK(a.runtime_compiled == 0);
   }
 }

@@ -283,6 +283,11 @@ TEST_CASE("Trainer: bad checkpoints and other configurations are refused; nothin
   TrainerConfig longer = cfg;
   longer.epochs = 2;
   REQUIRE(Trainer::resume(ctx, longer, train, test, r.dir)->next_epoch() == 1);
+  // So are the run-time choices: CUDA graphs, cuDNN autotuning.
+  TrainerConfig runtime = cfg;
+  runtime.step.cuda_graph = !cfg.step.cuda_graph;
+  runtime.step.model.autotune_convolutions = !cfg.step.model.autotune_convolutions;
+  REQUIRE(Trainer::resume(ctx, runtime, train, test, r.dir)->next_epoch() == 1);
   // A different training set size.
   test::require_error([&] { Trainer::resume(ctx, cfg, images(80, 1), test, r.dir); }, ErrorKind::kInvalidArgument,
                       {"train", "64"});
@@ -324,6 +329,16 @@ TEST_CASE("Trainer config: presets, JSON round trip, LR schedules", "[train]") {
   REQUIRE(at != std::string::npos);
   old_doc.erase(at, old_doc.find('\n', at) - at + 1);
   REQUIRE(TrainerConfig::from_json(old_doc).step.softmax_math == SoftmaxMath::kTF32);
+  // cuDNN autotuning survives the round trip; absent (older runs) it is off.
+  TrainerConfig tuned = c;
+  tuned.step.model.autotune_convolutions = true;
+  REQUIRE(TrainerConfig::from_json(tuned.to_json()).step.model.autotune_convolutions);
+  std::string untuned_doc = tuned.to_json();
+  const std::size_t at_tune = untuned_doc.find("\"autotune_convolutions\"");
+  REQUIRE(at_tune != std::string::npos);
+  const std::size_t comma = untuned_doc.rfind(',', at_tune);  // the model object's last member
+  untuned_doc.erase(comma, untuned_doc.find('\n', at_tune) - comma);
+  REQUIRE_FALSE(TrainerConfig::from_json(untuned_doc).step.model.autotune_convolutions);
   // The Z policy and its parameters survive the round trip; an unknown name is refused.
   TrainerConfig z = c;
   z.step.z_policy = ZPolicy::kFixed;

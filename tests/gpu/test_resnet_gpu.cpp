@@ -49,46 +49,66 @@ double cosine(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST_CASE("cuDNN graph convolutions match the CPU reference", "[gpu][resnet][conv]") {
   Context gpu = Context::cuda();
-  cudnn::ConvPlans plans(gpu);
-  for (const ConvShape& s : {ConvShape::of(2, 32, 32, 3, 16, 3, 1, 1), ConvShape::of(3, 33, 31, 3, 8, 7, 2, 3),
-                             ConvShape::of(4, 16, 16, 16, 32, 1, 2, 0), ConvShape::of(1, 9, 9, 24, 24, 3, 2, 1),
-                             ConvShape::of(7, 8, 8, 64, 64, 3, 1, 1)}) {
-    const std::int64_t nx = s.n * s.h * s.w * s.c, ny = s.n * s.out_h() * s.out_w() * s.out_c;
-    const auto x = randf(static_cast<std::size_t>(nx), 1), w = randf(static_cast<std::size_t>(s.weight_size()), 2, 0.2);
-    const auto dy = randf(static_cast<std::size_t>(ny), 3);
-    std::vector<float> y(ny), dx(nx), dw(w.size());
-    conv2d_forward_cpu(s, x.data(), w.data(), y.data(), 16);
-    conv2d_backward_data_cpu(s, dy.data(), w.data(), dx.data(), 16);
-    conv2d_backward_weight_cpu(s, x.data(), dy.data(), dw.data(), 16);
-    Tensor gx = dev(gpu, x), gw = dev(gpu, w), gdy = dev(gpu, dy);
-    Tensor gy = dev_zeros(gpu, ny), gdx = dev_zeros(gpu, nx), gdw = dev_zeros(gpu, s.weight_size());
-    for (cudnn::ConvMath math : {cudnn::ConvMath::kFP32, cudnn::ConvMath::kTF32}) {
-      std::size_t ws = 0;
-      for (auto dir : {cudnn::ConvDirection::kForward, cudnn::ConvDirection::kBackwardData,
-                       cudnn::ConvDirection::kBackwardFilter})
-        ws = std::max(ws, plans.prepare(dir, s, math));
-      Tensor work({static_cast<std::int64_t>(std::max<std::size_t>(ws, 1))}, DType::kUInt8, gpu.device());
-      plans.run(cudnn::ConvDirection::kForward, s, math, gx.data_as<float>(), gw.data_as<float>(), gy.data_as<float>(),
-                work.data());
-      plans.run(cudnn::ConvDirection::kBackwardData, s, math, gdy.data_as<float>(), gw.data_as<float>(),
-                gdx.data_as<float>(), work.data());
-      plans.run(cudnn::ConvDirection::kBackwardFilter, s, math, gx.data_as<float>(), gdy.data_as<float>(),
-                gdw.data_as<float>(), work.data());
-      // TF32 keeps 11 significant bits per operand: ~1e-3 relative per product.
-      const double tol = math == cudnn::ConvMath::kFP32 ? 1e-5 : 5e-3;
-      INFO("k=" << s.k << " stride=" << s.stride << " C=" << s.c << " O=" << s.out_c
-                << (math == cudnn::ConvMath::kFP32 ? " fp32" : " tf32"));
-      CHECK(test::relative_error(to_host<float>(gpu, gy), y) < tol);
-      CHECK(test::relative_error(to_host<float>(gpu, gdx), dx) < tol);
-      CHECK(test::relative_error(to_host<float>(gpu, gdw), dw) < tol);
+  // The heuristic choice, then the autotuned one (the timed winner among the
+  // candidates, which must compute the same function).
+  for (const cudnn::ConvTuning tuning : {cudnn::ConvTuning::kHeuristic, cudnn::ConvTuning::kAutotune}) {
+    const bool autotune = tuning == cudnn::ConvTuning::kAutotune;
+    cudnn::ConvPlans plans(gpu, tuning);
+    for (const ConvShape& s : {ConvShape::of(2, 32, 32, 3, 16, 3, 1, 1), ConvShape::of(3, 33, 31, 3, 8, 7, 2, 3),
+                               ConvShape::of(4, 16, 16, 16, 32, 1, 2, 0), ConvShape::of(1, 9, 9, 24, 24, 3, 2, 1),
+                               ConvShape::of(7, 8, 8, 64, 64, 3, 1, 1)}) {
+      const std::int64_t nx = s.n * s.h * s.w * s.c, ny = s.n * s.out_h() * s.out_w() * s.out_c;
+      const auto x = randf(static_cast<std::size_t>(nx), 1), w = randf(static_cast<std::size_t>(s.weight_size()), 2, 0.2);
+      const auto dy = randf(static_cast<std::size_t>(ny), 3);
+      std::vector<float> y(ny), dx(nx), dw(w.size());
+      conv2d_forward_cpu(s, x.data(), w.data(), y.data(), 16);
+      conv2d_backward_data_cpu(s, dy.data(), w.data(), dx.data(), 16);
+      conv2d_backward_weight_cpu(s, x.data(), dy.data(), dw.data(), 16);
+      Tensor gx = dev(gpu, x), gw = dev(gpu, w), gdy = dev(gpu, dy);
+      Tensor gy = dev_zeros(gpu, ny), gdx = dev_zeros(gpu, nx), gdw = dev_zeros(gpu, s.weight_size());
+      for (cudnn::ConvMath math : {cudnn::ConvMath::kFP32, cudnn::ConvMath::kTF32}) {
+        std::size_t ws = 0;
+        for (auto dir : {cudnn::ConvDirection::kForward, cudnn::ConvDirection::kBackwardData,
+                         cudnn::ConvDirection::kBackwardFilter})
+          ws = std::max(ws, plans.prepare(dir, s, math));
+        Tensor work({static_cast<std::int64_t>(std::max<std::size_t>(ws, 1))}, DType::kUInt8, gpu.device());
+        plans.run(cudnn::ConvDirection::kForward, s, math, gx.data_as<float>(), gw.data_as<float>(), gy.data_as<float>(),
+                  work.data());
+        plans.run(cudnn::ConvDirection::kBackwardData, s, math, gdy.data_as<float>(), gw.data_as<float>(),
+                  gdx.data_as<float>(), work.data());
+        plans.run(cudnn::ConvDirection::kBackwardFilter, s, math, gx.data_as<float>(), gdy.data_as<float>(),
+                  gdw.data_as<float>(), work.data());
+        // TF32 keeps 11 significant bits per operand: ~1e-3 relative per product.
+        const double tol = math == cudnn::ConvMath::kFP32 ? 1e-5 : 5e-3;
+        INFO("k=" << s.k << " stride=" << s.stride << " C=" << s.c << " O=" << s.out_c
+                  << (math == cudnn::ConvMath::kFP32 ? " fp32" : " tf32") << (autotune ? " autotuned" : ""));
+        CHECK(test::relative_error(to_host<float>(gpu, gy), y) < tol);
+        CHECK(test::relative_error(to_host<float>(gpu, gdx), dx) < tol);
+        CHECK(test::relative_error(to_host<float>(gpu, gdw), dw) < tol);
+      }
+    }
+    // The library's determinism promise: every plan chosen was a deterministic engine.
+    const cudnn::ConvPlans::Summary summary = plans.summary();
+    INFO(summary.plans << " plans, " << summary.runtime_compiled << " runtime-compiled, largest workspace "
+                       << summary.max_workspace << " bytes");
+    CHECK(summary.plans == 30);
+    CHECK(summary.nondeterministic == 0);
+    if (autotune) {
+      // Every plan with more than one candidate was timed (nothing here is
+      // captured), and only those could move off the heuristic choice.
+      WARN(summary.candidates << " candidates, " << summary.timed << " plans timed, " << summary.tuned_away
+                              << " kept another engine than the heuristic one, " << summary.tuning_seconds
+                              << " s timing");
+      CHECK(summary.candidates >= summary.plans);
+      CHECK(summary.timed <= summary.plans);
+      CHECK(summary.tuned_away <= summary.timed);
+      CHECK((summary.candidates > summary.plans) == (summary.timed > 0));
+    } else {
+      CHECK(summary.candidates == summary.plans);
+      CHECK(summary.timed == 0);
+      CHECK(summary.tuned_away == 0);
     }
   }
-  // The library's determinism promise: every plan chosen was a deterministic engine.
-  const cudnn::ConvPlans::Summary summary = plans.summary();
-  INFO(summary.plans << " plans, " << summary.runtime_compiled << " runtime-compiled, largest workspace "
-                     << summary.max_workspace << " bytes");
-  CHECK(summary.plans == 30);
-  CHECK(summary.nondeterministic == 0);
 }
 
 // The device's own cuDNN profile: it serializes and reads back, and deviceless
@@ -322,8 +342,18 @@ TEST_CASE("ResNet18 on CUDA matches the CPU network: both stems, several batches
     cnet.backward(view(r.data(), {n, d}));
     const auto cg = to_host<float>(cpu, cnet.gradient_buffer());
     const auto cs = to_host<float>(cpu, cnet.buffer_buffer());
-    for (bool tf32 : {false, true}) {
+    // Exact fp32 and TF32 with cuDNN's heuristic engines; at the real sizes
+    // also exact fp32 with autotuned ones (whichever engine wins the timing
+    // must compute the same network).
+    struct Mode {
+      bool tf32, autotune;
+    };
+    std::vector<Mode> modes = {{false, false}, {true, false}};
+    if (c.width == 64) modes.push_back({false, true});
+    for (const Mode mode : modes) {
+      const bool tf32 = mode.tf32;
       cfg.tf32_convolutions = tf32;
+      cfg.autotune_convolutions = mode.autotune;
       ResNet18 gnet(gpu, cfg, c.batch, 42);
       Tensor gimg = to_device(gpu, img, {n, s, s, 3}), gr = to_device(gpu, r, {n, d});
       Tensor gemb({n, d}, DType::kFloat32, gpu.device());
@@ -331,7 +361,8 @@ TEST_CASE("ResNet18 on CUDA matches the CPU network: both stems, several batches
       gnet.backward(gr);
       const auto gg = to_host<float>(gpu, gnet.gradient_buffer());
       const auto gs = to_host<float>(gpu, gnet.buffer_buffer());
-      INFO(to_string(c.stem) << " width " << c.width << " image " << s << " batch " << n << (tf32 ? " tf32" : " fp32"));
+      INFO(to_string(c.stem) << " width " << c.width << " image " << s << " batch " << n << (tf32 ? " tf32" : " fp32")
+                             << (mode.autotune ? " autotuned" : ""));
       if (!tf32) {
         // Exact fp32: embeddings and running statistics to rounding. The
         // gradients pass ReLU masks and max-pool picks, where an input within
