@@ -155,7 +155,7 @@ step bench_softmax 45 "$BIN/bench_softmax_criterion" \
 # the machine's own LD_LIBRARY_PATH; our binary gets ours through
 # NPID_OP_LD_LIBRARY_PATH.
 [ -d /tmp/npid_cifar/train ] && export SBS_ARGS="${SBS_ARGS:-} --data /tmp/npid_cifar/train"
-step side_by_side 150 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" NPID_OP_LD_LIBRARY_PATH="$LD_LIBRARY_PATH" \
+step side_by_side 200 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" NPID_OP_LD_LIBRARY_PATH="$LD_LIBRARY_PATH" \
      bash tools/side_by_side.sh "$OUT"
 
 # 4. The network and training benchmarks, a short real training run
