@@ -28,8 +28,13 @@
 //       loss / exp-sum for (i, s).
 //   nce_negatives_async_kernel  the same grid, math and epilogue, with the row
 //       ring in shared memory filled by cp.async and run on across a warp's
-//       tiles (deeper pipelines for no registers); a tuning variant, chosen
-//       through nce_set_layout_override until a device sweep makes it a default.
+//       tiles (deeper pipelines for no registers); the bf16 default (8 lanes x
+//       4 stages, H200 sweep of 2026-12-04), else a tuning variant chosen
+//       through nce_set_layout_override. Everything that changes per tile
+//       (row indices, valid columns, the P output) is set once per tile, so
+//       a step is 32-bit index work, the copies and the row's math:
+//       tools/sass_steps.py counts it (bf16 8 x 4: 140 instructions per
+//       step of 4 rows, from 196 before the per-tile bookkeeping).
 //   nce_finalize_kernel   grid B: the positive column (it reads V[y_i] for the
 //       proximal term anyway), the sum of the split partials in split order,
 //       the proximal term; writes grad_features and per-sample loss / exp-sum.
@@ -182,14 +187,15 @@ __device__ __forceinline__ float fast_log1p(float x) {
 // The NCE math of one negative column, shared by both gather kernels: given
 // the row's dot product with f_i and the row itself (this lane's slots),
 // accumulate the loss term, exp(s/tau) and coef * row into the lane's
-// registers; write P to `prob_out` when it is set.
+// registers; write P to `prob_out` when it is set, and return it (0 in the
+// score-only pass).
 template <int kPerLane>
-__device__ __forceinline__ void nce_row(const NceKernelParams& p, float dot, const float (&row)[kPerLane],
-                                        float inv_z, float (&g)[kPerLane], float& loss_acc,
-                                        float& sum_exp_acc, float* prob_out) {
+__device__ __forceinline__ float nce_row(const NceKernelParams& p, float dot, const float (&row)[kPerLane],
+                                         float inv_z, float (&g)[kPerLane], float& loss_acc,
+                                         float& sum_exp_acc, float* prob_out) {
   const float e = ex2_ftz(dot * p.inv_tau_log2e);
   sum_exp_acc += e;  // the same value on every lane of the group; counted once in write_partials
-  if (p.score_only) return;
+  if (p.score_only) return 0.f;
   // -log((K/N)/(P+a)) = log1p((P+eps)*N/K);  dL/ds * B * tau = P/(P+a)
   const float prob = e * inv_z;
   // The approximate reciprocal returns 0 for denominators above 2^126; P/(P+a)
@@ -199,6 +205,7 @@ __device__ __forceinline__ void nce_row(const NceKernelParams& p, float dot, con
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(coef, row[k], g[k]);
   if (prob_out != nullptr) *prob_out = prob;
+  return prob;
 }
 
 // Block epilogue of both gather kernels: combine lane groups (shuffles), then
@@ -374,9 +381,19 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
 // the epilogue are the register-ring kernel's.
 constexpr int kAsyncMaxDim = 128;
 
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+// Shared-memory operands as 32-bit shared-window addresses: one register per
+// address, kept across the loop (a generic pointer costs two, and the
+// compiler would rebuild it from the thread index at every use).
+__device__ __forceinline__ void cp_async_16(unsigned smem, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ uint4 ld_shared_16(unsigned smem) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(smem)
+               : "memory");
+  return v;
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int kPending>
@@ -477,63 +494,82 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
     }
     return static_cast<int>(idx);  // the entry point requires N < 2^31
   };
-  int load_tile = 0;
-  int load_idx = resolve(0);
-  int next_idx = resolve(1);
-
   const std::uint32_t row_bytes = static_cast<std::uint32_t>(dim) * static_cast<std::uint32_t>(sizeof(T));
   const char* lane_src[kChunks];
   lane_chunk_bases<T, kLanes, kVec, kChunks>(bank, dim, sub, lane_src);
+  // This lane's slot of (stage 0, chunk 0); slot (q, cc) is 512 (q * kChunks + cc) bytes on.
+  const unsigned my_ring = static_cast<unsigned>(__cvta_generic_to_shared(ring + lane));
 
-  // Issue the copies of step gs into ring stage q, then commit a group (an
-  // empty one past the end or for missing columns, so that group counting
-  // stays uniform). Called with gs increasing by one. A tile starts at a step
-  // that is a multiple of kSteps, hence of kStages: in the main loop that is
-  // always the issue at q == 1 (gs = g0 + 1 + kStages - 1), so only that
-  // unrolled copy carries the tile switch (and its Philox draws).
-  auto issue = [&](int gs, int q, bool may_switch) {
-    if (gs < total) {  // warp-uniform
-      const int j = gs / kSteps, s = gs - j * kSteps;
-      if (may_switch && j != load_tile) {
-        load_idx = next_idx;
-        next_idx = resolve(j + 1);
-        load_tile = j;
-      }
-      const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
-      const int c = s * kRows + group;
-      const auto row = static_cast<std::uint32_t>(__shfl_sync(cuda::kFullMask, load_idx, c));
-      if (c < K - n0) {
+  // Per-tile state, set once per tile so that a step does only 32-bit work:
+  // the issue side's row indices (lane l: column l of the tile being
+  // loaded; the next tile's resolved a tile ahead) and valid columns, and the
+  // compute side's valid columns and probability output (lane 0 of each
+  // group; null when P is not asked for). A tile's columns: min(32, K - n0).
+  auto tile_columns = [&](int j) -> int {
+    const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
+    return static_cast<int>(min(static_cast<std::int64_t>(32), K - n0));
+  };
+  auto tile_probs = [&](int j) -> float* {
+    const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
+    return write_probs ? p.probs + i * kp1 + n0 + 1 + group : nullptr;
+  };
+  int load_idx = resolve(0);
+  int next_idx = resolve(1);
+  int load_cols = my_tiles > 0 ? tile_columns(0) : 0;
+  int comp_cols = load_cols;
+  float* comp_probs = nullptr;
+
+  // Issue the copies of step gs (step s of its tile) into ring stage q, then
+  // commit a group (an empty one past the end or for missing columns, so
+  // that group counting stays uniform).
+  auto issue = [&](int gs, int q) {
+    const int c = (gs & (kSteps - 1)) * kRows + group;
+    const auto row = static_cast<std::uint32_t>(__shfl_sync(cuda::kFullMask, load_idx, c));
+    if (gs < total && c < load_cols) {  // gs < total is warp-uniform
 #pragma unroll
-        for (int cc = 0; cc < kChunks; ++cc)
-          cp_async_16(&ring[(q * kChunks + cc) * 32 + lane], row_chunk(lane_src[cc], row, row_bytes));
-      }
+      for (int cc = 0; cc < kChunks; ++cc)
+        cp_async_16(my_ring + (q * kChunks + cc) * 32 * 16, row_chunk(lane_src[cc], row, row_bytes));
     }
     cp_async_commit();
   };
 
 #pragma unroll
-  for (int q = 0; q < kStages - 1; ++q) issue(q, q, false);  // tile 0 (kStages <= kSteps)
+  for (int q = 0; q < kStages - 1; ++q) issue(q, q);  // tile 0 (kStages <= kSteps)
   for (int g0 = 0; g0 < total; g0 += kStages) {
+    // g0 is a multiple of kStages, and kSteps of kStages: a tile starts at
+    // q == 0 of an iteration whose g0 is a multiple of kSteps (compute side),
+    // and the copies run kStages - 1 steps ahead, so the issue side meets a
+    // new tile only in the copy issued at q == 1.
+    const int s0 = g0 & (kSteps - 1);
+    if (s0 == 0) {  // warp-uniform
+      const int j = g0 / kSteps;
+      comp_cols = tile_columns(j);
+      comp_probs = tile_probs(j);
+    }
 #pragma unroll
     for (int q = 0; q < kStages; ++q) {
-      const int gs = g0 + q;
-      issue(gs + kStages - 1, (q + kStages - 1) % kStages, q == 1);
-      cp_async_wait<kStages - 1>();  // step gs has landed
-      const int j = gs / kSteps, s = gs - j * kSteps;
-      const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
-      const int ncols = static_cast<int>(min(static_cast<std::int64_t>(32), K - n0));
-      if (s * kRows >= ncols) continue;  // warp-uniform: past the end of a short last tile
+      const int ahead = g0 + q + kStages - 1;
+      if (q == 1 && (ahead & (kSteps - 1)) == 0 && ahead < total) {  // warp-uniform
+        const int j = ahead / kSteps;
+        load_idx = next_idx;
+        next_idx = resolve(j + 1);
+        load_cols = tile_columns(j);
+      }
+      issue(ahead, (q + kStages - 1) % kStages);
+      cp_async_wait<kStages - 1>();  // step g0 + q has landed
+      const int s = s0 + q;
+      if (s * kRows >= comp_cols) continue;  // warp-uniform: past the end of a short last tile
       float row[kPerLane];
 #pragma unroll
-      for (int cc = 0; cc < kChunks; ++cc) widen16<T>(ring[(q * kChunks + cc) * 32 + lane], row + cc * kVec);
+      for (int cc = 0; cc < kChunks; ++cc)
+        widen16<T>(ld_shared_16(my_ring + (q * kChunks + cc) * 32 * 16), row + cc * kVec);
       float dot = 0.f;
 #pragma unroll
       for (int k = 0; k < kPerLane; ++k) dot = fmaf(f[k], row[k], dot);
       dot = cuda::group_allreduce_sum<kLanes>(dot);
-      const int c = s * kRows + group;
-      if (c < ncols) {
-        nce_row<kPerLane>(p, dot, row, inv_z, g, loss_acc, sum_exp_acc,
-                          write_probs ? p.probs + i * kp1 + n0 + c + 1 : nullptr);
+      if (s * kRows + group < comp_cols) {
+        const float prob = nce_row<kPerLane>(p, dot, row, inv_z, g, loss_acc, sum_exp_acc, nullptr);
+        if (comp_probs != nullptr) comp_probs[s * kRows] = prob;
       }
     }
   }
