@@ -13,19 +13,27 @@
 // autotuned plans), how many plans the tuner moved, and conv_ms, the total
 // a step spends in cuDNN (compare with BM_ResNet18Gpu's time per step: the
 // rest is our BatchNorm/pool/head kernels and launch gaps).
+//
+// BM_BatchNormGpu: our BatchNorm at each CIFAR stage's shape (B 256): a
+// training forward with the residual add and ReLU fused, then the backward
+// with the residual gradient -- what a block's second BatchNorm does. The
+// counter frac_copy compares the bytes such a pass must move at least (x,
+// residual, y; dy, x, y, dx, residual grad: 8 activations) with a device copy
+// timed in the same binary (BM_DeviceCopy, copy_GBps): 1.0 would be a
+// BatchNorm at the memory floor of its fused form.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
-
-#include <algorithm>
 #include <vector>
 
 #include "bench_common.h"
 #include "cuda_events.h"
 #include "cudnn_conv.h"
 #include "npid/npid.h"
+#include "resnet_layers.h"
 #include "resnet_net.h"
 
 using namespace npid;
@@ -162,6 +170,62 @@ void BM_ResNet18Cpu(benchmark::State& state) {
 
 }  // namespace
 
+// Device copy bandwidth (read + write bytes per second) of a 1 GiB copy.
+void BM_DeviceCopy(benchmark::State& state) {
+  if (bench::skip_without_gpu(state)) return;
+  static Context ctx = Context::cuda();
+  const std::size_t bytes = std::size_t(1) << 30;
+  Tensor a({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
+  Tensor b({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
+  fill_zero(ctx, a);
+  bench::CudaEvents ev;
+  double total = 0;
+  for (auto _ : state) {
+    const double sec = ev.seconds(ctx.stream(), [&] {
+      NPID_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
+    });
+    state.SetIterationTime(sec);
+    total += sec;
+  }
+  state.counters["copy_GBps"] = 2.0 * static_cast<double>(bytes) * static_cast<double>(state.iterations()) / total / 1e9;
+}
+
+double g_copy_GBps = 0;  // the last BM_DeviceCopy's, for frac_copy
+
+void BM_BatchNormGpu(benchmark::State& state) {
+  if (bench::skip_without_gpu(state)) return;
+  static Context ctx = Context::cuda();
+  const layers::NormShape s{state.range(0) * state.range(1) * state.range(1), state.range(2)};
+  const std::int64_t n = s.count * s.channels, c = s.channels;
+  auto buffer = [&](std::int64_t count) {
+    Tensor t({count, 1}, DType::kFloat32, ctx.device());
+    bank_initialize(ctx, t, BankInit::kUnit, static_cast<std::uint64_t>(count));  // +-1
+    return t;
+  };
+  Tensor x = buffer(n), res = buffer(n), y = buffer(n), dy = buffer(n), dx = buffer(n), dres = buffer(n);
+  Tensor gamma = buffer(c), beta = buffer(c), mean = buffer(c), var = buffer(c), smean = buffer(c),
+         sinv = buffer(c), dgamma = buffer(c), dbeta = buffer(c);
+  Tensor work({static_cast<std::int64_t>(layers::batchnorm_cuda_workspace_bytes(s))}, DType::kUInt8, ctx.device());
+  auto f = [](const Tensor& t) { return t.data_as<float>(); };
+  auto pass = [&] {
+    layers::launch_batchnorm_train_forward(ctx, s, f(x), f(gamma), f(beta), 1e-5f, 0.1f, f(mean), f(var), f(res),
+                                           true, f(y), f(smean), f(sinv), work.data());
+    layers::launch_batchnorm_backward(ctx, s, f(dy), f(x), f(y), true, f(gamma), f(smean), f(sinv), f(dx),
+                                      f(dgamma), f(dbeta), f(dres), work.data());
+  };
+  pass();
+  bench::CudaEvents ev;
+  double total = 0;
+  for (auto _ : state) {
+    const double sec = ev.seconds(ctx.stream(), pass);
+    state.SetIterationTime(sec);
+    total += sec;
+  }
+  const double gbps = 8.0 * 4.0 * static_cast<double>(n) * static_cast<double>(state.iterations()) / total / 1e9;
+  state.counters["min_bytes_GBps"] = gbps;
+  if (g_copy_GBps > 0) state.counters["frac_copy"] = gbps / g_copy_GBps;
+}
+
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
@@ -175,6 +239,20 @@ int main(int argc, char** argv) {
       ->Args({1, 224, 64, 1})
       ->Args({1, 224, 256, 0});
   g->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
+  benchmark::RegisterBenchmark("BM_DeviceCopy/1GiB", [](benchmark::State& st) {
+    BM_DeviceCopy(st);
+    if (st.counters.count("copy_GBps")) g_copy_GBps = st.counters["copy_GBps"];
+  })->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
+  // CIFAR stages at B 256: positions per image (side) and channels.
+  benchmark::RegisterBenchmark("BM_BatchNormGpu", BM_BatchNormGpu)
+      ->ArgNames({"B", "side", "C"})
+      ->Args({256, 32, 64})
+      ->Args({256, 16, 128})
+      ->Args({256, 8, 256})
+      ->Args({256, 4, 512})
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond)
+      ->MinTime(0.2);
   benchmark::RegisterBenchmark("BM_ResNet18Convs", BM_ResNet18Convs)
       ->ArgNames({"imagenet", "S", "B"})
       ->Args({0, 32, 256})

@@ -161,7 +161,7 @@ step side_by_side 200 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" NPID_OP_LD_LIB
 # 4. The network and training benchmarks, a short real training run
 # (CIFAR-10 when carried, else the synthetic default; ~20 s), ncu on the NCE
 # gather, the rest of the benchmarks, the examples.
-step bench_resnet 90 "$BIN/bench_resnet18" --benchmark_filter='Gpu|Convs' \
+step bench_resnet 90 "$BIN/bench_resnet18" --benchmark_filter='Gpu|Convs|DeviceCopy' \
      --benchmark_out="$OUT/bench_resnet.json" --benchmark_out_format=json
 step bench_train 60 "$BIN/bench_train_step" --benchmark_filter=Gpu \
      --benchmark_out="$TRAIN_JSON" --benchmark_out_format=json

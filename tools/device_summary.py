@@ -116,6 +116,10 @@ table("ResNet-18 convolutions alone (cuDNN, TF32; sum over the network per step,
         *(f"{b.get(k + '_ms', 0):.2f} / {b.get(k + '_ms_tuned', 0):.2f}" for k in ("fwd", "dgrad", "wgrad", "conv")),
         f"{b.get('tuned_away', 0):.0f} of {b.get('plans', 0):.0f}", f"{b.get('tuning_s', 0):.1f}")
        for b in resnet if "conv_ms" in b], level="###")
+table("Our BatchNorm (train forward with residual + ReLU, then backward; B 256)",
+      ["shape", "time", "GB/s of the 8 activations it must move", "fraction of the device copy"],
+      [(short(b["name"]).split("/", 1)[1], t(b, 1), f"{b.get('min_bytes_GBps', 0):.0f}",
+        opt(b.get("frac_copy"), ".2f")) for b in resnet if "min_bytes_GBps" in b], level="###")
 table("bench_data (input pipeline)", ["benchmark", "time", "images/s"],
       [(short(b["name"]), t(b, 2), f"{b.get('images_per_s') or b.get('items_per_second') or 0:,.0f}") for b in data])
 table("bench_knn (k = 200, D = 128; whole evaluation, top-k search, and the similarity GEMM alone)",
