@@ -10,9 +10,11 @@
 #include <cstdio>
 #include <memory>
 
+#include "core/check.h"
 #include "cuda_events.h"
 #include "npid/context.h"
 #include "npid/device.h"
+#include "npid/tensor.h"
 
 namespace npid::bench {
 
@@ -51,5 +53,27 @@ class IterationTimer {
   const Context& ctx_;
   std::unique_ptr<CudaEvents> events_;
 };
+
+// The device's copy bandwidth, the baseline of the bandwidth fractions: a
+// 1 GiB device-to-device copy per iteration (CUDA events); counter copy_GBps
+// (bytes read + written per second), which it also returns.
+inline double device_copy_benchmark(benchmark::State& state, Context& ctx) {
+  const std::size_t bytes = std::size_t(1) << 30;
+  Tensor a({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
+  Tensor b({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
+  fill_zero(ctx, a);
+  CudaEvents ev;
+  double total = 0;
+  for (auto _ : state) {
+    const double s = ev.seconds(ctx.stream(), [&] {
+      NPID_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
+    });
+    state.SetIterationTime(s);
+    total += s;
+  }
+  const double gbps = 2.0 * static_cast<double>(bytes) * static_cast<double>(state.iterations()) / total / 1e9;
+  state.counters["copy_GBps"] = gbps;
+  return gbps;
+}
 
 }  // namespace npid::bench

@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bench_common.h"
 #include "core/check.h"
 #include "cuda_events.h"
 #include "gather_probe.h"
@@ -182,21 +183,7 @@ void BM_DeviceCopy(benchmark::State& state) {
     }
     return;
   }
-  Context& ctx = gpu()->ctx;
-  const std::size_t bytes = std::size_t(1) << 30;
-  Tensor a({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
-  Tensor b({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
-  fill_zero(ctx, a);
-  CudaEvents ev;
-  double total = 0;
-  for (auto _ : state) {
-    ev.start(ctx.stream());
-    NPID_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
-    const double s = ev.stop_seconds(ctx.stream());
-    state.SetIterationTime(s);
-    total += s;
-  }
-  state.counters["copy_GBps"] = 2.0 * bytes * static_cast<double>(state.iterations()) / total / 1e9;
+  bench::device_copy_benchmark(state, gpu()->ctx);
 }
 
 // The CPU reference on a small case (the oracle's cost, not a GPU figure).

@@ -170,26 +170,6 @@ void BM_ResNet18Cpu(benchmark::State& state) {
 
 }  // namespace
 
-// Device copy bandwidth (read + write bytes per second) of a 1 GiB copy.
-void BM_DeviceCopy(benchmark::State& state) {
-  if (bench::skip_without_gpu(state)) return;
-  static Context ctx = Context::cuda();
-  const std::size_t bytes = std::size_t(1) << 30;
-  Tensor a({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
-  Tensor b({static_cast<std::int64_t>(bytes)}, DType::kUInt8, ctx.device());
-  fill_zero(ctx, a);
-  bench::CudaEvents ev;
-  double total = 0;
-  for (auto _ : state) {
-    const double sec = ev.seconds(ctx.stream(), [&] {
-      NPID_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
-    });
-    state.SetIterationTime(sec);
-    total += sec;
-  }
-  state.counters["copy_GBps"] = 2.0 * static_cast<double>(bytes) * static_cast<double>(state.iterations()) / total / 1e9;
-}
-
 double g_copy_GBps = 0;  // the last BM_DeviceCopy's, for frac_copy
 
 void BM_BatchNormGpu(benchmark::State& state) {
@@ -240,8 +220,9 @@ int main(int argc, char** argv) {
       ->Args({1, 224, 256, 0});
   g->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
   benchmark::RegisterBenchmark("BM_DeviceCopy/1GiB", [](benchmark::State& st) {
-    BM_DeviceCopy(st);
-    if (st.counters.count("copy_GBps")) g_copy_GBps = st.counters["copy_GBps"];
+    if (bench::skip_without_gpu(st)) return;
+    static Context ctx = Context::cuda();
+    g_copy_GBps = bench::device_copy_benchmark(st, ctx);
   })->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
   // CIFAR stages at B 256: positions per image (side) and channels.
   benchmark::RegisterBenchmark("BM_BatchNormGpu", BM_BatchNormGpu)
