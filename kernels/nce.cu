@@ -479,7 +479,7 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
   const int total = my_tiles * kSteps;  // a multiple of kStages
 
   // Lane l's bank row for column l of the warp's j-th tile (0 past the end).
-  const bool write_probs = p.probs != nullptr && sub == 0;
+  const bool write_probs = p.probs != nullptr && sub == 0 && !p.score_only;
   auto resolve = [&](int j) -> int {
     std::int64_t idx = 0;
     if (j < my_tiles) {

@@ -83,27 +83,34 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
     int lanes, stages;
     std::int64_t B, D;
     NceRing ring = NceRing::kRegisters;
+    std::int64_t K = 4096;
   };
   // The default layout on awkward shapes, then every D <= 128 layout once
-  // (the async ring also at B = 256, where a warp walks two tiles, and at
-  // D = 40: 16-byte rows of bf16 need D % 8 == 0).
+  // (the async ring also at B = 256, where a warp walks two tiles, at D = 40
+  // -- 16-byte rows of bf16 need D % 8 == 0 --, at K = 1000, whose last
+  // tile is short, and at K = 65536 with B = 2, where the 64-split cap gives
+  // every warp four tiles: row indices resolved a tile ahead are used).
   std::vector<Variant> variants;
   for (std::int64_t B : {1, 7, 256})
     for (std::int64_t D : {128, 50}) variants.push_back({0, 0, B, D});
+  variants.push_back({0, 0, 7, 128, NceRing::kRegisters, 1000});
+  variants.push_back({0, 0, 2, 128, NceRing::kRegisters, 65536});
   for (int lanes : {8, 16}) {
     for (int stages : {2, 3, 4}) variants.push_back({lanes, stages, 7, 128});
     for (int stages : {4, 8}) {
       for (std::int64_t B : {7, 256}) variants.push_back({lanes, stages, B, 128, NceRing::kAsync});
       variants.push_back({lanes, stages, 7, 40, NceRing::kAsync});
+      variants.push_back({lanes, stages, 7, 128, NceRing::kAsync, 1000});
+      variants.push_back({lanes, stages, 2, 128, NceRing::kAsync, 65536});
     }
   }
   for (const Variant& v : variants) {
-    INFO("lanes=" << v.lanes << " stages=" << v.stages << " B=" << v.B << " D=" << v.D
+    INFO("lanes=" << v.lanes << " stages=" << v.stages << " B=" << v.B << " D=" << v.D << " K=" << v.K
                   << " ring=" << (v.ring == NceRing::kAsync ? "async" : "registers"));
     test::LayoutOverride layout(v.lanes, v.stages, v.ring);
     {
       const std::int64_t B = v.B, D = v.D;
-      NceData d(B, D, 5000, 4096, static_cast<std::uint64_t>(B + D));
+      NceData d(B, D, 5000, v.K, static_cast<std::uint64_t>(B + D + v.K));
       std::vector<std::uint16_t> bits = to_bits(d.bank);
       NceConfig cfg;
       cfg.num_negatives = d.K;
@@ -114,19 +121,21 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
       Tensor f = to_device(gpu, d.features, {B, D}), y = to_device(gpu, d.targets, {B});
       Tensor z = to_device(gpu, std::vector<float>{0.f}, {1});
       Tensor loss({1}, DType::kFloat32, gpu.device()), grad({B, D}, DType::kFloat32, gpu.device());
-      Tensor idx({B, K + 1}, DType::kInt64, gpu.device());
-      nce_forward_backward(gpu, cfg, {f, y, bank, {}}, 1, ZUpdate::kInitFromBatch, z, {loss, grad, {}, idx});
+      Tensor idx({B, K + 1}, DType::kInt64, gpu.device()), probs({B, K + 1}, DType::kFloat32, gpu.device());
+      nce_forward_backward(gpu, cfg, {f, y, bank, {}}, 1, ZUpdate::kInitFromBatch, z, {loss, grad, probs, idx});
       // The override really took (no silent fallback to the default kernel).
       if (v.lanes != 0)
         CHECK(nce_last_layout() == (v.ring == NceRing::kAsync ? 1000 : 0) + v.lanes * 10 + v.stages);
       float closs = 0, cz = 0;
-      std::vector<float> cgrad(B * D);
+      std::vector<float> cgrad(B * D), cprobs(B * (K + 1));
       std::vector<std::int64_t> cidx(B * (K + 1));
       nce_forward_backward(cpu, cfg,
                            {view(d.features.data(), {B, D}), view(d.targets.data(), {B}), host_bf16(bits, d.N, D), {}},
                            1, ZUpdate::kInitFromBatch, view(&cz, {1}),
-                           {view(&closs, {1}), view(cgrad.data(), {B, D}), {}, view(cidx.data(), {B, K + 1})});
+                           {view(&closs, {1}), view(cgrad.data(), {B, D}), view(cprobs.data(), {B, K + 1}),
+                            view(cidx.data(), {B, K + 1})});
       CHECK(to_host<std::int64_t>(gpu, idx) == cidx);
+      CHECK(test::relative_error(to_host<float>(gpu, probs), cprobs) < 2e-5);
       CHECK(to_host<float>(gpu, loss)[0] == Approx(closs).epsilon(2e-5));
       CHECK(to_host<float>(gpu, z)[0] == Approx(cz).epsilon(2e-5));
       CHECK(test::relative_error(to_host<float>(gpu, grad), cgrad) < 2e-5);

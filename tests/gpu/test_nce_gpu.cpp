@@ -246,6 +246,27 @@ TEST_CASE("fused NCE: the async ring on a small case", "[gpu][nce]") {
   }
 }
 
+// K = 65536 at B = 2: the 64-split cap leaves 32 tiles per block, four per
+// warp, so the async ring's row indices resolved a tile ahead are used (two
+// tiles per warp never use them); the default layout and every async one.
+TEST_CASE("fused NCE: the async ring across four tiles per warp", "[gpu][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  NceData d(2, 128, 100000, 65536, 5);
+  NceConfig cfg;
+  cfg.num_negatives = d.K;
+  cfg.proximal_lambda = 1.f;
+  const Result want = run(cpu, cfg, d, 4, ZUpdate::kInitFromBatch, 0.f);
+  std::vector<Layout> layouts = {{0, 0, NceRing::kRegisters}};
+  for (const Layout& l : all_layouts())
+    if (l.ring == NceRing::kAsync) layouts.push_back(l);
+  for (const Layout& l : layouts) {
+    test::LayoutOverride layout(l.lanes, l.stages, l.ring);
+    INFO("lanes=" << l.lanes << " stages=" << l.stages << " ring=" << ring_name(l.ring));
+    compare(run(gpu, cfg, d, 4, ZUpdate::kInitFromBatch, 0.f), want);
+  }
+}
+
 TEST_CASE("fused NCE: every layout on a large batch (several tiles per warp)", "[gpu][nce][heavy]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
