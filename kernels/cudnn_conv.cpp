@@ -479,7 +479,7 @@ class ConvPlan {
 };
 
 std::size_t pick_fastest(const std::vector<double>& ms, double margin) {
-  auto ok = [](double t) { return std::isfinite(t) && t > 0; };
+  auto ok = [](double t) { return std::isfinite(t) && t >= 0; };
   std::size_t best = ms.size();
   for (std::size_t i = 0; i < ms.size(); ++i)
     if (ok(ms[i]) && (best == ms.size() || ms[i] < ms[best])) best = i;
@@ -547,7 +547,8 @@ std::vector<double> time_candidates(Context& ctx, const ConvPlan& plan, ConvDire
     try {
       plan.run_candidate(i, handle, a, b, out, work.data());
     } catch (const Error&) {
-      continue;  // this engine cannot run the shape after all: never chosen
+      (void)cudaGetLastError();  // not left for the next launch check to report
+      continue;                  // this engine cannot run the shape after all: never chosen
     }
     for (int r = 0; r < kAutotuneRuns; ++r) {
       NPID_CUDA_CHECK(cudaEventRecord(ev.start_, stream));
@@ -576,16 +577,26 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
   if (it == plans_.end()) {
     const std::size_t max_candidates = tuning_ == ConvTuning::kAutotune ? kAutotuneCandidates : 1;
     std::unique_ptr<ConvPlan> plan;
+    std::size_t enumerated = 0;
     try {
       if (ctx_ != nullptr) {
         DeviceGuard guard(ctx_->device());
         plan = std::make_unique<ConvPlan>(PlanTarget{cudnn_handle(*ctx_), nullptr}, dir, s, math, max_candidates);
-        candidates_ += static_cast<int>(plan->candidates());
+        enumerated = plan->candidates();
         cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-        NPID_CUDA_CHECK(cudaStreamIsCapturing(ctx_->stream(), &capturing));
+        if (plan->candidates() > 1) NPID_CUDA_CHECK(cudaStreamIsCapturing(ctx_->stream(), &capturing));
         if (plan->candidates() > 1 && capturing == cudaStreamCaptureStatusNone) {
           const auto t0 = std::chrono::steady_clock::now();
-          const std::vector<double> ms = time_candidates(*ctx_, *plan, dir, s);
+          std::vector<double> ms;
+          try {
+            ms = time_candidates(*ctx_, *plan, dir, s);
+          } catch (const Error&) {
+            // Timing is an optimization: a failure in it (scratch memory, a
+            // candidate that fails mid-timing) keeps the heuristic choice. A
+            // sticky device error resurfaces at the next synchronization.
+            (void)cudaGetLastError();
+            ms.clear();
+          }
           tuning_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           if (!ms.empty()) {
             ++timed_;
@@ -594,13 +605,14 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
         }
       } else {
         plan = std::make_unique<ConvPlan>(PlanTarget{nullptr, props_->get()}, dir, s, math, max_candidates);
-        candidates_ += static_cast<int>(plan->candidates());
+        enumerated = plan->candidates();
       }
       if (plan->candidates() > 1) plan->keep(0);  // untimed: the heuristic choice
     } catch (const Error& e) {
       // Name the convolution; the cause (cuDNN's own reason) follows.
       throw Error(e.kind(), "cuDNN: " + describe(dir, s, math) + ": " + e.what());
     }
+    candidates_ += static_cast<int>(enumerated);
     it = plans_.emplace(key, std::move(plan)).first;
   }
   return it->second->workspace();

@@ -57,8 +57,8 @@ constexpr double kAutotuneMargin = 0.03;
 
 // The candidate an autotuner keeps: index 0 (the heuristic choice) unless the
 // fastest one is faster than it by more than `margin` (a fraction); entries
-// that are not finite and positive (a candidate that failed to run) never
-// win; ties go to the earlier candidate. Empty or all failed: 0.
+// that are negative, infinite or NaN (a candidate that failed to run: +inf)
+// never win; ties go to the earlier candidate. Empty or all failed: 0.
 std::size_t pick_fastest(const std::vector<double>& ms, double margin);
 
 class ConvPlan;          // an execution plan with its workspace size
@@ -80,8 +80,8 @@ class ConvPlans {
   // Builds (or finds) the plan -- with kAutotune on a device, timing its
   // candidates on ctx.stream() (synchronizes it; scratch buffers of the
   // shape are allocated for the timing and freed after; not while the stream
-  // is being captured, which keeps the heuristic choice) -- and returns its
-  // workspace bytes.
+  // is being captured, and any failure of the timing itself keeps the
+  // heuristic choice) -- and returns its workspace bytes.
   std::size_t prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math);
   // Runs on ctx.stream(). Pointers: forward (x, w -> y), backward data
   // (dy, w -> dx), backward filter (x, dy -> dw); outputs are overwritten.
