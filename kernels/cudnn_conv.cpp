@@ -182,12 +182,13 @@ const char* name_of(ConvDirection d) {
   return "?";
 }
 
-// "convolution forward for x (n, h, w, c), 3x3 stride 1 pad 1 -> 64 channels (tf32)"
-std::string describe(ConvDirection dir, const layers::ConvShape& s, ConvMath math) {
+// "convolution forward for x (n, h, w, c), 3x3 stride 1 pad 1 -> 64 channels (tf32[, accumulating])"
+std::string describe(ConvDirection dir, const layers::ConvShape& s, ConvMath math, ConvOutput output) {
   return std::string("convolution ") + name_of(dir) + " for x (" + std::to_string(s.n) + ", " + std::to_string(s.h) +
          ", " + std::to_string(s.w) + ", " + std::to_string(s.c) + "), " + std::to_string(s.k) + "x" +
          std::to_string(s.k) + " stride " + std::to_string(s.stride) + " pad " + std::to_string(s.pad) + " -> " +
-         std::to_string(s.out_c) + " channels (" + (math == ConvMath::kFP32 ? "exact fp32" : "tf32") + ")";
+         std::to_string(s.out_c) + " channels (" + (math == ConvMath::kFP32 ? "exact fp32" : "tf32") +
+         (output == ConvOutput::kAccumulate ? ", accumulating" : "") + ")";
 }
 
 // A serialized device-properties descriptor's JSON (CUDNN_TYPE_CHAR).
@@ -248,7 +249,7 @@ struct PlanTarget {
 
 class ConvPlan {
  public:
-  ConvPlan(PlanTarget target, ConvDirection dir, const layers::ConvShape& s, ConvMath math,
+  ConvPlan(PlanTarget target, ConvDirection dir, const layers::ConvShape& s, ConvMath math, ConvOutput output,
            std::size_t max_candidates)
       : dir_(dir) {
     cudnnHandle_t handle = target.handle;
@@ -280,7 +281,7 @@ class ConvPlan {
         .set_i64s(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, {s.pad, s.pad});
     conv.finalize("convolution");
 
-    const float alpha = 1.f, beta = 0.f;
+    const float alpha = 1.f, beta = output == ConvOutput::kAccumulate ? 1.f : 0.f;
     std::unique_ptr<Desc>& op = op_;
     if (dir == ConvDirection::kForward) {
       op = std::make_unique<Desc>(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
@@ -571,8 +572,13 @@ ConvPlans::ConvPlans(const std::string& device_properties_json, ConvTuning tunin
     : ctx_(nullptr), tuning_(tuning), props_(std::make_unique<DeviceProperties>(device_properties_json)) {}
 ConvPlans::~ConvPlans() = default;
 
-std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math) {
-  const Key key{static_cast<int>(dir), s.n, s.h, s.w, s.c, s.out_c, s.k, s.stride, s.pad, static_cast<int>(math)};
+ConvPlans::Key ConvPlans::key_of(ConvDirection dir, const layers::ConvShape& s, ConvMath math, ConvOutput output) {
+  return Key{static_cast<int>(dir), s.n,     s.h,   s.w, s.c, s.out_c, s.k, s.stride, s.pad, static_cast<int>(math),
+             static_cast<int>(output)};
+}
+
+std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math, ConvOutput output) {
+  const Key key = key_of(dir, s, math, output);
   auto it = plans_.find(key);
   if (it == plans_.end()) {
     const std::size_t max_candidates = tuning_ == ConvTuning::kAutotune ? kAutotuneCandidates : 1;
@@ -581,7 +587,8 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
     try {
       if (ctx_ != nullptr) {
         DeviceGuard guard(ctx_->device());
-        plan = std::make_unique<ConvPlan>(PlanTarget{cudnn_handle(*ctx_), nullptr}, dir, s, math, max_candidates);
+        plan = std::make_unique<ConvPlan>(PlanTarget{cudnn_handle(*ctx_), nullptr}, dir, s, math, output,
+                                           max_candidates);
         enumerated = plan->candidates();
         cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
         if (plan->candidates() > 1) NPID_CUDA_CHECK(cudaStreamIsCapturing(ctx_->stream(), &capturing));
@@ -604,13 +611,13 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
           }
         }
       } else {
-        plan = std::make_unique<ConvPlan>(PlanTarget{nullptr, props_->get()}, dir, s, math, max_candidates);
+        plan = std::make_unique<ConvPlan>(PlanTarget{nullptr, props_->get()}, dir, s, math, output, max_candidates);
         enumerated = plan->candidates();
       }
       if (plan->candidates() > 1) plan->keep(0);  // untimed: the heuristic choice
     } catch (const Error& e) {
       // Name the convolution; the cause (cuDNN's own reason) follows.
-      throw Error(e.kind(), "cuDNN: " + describe(dir, s, math) + ": " + e.what());
+      throw Error(e.kind(), "cuDNN: " + describe(dir, s, math, output) + ": " + e.what());
     }
     candidates_ += static_cast<int>(enumerated);
     it = plans_.emplace(key, std::move(plan)).first;
@@ -619,21 +626,21 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
 }
 
 void ConvPlans::run(ConvDirection dir, const layers::ConvShape& s, ConvMath math, const float* a, const float* b,
-                    float* out, void* workspace) {
+                    float* out, void* workspace, ConvOutput output) {
   // Only prepared plans run: the caller sized `workspace` from prepare().
-  const Key key{static_cast<int>(dir), s.n, s.h, s.w, s.c, s.out_c, s.k, s.stride, s.pad, static_cast<int>(math)};
+  const Key key = key_of(dir, s, math, output);
   auto it = plans_.find(key);
   if (it == plans_.end())
-    throw Error(ErrorKind::kInternal, "cuDNN: " + describe(dir, s, math) + " was run before prepare()");
+    throw Error(ErrorKind::kInternal, "cuDNN: " + describe(dir, s, math, output) + " was run before prepare()");
   if (ctx_ == nullptr)
     throw Error(ErrorKind::kUnsupported,
-                "cuDNN: " + describe(dir, s, math) + ": plans made from device properties (deviceless) cannot run");
+                "cuDNN: " + describe(dir, s, math, output) + ": plans made from device properties (deviceless) cannot run");
   DeviceGuard guard(ctx_->device());
   try {
     it->second->run(cudnn_handle(*ctx_), a, b, out, workspace);
   } catch (const Error& e) {
     // Name the convolution that failed; cuDNN's reason follows.
-    throw Error(e.kind(), "cuDNN: " + describe(dir, s, math) + ": " + e.what());
+    throw Error(e.kind(), "cuDNN: " + describe(dir, s, math, output) + ": " + e.what());
   }
 }
 

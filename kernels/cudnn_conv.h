@@ -50,6 +50,9 @@ namespace cudnn {
 enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
 enum class ConvMath { kTF32, kFP32 };
 enum class ConvTuning { kHeuristic, kAutotune };
+// What a plan does with its output: overwrite it (beta = 0) or add the
+// convolution to it (beta = 1: a gradient summed in place, no separate add).
+enum class ConvOutput { kOverwrite, kAccumulate };
 
 constexpr std::size_t kAutotuneCandidates = 8;
 constexpr int kAutotuneRuns = 5;
@@ -82,13 +85,15 @@ class ConvPlans {
   // shape are allocated for the timing and freed after; not while the stream
   // is being captured, and any failure of the timing itself keeps the
   // heuristic choice) -- and returns its workspace bytes.
-  std::size_t prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math);
+  std::size_t prepare(ConvDirection dir, const layers::ConvShape& s, ConvMath math,
+                      ConvOutput output = ConvOutput::kOverwrite);
   // Runs on ctx.stream(). Pointers: forward (x, w -> y), backward data
-  // (dy, w -> dx), backward filter (x, dy -> dw); outputs are overwritten.
+  // (dy, w -> dx), backward filter (x, dy -> dw); outputs are overwritten,
+  // or added to with ConvOutput::kAccumulate (a plan of its own).
   // `workspace` must hold prepare()'s bytes.
   // Throws npid::Error when the plan was never prepared, or was made deviceless.
   void run(ConvDirection dir, const layers::ConvShape& s, ConvMath math, const float* a, const float* b, float* out,
-           void* workspace);
+           void* workspace, ConvOutput output = ConvOutput::kOverwrite);
 
   // What the cached plans chose (for tests and device reports).
   struct Summary {
@@ -104,7 +109,8 @@ class ConvPlans {
 
  private:
   using Key = std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                         std::int64_t, std::int64_t, int>;
+                         std::int64_t, std::int64_t, int, int>;
+  static Key key_of(ConvDirection dir, const layers::ConvShape& s, ConvMath math, ConvOutput output);
   Context* ctx_;                             // null when deviceless
   ConvTuning tuning_;
   int candidates_ = 0, timed_ = 0;

@@ -343,13 +343,6 @@ __global__ void bias_grad_kernel(std::int64_t n, std::int64_t d, const float* __
 }
 
 __global__ void __launch_bounds__(kThreads)
-    add_kernel(std::int64_t count, const float* __restrict__ src, float* __restrict__ dst) {
-  for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; e < count;
-       e += static_cast<std::int64_t>(gridDim.x) * kThreads)
-    dst[e] += src[e];
-}
-
-__global__ void __launch_bounds__(kThreads)
     sgd_kernel(std::int64_t count, float* __restrict__ w, const float* __restrict__ grad, float* __restrict__ buf,
                float lr_value, const float* lr_device, float momentum, float weight_decay, bool nesterov,
                bool first) {
@@ -474,12 +467,6 @@ void launch_bias_grad(Context& ctx, std::int64_t n, std::int64_t d, const float*
   DeviceGuard guard(ctx.device());
   bias_grad_kernel<<<cuda::ceil_div(d, 128), 128, 0, ctx.stream()>>>(n, d, dy, db);
   NPID_CHECK_LAUNCH(ctx, "bias_grad_kernel");
-}
-
-void launch_add(Context& ctx, std::int64_t count, const float* src, float* dst) {
-  DeviceGuard guard(ctx.device());
-  add_kernel<<<grid_1d(ctx, count), kThreads, 0, ctx.stream()>>>(count, src, dst);
-  NPID_CHECK_LAUNCH(ctx, "add_kernel");
 }
 
 void launch_sgd_step(Context& ctx, std::int64_t count, float* w, const float* grad, float* buf, float lr,

@@ -148,8 +148,6 @@ void launch_l2norm_backward(Context& ctx, std::int64_t n, std::int64_t d, const 
 // y (n, d) += bias (d);  db (d) = column sums of dy (n, d).
 void launch_add_bias(Context& ctx, std::int64_t n, std::int64_t d, const float* bias, float* y);
 void launch_bias_grad(Context& ctx, std::int64_t n, std::int64_t d, const float* dy, float* db);
-// dst += src, elementwise.
-void launch_add(Context& ctx, std::int64_t count, const float* src, float* dst);
 // lr_device (optional): the learning rate is read from device memory when the
 // kernel runs (CUDA-graph replay with a new lr).
 void launch_sgd_step(Context& ctx, std::int64_t count, float* w, const float* grad, float* buf, float lr,

@@ -15,6 +15,7 @@ namespace npid {
 namespace resnet {
 
 using cudnn::ConvDirection;
+using cudnn::ConvOutput;
 
 namespace {
 
@@ -28,9 +29,9 @@ struct Saved {
 };
 
 struct BlockActs {
-  Act z1, y1, z2, out, zd, res;
+  Act z1, y1, z2, out;
+  Act zd, res;  // downsampling blocks only: the shortcut's conv output and BatchNorm
   Saved s1, s2, sd;
-  Tensor tmp;
 };
 
 float* f(const Tensor& t) { return t.data_as<float>(); }
@@ -73,14 +74,24 @@ struct CudaRunner::Impl {
   }
 
   // Plans for every convolution at batch n (the backward ones only when
-  // training will need them), and the workspace they need.
+  // training will need them), and the workspace they need. Data gradients:
+  // see backward() for which ones accumulate.
   void prepare(std::int64_t n, bool with_backward = true) {
     std::size_t need = 0;
     for (const Conv* c : spec->convs()) {
       need = std::max(need, plans.prepare(ConvDirection::kForward, c->shape(n), math));
       if (!with_backward) continue;
       need = std::max(need, plans.prepare(ConvDirection::kBackwardFilter, c->shape(n), math));
-      if (c != &spec->stem) need = std::max(need, plans.prepare(ConvDirection::kBackwardData, c->shape(n), math));
+    }
+    if (with_backward) {
+      for (const Block& b : spec->blocks) {
+        need = std::max(need, plans.prepare(ConvDirection::kBackwardData, b.conv2.shape(n), math));
+        need = std::max(need, plans.prepare(ConvDirection::kBackwardData, b.conv1.shape(n), math,
+                                            b.has_down ? ConvOutput::kOverwrite : ConvOutput::kAccumulate));
+        if (b.has_down)
+          need = std::max(need, plans.prepare(ConvDirection::kBackwardData, b.down.shape(n), math,
+                                              ConvOutput::kAccumulate));
+      }
     }
     if (need > conv_ws_bytes) {
       ctx->synchronize();
@@ -90,8 +101,9 @@ struct CudaRunner::Impl {
     }
   }
 
-  void conv(ConvDirection dir, const Conv& c, std::int64_t n, const float* a, const float* b, float* out) {
-    plans.run(dir, c.shape(n), math, a, b, out, conv_ws.data());
+  void conv(ConvDirection dir, const Conv& c, std::int64_t n, const float* a, const float* b, float* out,
+            ConvOutput output = ConvOutput::kOverwrite) {
+    plans.run(dir, c.shape(n), math, a, b, out, conv_ws.data(), output);
   }
 
   void norm_forward(const Norm& nm, Saved& sv, std::int64_t count, const float* params, float* stats, const float* x,
@@ -133,13 +145,12 @@ CudaRunner::CudaRunner(Context& ctx, const NetSpec& spec, std::int64_t max_batch
     a.y1 = m.act(b.out_h, b.out_w, b.out_c);
     a.z2 = m.act(b.out_h, b.out_w, b.out_c);
     a.out = m.act(b.out_h, b.out_w, b.out_c);
-    a.res = m.act(b.out_h, b.out_w, b.out_c);
     a.s1 = m.saved(b.out_c);
     a.s2 = m.saved(b.out_c);
     if (b.has_down) {
       a.zd = m.act(b.out_h, b.out_w, b.out_c);
+      a.res = m.act(b.out_h, b.out_w, b.out_c);
       a.sd = m.saved(b.out_c);
-      a.tmp = Tensor({max_batch, b.in_h, b.in_w, b.in_c}, DType::kFloat32, ctx.device());
     }
     norm_bytes = std::max(norm_bytes, layers::batchnorm_cuda_workspace_bytes({max_batch * b.out_h * b.out_w, b.out_c}));
     m.blocks.push_back(std::move(a));
@@ -239,7 +250,13 @@ void CudaRunner::backward(const float* params, float* grads, const float* grad_e
     Act& in_act = i > 0 ? m.blocks[i - 1].out : (spec.maxpool ? m.pool : m.stem_y);
     const float* x = f(in_act.value);
     float* gx = f(in_act.grad);
-    float* gres = f(a.res.grad);
+    // The block input's gradient gx is the sum of the main path's (conv1's
+    // data gradient) and the shortcut's. cuDNN adds into gx in place (beta
+    // 1) instead of a separate add pass: an identity block's BatchNorm
+    // backward writes the shortcut's term (the ReLU-masked gradient) straight
+    // into gx and conv1 accumulates onto it; a downsampling block's conv1
+    // writes gx and the downsampling conv accumulates onto it.
+    float* gres = b.has_down ? f(a.res.grad) : gx;
     m.norm_backward(b.bn2, a.s2, count, params, grads, f(a.out.grad), f(a.z2.value), f(a.out.value), true,
                     f(a.z2.grad), gres);
     m.conv(ConvDirection::kBackwardFilter, b.conv2, n, f(a.y1.value), f(a.z2.grad), grads + b.conv2.weight);
@@ -247,15 +264,13 @@ void CudaRunner::backward(const float* params, float* grads, const float* grad_e
     m.norm_backward(b.bn1, a.s1, count, params, grads, f(a.y1.grad), f(a.z1.value), f(a.y1.value), true, f(a.z1.grad),
                     nullptr);
     m.conv(ConvDirection::kBackwardFilter, b.conv1, n, x, f(a.z1.grad), grads + b.conv1.weight);
-    m.conv(ConvDirection::kBackwardData, b.conv1, n, f(a.z1.grad), params + b.conv1.weight, gx);
-    const std::int64_t in_elems = n * b.in_h * b.in_w * b.in_c;
+    m.conv(ConvDirection::kBackwardData, b.conv1, n, f(a.z1.grad), params + b.conv1.weight, gx,
+           b.has_down ? ConvOutput::kOverwrite : ConvOutput::kAccumulate);
     if (b.has_down) {
       m.norm_backward(b.down_bn, a.sd, count, params, grads, gres, f(a.zd.value), nullptr, false, f(a.zd.grad), nullptr);
       m.conv(ConvDirection::kBackwardFilter, b.down, n, x, f(a.zd.grad), grads + b.down.weight);
-      m.conv(ConvDirection::kBackwardData, b.down, n, f(a.zd.grad), params + b.down.weight, f(a.tmp));
-      layers::launch_add(*m.ctx, in_elems, f(a.tmp), gx);
-    } else {
-      layers::launch_add(*m.ctx, in_elems, gres, gx);
+      m.conv(ConvDirection::kBackwardData, b.down, n, f(a.zd.grad), params + b.down.weight, gx,
+             ConvOutput::kAccumulate);
     }
   }
   float* g_stem = f(m.stem_y.grad);

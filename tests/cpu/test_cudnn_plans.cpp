@@ -66,7 +66,7 @@ TEST_CASE("cuDNN plans every ResNet-18 convolution for each recorded GPU, device
       cudnn::ConvPlans plans(read(file));
       // The plan cache's key: direction and every shape field.
       std::set<std::tuple<int, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                          std::int64_t>>
+                          std::int64_t, int>>
           keys;
       for (const NetCase& c : cases) {
         ResNetConfig cfg;
@@ -83,7 +83,21 @@ TEST_CASE("cuDNN plans every ResNet-18 convolution for each recorded GPU, device
               std::size_t ws = 0;
               REQUIRE_NOTHROW(ws = plans.prepare(dir, s, math));
               CHECK(ws <= kWorkspaceCap);
-              keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride, s.pad);
+              keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride, s.pad, 0);
+            }
+          }
+          // The data gradients that add into the block input's gradient
+          // (src/resnet_cuda.cpp: identity blocks' conv1, downsampling convs).
+          for (const resnet::Block& b : spec.blocks) {
+            for (const resnet::Conv* conv : {&b.conv1, &b.down}) {
+              if (conv == &b.down ? !b.has_down : b.has_down) continue;
+              const layers::ConvShape s = conv->shape(n);
+              INFO(conv->name << " batch " << n << " data gradient, accumulating");
+              std::size_t ws = 0;
+              REQUIRE_NOTHROW(ws = plans.prepare(ConvDirection::kBackwardData, s, math, cudnn::ConvOutput::kAccumulate));
+              CHECK(ws <= kWorkspaceCap);
+              keys.emplace(static_cast<int>(ConvDirection::kBackwardData), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k,
+                           s.stride, s.pad, 1);
             }
           }
         }
@@ -96,7 +110,7 @@ TEST_CASE("cuDNN plans every ResNet-18 convolution for each recorded GPU, device
         for (const ConvDirection dir :
              {ConvDirection::kForward, ConvDirection::kBackwardFilter, ConvDirection::kBackwardData}) {
           REQUIRE_NOTHROW(plans.prepare(dir, s, math));
-          keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride, s.pad);
+          keys.emplace(static_cast<int>(dir), s.n, s.h * 1000 + s.w, s.c, s.out_c, s.k, s.stride, s.pad, 0);
         }
       }
       const cudnn::ConvPlans::Summary summary = plans.summary();

@@ -71,6 +71,7 @@ TEST_CASE("cuDNN graph convolutions match the CPU reference", "[gpu][resnet][con
         for (auto dir : {cudnn::ConvDirection::kForward, cudnn::ConvDirection::kBackwardData,
                          cudnn::ConvDirection::kBackwardFilter})
           ws = std::max(ws, plans.prepare(dir, s, math));
+        ws = std::max(ws, plans.prepare(cudnn::ConvDirection::kBackwardData, s, math, cudnn::ConvOutput::kAccumulate));
         Tensor work({static_cast<std::int64_t>(std::max<std::size_t>(ws, 1))}, DType::kUInt8, gpu.device());
         plans.run(cudnn::ConvDirection::kForward, s, math, gx.data_as<float>(), gw.data_as<float>(), gy.data_as<float>(),
                   work.data());
@@ -85,13 +86,22 @@ TEST_CASE("cuDNN graph convolutions match the CPU reference", "[gpu][resnet][con
         CHECK(test::relative_error(to_host<float>(gpu, gy), y) < tol);
         CHECK(test::relative_error(to_host<float>(gpu, gdx), dx) < tol);
         CHECK(test::relative_error(to_host<float>(gpu, gdw), dw) < tol);
+        // The accumulating data gradient adds onto what the output held (a
+        // gradient summed in place: ResNet's shortcut term).
+        const auto prior = randf(static_cast<std::size_t>(nx), 4);
+        std::vector<float> sum(prior);
+        for (std::size_t e = 0; e < sum.size(); ++e) sum[e] += dx[e];
+        Tensor acc = dev(gpu, prior);
+        plans.run(cudnn::ConvDirection::kBackwardData, s, math, gdy.data_as<float>(), gw.data_as<float>(),
+                  acc.data_as<float>(), work.data(), cudnn::ConvOutput::kAccumulate);
+        CHECK(test::relative_error(to_host<float>(gpu, acc), sum) < tol);
       }
     }
     // The library's determinism promise: every plan chosen was a deterministic engine.
     const cudnn::ConvPlans::Summary summary = plans.summary();
     INFO(summary.plans << " plans, " << summary.runtime_compiled << " runtime-compiled, largest workspace "
                        << summary.max_workspace << " bytes");
-    CHECK(summary.plans == 30);
+    CHECK(summary.plans == 40);  // 5 shapes x 2 maths x (3 directions + the accumulating data gradient)
     CHECK(summary.nondeterministic == 0);
     if (autotune) {
       // Plans with more than one candidate are timed (nothing here is
