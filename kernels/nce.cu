@@ -33,7 +33,7 @@
 //       through nce_set_layout_override. Everything that changes per tile
 //       (row indices, valid columns, the P output) is set once per tile, so
 //       a step is 32-bit index work, the copies and the row's math:
-//       tools/sass_steps.py counts it (bf16 8 x 4: 140 instructions per
+//       tools/sass_steps.py counts it (bf16 8 x 4: 133 instructions per
 //       step of 4 rows, from 196 before the per-tile bookkeeping).
 //   nce_finalize_kernel   grid B: the positive column (it reads V[y_i] for the
 //       proximal term anyway), the sum of the split partials in split order,
@@ -498,7 +498,7 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
   const char* lane_src[kChunks];
   lane_chunk_bases<T, kLanes, kVec, kChunks>(bank, dim, sub, lane_src);
   // This lane's slot of (stage 0, chunk 0); slot (q, cc) is 512 (q * kChunks + cc) bytes on.
-  const unsigned my_ring = static_cast<unsigned>(__cvta_generic_to_shared(ring + lane));
+  unsigned my_ring = static_cast<unsigned>(__cvta_generic_to_shared(ring + lane));
 
   // Per-tile state, set once per tile so that a step does only 32-bit work:
   // the issue side's row indices (lane l: column l of the tile being
@@ -536,6 +536,11 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
 #pragma unroll
   for (int q = 0; q < kStages - 1; ++q) issue(q, q);  // tile 0 (kStages <= kSteps)
   for (int g0 = 0; g0 < total; g0 += kStages) {
+    // An empty asm that "changes" my_ring: the compiler keeps the address in
+    // a register instead of rebuilding it from the thread index at every use
+    // (6 instructions a step; tools/sass_steps.py). The same for the bank
+    // chunk bases costs spills at the 80-register cap.
+    asm volatile("" : "+r"(my_ring));
     // g0 is a multiple of kStages, and kSteps of kStages: a tile starts at
     // q == 0 of an iteration whose g0 is a multiple of kSteps (compute side),
     // and the copies run kStages - 1 steps ahead, so the issue side meets a
