@@ -1,16 +1,19 @@
 // bench_resnet18 -- ResNet-18 training throughput: forward + backward + SGD
 // images/s. GPU (CUDA events, TF32 convolutions): the CIFAR variant at 32x32,
 // batch 128 and 256; the ImageNet variant at 224x224, batch 64 and 256; width
-// 64; tune:1 with cuDNN autotuning (ResNetConfig::autotune_convolutions).
+// 64; tune:1 with cuDNN autotuning (ResNetConfig::autotune_convolutions),
+// tune:2 autotuned with nondeterministic engines competing too
+// (deterministic_convolutions = false, PyTorch's default).
 // CPU backend: width 8 at 32x32, batch 32 (the configuration a CPU-only
 // training run uses). Counters: images_per_s, and TFLOPs counting 3x the
 // forward's multiply-adds (convolutions + head) per image.
 //
 // BM_ResNet18Convs: where a step's time goes. Every convolution of the
 // network at the given batch, each direction timed alone (CUDA events, the
-// median of 9 runs) with the heuristic engine and with the autotuned one;
-// counters: the sums per direction in ms (fwd, dgrad, wgrad; _tuned for the
-// autotuned plans), how many plans the tuner moved, and conv_ms, the total
+// median of 9 runs) with the heuristic engine, the autotuned one, and the
+// one autotuned among nondeterministic engines too; counters: the sums per
+// direction in ms (fwd, dgrad, wgrad; _tuned, _any for the autotuned plans),
+// how many plans the (deterministic) tuner moved, and conv_ms, the total
 // a step spends in cuDNN (compare with BM_ResNet18Gpu's time per step: the
 // rest is our BatchNorm/pool/head kernels and launch gaps).
 //
@@ -69,7 +72,8 @@ struct Setup {
   }
   bool same(const ResNetConfig& c, std::int64_t b) const {
     return b == batch && c.stem == cfg.stem && c.image_size == cfg.image_size && c.width == cfg.width &&
-           c.autotune_convolutions == cfg.autotune_convolutions;
+           c.autotune_convolutions == cfg.autotune_convolutions &&
+           c.deterministic_convolutions == cfg.deterministic_convolutions;
   }
   ResNetConfig cfg;
   std::int64_t batch;
@@ -105,6 +109,7 @@ void BM_ResNet18Gpu(benchmark::State& state) {
   cfg.stem = state.range(0) ? ResNetStem::kImageNet : ResNetStem::kCifar;
   cfg.image_size = state.range(1);
   cfg.autotune_convolutions = state.range(3) != 0;
+  cfg.deterministic_convolutions = state.range(3) != 2;
   // Google Benchmark enters a case several times (to size the iterations):
   // the network, and so its plans and any autotuning, is made once per case.
   static std::unique_ptr<Setup> last;
@@ -135,7 +140,8 @@ void BM_ResNet18Convs(benchmark::State& state) {
   const resnet::NetSpec spec = resnet::NetSpec::build(cfg);
   using cudnn::ConvDirection;
   const auto math = cudnn::ConvMath::kTF32;
-  cudnn::ConvPlans heuristic(ctx), tuned(ctx, cudnn::ConvTuning::kAutotune);
+  cudnn::ConvPlans heuristic(ctx), tuned(ctx, cudnn::ConvTuning::kAutotune),
+      any(ctx, cudnn::ConvTuning::kAutotune, cudnn::ConvDeterminism::kAny);
   // Buffers for the largest operand of any convolution, and the workspace.
   std::int64_t most = 0;
   std::size_t ws = 1;
@@ -144,7 +150,7 @@ void BM_ResNet18Convs(benchmark::State& state) {
     most = std::max({most, s.n * s.h * s.w * s.c, s.n * s.out_h() * s.out_w() * s.out_c, s.weight_size()});
     for (auto dir : {ConvDirection::kForward, ConvDirection::kBackwardData, ConvDirection::kBackwardFilter}) {
       if (dir == ConvDirection::kBackwardData && c == &spec.stem) continue;
-      ws = std::max({ws, heuristic.prepare(dir, s, math), tuned.prepare(dir, s, math)});
+      ws = std::max({ws, heuristic.prepare(dir, s, math), tuned.prepare(dir, s, math), any.prepare(dir, s, math)});
     }
   }
   Tensor a({most}, DType::kFloat32, ctx.device()), b({most}, DType::kFloat32, ctx.device());
@@ -153,10 +159,10 @@ void BM_ResNet18Convs(benchmark::State& state) {
   for (const Tensor* t : {&a, &b})  // any finite values (+-1)
     bank_initialize(ctx, TensorView(t->data(), DType::kFloat32, {most, 1}, ctx.device()), BankInit::kUnit, 4);
   bench::CudaEvents ev;
-  double sum[2][3] = {};
+  double sum[3][3] = {};
   for (auto _ : state) {
-    for (int p = 0; p < 2; ++p) {
-      cudnn::ConvPlans& plans = p == 0 ? heuristic : tuned;
+    for (int p = 0; p < 3; ++p) {
+      cudnn::ConvPlans& plans = p == 0 ? heuristic : p == 1 ? tuned : any;
       for (const resnet::Conv* c : spec.convs()) {
         const layers::ConvShape s = c->shape(n);
         int d = 0;
@@ -172,11 +178,14 @@ void BM_ResNet18Convs(benchmark::State& state) {
     state.SetIterationTime(1e-3 * (sum[0][0] + sum[0][1] + sum[0][2]));
   }
   const double it = static_cast<double>(state.iterations());
-  const char* names[2][3] = {{"fwd_ms", "dgrad_ms", "wgrad_ms"}, {"fwd_ms_tuned", "dgrad_ms_tuned", "wgrad_ms_tuned"}};
-  for (int p = 0; p < 2; ++p)
+  const char* names[3][4] = {{"fwd_ms", "dgrad_ms", "wgrad_ms", "conv_ms"},
+                             {"fwd_ms_tuned", "dgrad_ms_tuned", "wgrad_ms_tuned", "conv_ms_tuned"},
+                             {"fwd_ms_any", "dgrad_ms_any", "wgrad_ms_any", "conv_ms_any"}};
+  for (int p = 0; p < 3; ++p) {
     for (int d = 0; d < 3; ++d) state.counters[names[p][d]] = sum[p][d] / it;
-  state.counters["conv_ms"] = (sum[0][0] + sum[0][1] + sum[0][2]) / it;
-  state.counters["conv_ms_tuned"] = (sum[1][0] + sum[1][1] + sum[1][2]) / it;
+    state.counters[names[p][3]] = (sum[p][0] + sum[p][1] + sum[p][2]) / it;
+  }
+  state.counters["nondeterministic_plans_any"] = any.summary().nondeterministic;
   const cudnn::ConvPlans::Summary t = tuned.summary();
   state.counters["plans"] = t.plans;
   state.counters["tuned_away"] = t.tuned_away;
@@ -239,8 +248,10 @@ int main(int argc, char** argv) {
       ->Args({0, 32, 128, 0})
       ->Args({0, 32, 256, 0})
       ->Args({0, 32, 256, 1})
+      ->Args({0, 32, 256, 2})
       ->Args({1, 224, 64, 0})
       ->Args({1, 224, 64, 1})
+      ->Args({1, 224, 64, 2})
       ->Args({1, 224, 256, 0});
   g->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
   benchmark::RegisterBenchmark("BM_DeviceCopy/1GiB", [](benchmark::State& st) {

@@ -26,7 +26,8 @@
 // (O,KH,KW,I)), stats.f32 (running statistics after the step) and layout.txt
 // ("name offset numel d0 d1 ... | s0 s1 ..." per tensor: logical | storage
 // shape); then times forward + backward + SGD steps with tf32 as given (and
-// cuDNN autotuning when the optional key autotune is 1).
+// cuDNN autotuning when the optional key autotune is 1; nondeterministic
+// engines allowed when the optional key deterministic is 0).
 //
 // knn: meta.txt holds Q N D k C sigma; queries.f32 (Q,D), train.f32 (N,D),
 // labels.i64 (N), qlabels.i64 (Q). Writes values.f32 (Q,k) (the top-k
@@ -309,6 +310,7 @@ int run_resnet(const std::string& dir, Context& ctx, int warmup, int iters) {
   // 2. Timing: forward + backward + SGD, convolutions as the meta says.
   cfg.tf32_convolutions = meta.at("tf32") != 0;
   cfg.autotune_convolutions = meta.count("autotune") && meta.at("autotune") != 0;
+  cfg.deterministic_convolutions = !meta.count("deterministic") || meta.at("deterministic") != 0;
   ResNet18 net(ctx, cfg, B, static_cast<std::uint64_t>(meta.at("seed")));
   Sgd sgd(ctx, SgdConfig{}, net.parameter_buffer().numel());
   const float lr = static_cast<float>(meta.at("lr"));
@@ -317,7 +319,11 @@ int run_resnet(const std::string& dir, Context& ctx, int warmup, int iters) {
     net.backward(grad);
     sgd.step(net.parameter_buffer(), net.gradient_buffer(), lr);
   });
-  write_timing(dir, cfg.autotune_convolutions ? "resnet_step_autotuned" : "resnet_step", ctx, ms);
+  write_timing(dir,
+               !cfg.deterministic_convolutions ? "resnet_step_autotuned_nondeterministic"
+               : cfg.autotune_convolutions     ? "resnet_step_autotuned"
+                                               : "resnet_step",
+               ctx, ms);
   return 0;
 }
 

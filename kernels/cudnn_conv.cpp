@@ -250,7 +250,7 @@ struct PlanTarget {
 class ConvPlan {
  public:
   ConvPlan(PlanTarget target, ConvDirection dir, const layers::ConvShape& s, ConvMath math, ConvOutput output,
-           std::size_t max_candidates)
+           ConvDeterminism determinism, std::size_t max_candidates)
       : dir_(dir) {
     cudnnHandle_t handle = target.handle;
     const std::int64_t ho = s.out_h(), wo = s.out_w();
@@ -316,7 +316,7 @@ class ConvPlan {
     if (handle != nullptr) graph_->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, &handle, 1);
     graph_->finalize("operation graph");
 
-    enumerate(target, math, max_candidates);
+    enumerate(target, math, determinism, max_candidates);
   }
 
   // How many plans finalized for this convolution (the autotuner's choices).
@@ -383,14 +383,15 @@ class ConvPlan {
   // mode A's list, in its order, and the fallback list only when mode A
   // yields nothing. With max_candidates = 1 this is "the first configuration
   // that finalizes", the heuristic choice.
-  void enumerate(PlanTarget target, ConvMath math, std::size_t max_candidates) {
+  void enumerate(PlanTarget target, ConvMath math, ConvDeterminism determinism, std::size_t max_candidates) {
     cudnnHandle_t handle = target.handle;
     // What was tried, for the error message when nothing works.
     std::string tried;
     int filtered = 0, over_cap = 0, unreadable = 0;
     unsigned filtered_bits = 0;
     for (const Pass& pass : kPasses) {
-      const unsigned rejected = rejected_numerical(math, pass.nondeterministic);
+      const unsigned rejected =
+          rejected_numerical(math, pass.nondeterministic || determinism == ConvDeterminism::kAny);
       for (cudnnBackendHeurMode_t heur : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
         if (!candidates_.empty()) break;  // mode A's list suffices
         Desc h(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
@@ -567,9 +568,11 @@ std::vector<double> time_candidates(Context& ctx, const ConvPlan& plan, ConvDire
 
 }  // namespace
 
-ConvPlans::ConvPlans(Context& ctx, ConvTuning tuning) : ctx_(&ctx), tuning_(tuning) {}
-ConvPlans::ConvPlans(const std::string& device_properties_json, ConvTuning tuning)
-    : ctx_(nullptr), tuning_(tuning), props_(std::make_unique<DeviceProperties>(device_properties_json)) {}
+ConvPlans::ConvPlans(Context& ctx, ConvTuning tuning, ConvDeterminism determinism)
+    : ctx_(&ctx), tuning_(tuning), determinism_(determinism) {}
+ConvPlans::ConvPlans(const std::string& device_properties_json, ConvTuning tuning, ConvDeterminism determinism)
+    : ctx_(nullptr), tuning_(tuning), determinism_(determinism),
+      props_(std::make_unique<DeviceProperties>(device_properties_json)) {}
 ConvPlans::~ConvPlans() = default;
 
 ConvPlans::Key ConvPlans::key_of(ConvDirection dir, const layers::ConvShape& s, ConvMath math, ConvOutput output) {
@@ -588,7 +591,7 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
       if (ctx_ != nullptr) {
         DeviceGuard guard(ctx_->device());
         plan = std::make_unique<ConvPlan>(PlanTarget{cudnn_handle(*ctx_), nullptr}, dir, s, math, output,
-                                           max_candidates);
+                                           determinism_, max_candidates);
         enumerated = plan->candidates();
         cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
         if (plan->candidates() > 1) NPID_CUDA_CHECK(cudaStreamIsCapturing(ctx_->stream(), &capturing));
@@ -611,7 +614,8 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
           }
         }
       } else {
-        plan = std::make_unique<ConvPlan>(PlanTarget{nullptr, props_->get()}, dir, s, math, output, max_candidates);
+        plan = std::make_unique<ConvPlan>(PlanTarget{nullptr, props_->get()}, dir, s, math, output,
+                                           determinism_, max_candidates);
         enumerated = plan->candidates();
       }
       if (plan->candidates() > 1) plan->keep(0);  // untimed: the heuristic choice

@@ -23,9 +23,10 @@
 // keeps the fastest, unless it beats the heuristic choice by less than
 // kAutotuneMargin -- a near tie keeps the heuristic engine, so noise rarely
 // changes the pick. The candidates pass the same filters as the heuristic
-// choice (deterministic, no runtime compilation, within the workspace cap),
-// so tuning never trades away determinism within a run; but two processes can
-// time their way to different engines, whose results differ in rounding.
+// choice (deterministic unless ConvDeterminism::kAny, no runtime
+// compilation, within the workspace cap), so tuning never trades away
+// determinism within a run; but two processes can time their way to
+// different engines, whose results differ in rounding.
 //
 // Deviceless planning (cuDNN >= 9.8): ConvPlans built from cuDNN's serialized
 // device properties run the same descriptor, heuristics and engine-selection
@@ -50,6 +51,12 @@ namespace cudnn {
 enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
 enum class ConvMath { kTF32, kFP32 };
 enum class ConvTuning { kHeuristic, kAutotune };
+// kDeterministic: deterministic engines first (the library's default; a
+// nondeterministic one only when no deterministic engine works within 2 GiB
+// of workspace). kAny: nondeterministic engines (atomics: results vary in
+// rounding from run to run) compete on equal terms, as in PyTorch without
+// torch.backends.cudnn.deterministic.
+enum class ConvDeterminism { kDeterministic, kAny };
 // What a plan does with its output: overwrite it (beta = 0) or add the
 // convolution to it (beta = 1: a gradient summed in place, no separate add).
 enum class ConvOutput { kOverwrite, kAccumulate };
@@ -69,13 +76,15 @@ class DeviceProperties;  // the GPU a deviceless ConvPlans plans for
 
 class ConvPlans {
  public:
-  explicit ConvPlans(Context& ctx, ConvTuning tuning = ConvTuning::kHeuristic);
+  explicit ConvPlans(Context& ctx, ConvTuning tuning = ConvTuning::kHeuristic,
+                     ConvDeterminism determinism = ConvDeterminism::kDeterministic);
   // Deviceless: plans for the GPU described by `device_properties_json`
   // (device_properties_json() on that GPU). Throws npid::Error (kInvalidArgument)
   // when cuDNN rejects the description, kUnsupported before cuDNN 9.8.
   // kAutotune enumerates the candidates (counted in summary()) but, with no
   // device to time them on, keeps the heuristic choice.
-  explicit ConvPlans(const std::string& device_properties_json, ConvTuning tuning = ConvTuning::kHeuristic);
+  explicit ConvPlans(const std::string& device_properties_json, ConvTuning tuning = ConvTuning::kHeuristic,
+                     ConvDeterminism determinism = ConvDeterminism::kDeterministic);
   ~ConvPlans();
   ConvPlans(const ConvPlans&) = delete;
   ConvPlans& operator=(const ConvPlans&) = delete;
@@ -113,6 +122,7 @@ class ConvPlans {
   static Key key_of(ConvDirection dir, const layers::ConvShape& s, ConvMath math, ConvOutput output);
   Context* ctx_;                             // null when deviceless
   ConvTuning tuning_;
+  ConvDeterminism determinism_;
   int candidates_ = 0, timed_ = 0;
   double tuning_seconds_ = 0;
   std::unique_ptr<DeviceProperties> props_;  // set when deviceless

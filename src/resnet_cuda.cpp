@@ -58,7 +58,9 @@ struct CudaRunner::Impl {
   Impl(Context& c, const NetSpec& s, std::int64_t mb)
       : ctx(&c), spec(&s), max_batch(mb),
         math(s.cfg.tf32_convolutions ? cudnn::ConvMath::kTF32 : cudnn::ConvMath::kFP32),
-        plans(c, s.cfg.autotune_convolutions ? cudnn::ConvTuning::kAutotune : cudnn::ConvTuning::kHeuristic) {}
+        plans(c, s.cfg.autotune_convolutions ? cudnn::ConvTuning::kAutotune : cudnn::ConvTuning::kHeuristic,
+              s.cfg.deterministic_convolutions ? cudnn::ConvDeterminism::kDeterministic
+                                               : cudnn::ConvDeterminism::kAny) {}
 
   Act act(std::int64_t h, std::int64_t w, std::int64_t c) {
     Act a;

@@ -161,7 +161,8 @@ json config_json(const TrainerConfig& c) {
                 {"embedding_dim", s.model.embedding_dim},   {"image_size", s.model.image_size},
                 {"bn_eps", s.model.bn_eps},                 {"bn_momentum", s.model.bn_momentum},
                 {"tf32_convolutions", s.model.tf32_convolutions},
-                {"autotune_convolutions", s.model.autotune_convolutions}};
+                {"autotune_convolutions", s.model.autotune_convolutions},
+                {"deterministic_convolutions", s.model.deterministic_convolutions}};
   json step = {{"model", model},
                {"criterion", to_string(s.criterion)},
                {"num_negatives", s.num_negatives},
@@ -222,6 +223,7 @@ TrainerConfig TrainerConfig::from_json(const std::string& text) {
     c.step.model.bn_momentum = m.at("bn_momentum");
     c.step.model.tf32_convolutions = m.at("tf32_convolutions");
     c.step.model.autotune_convolutions = m.value("autotune_convolutions", false);  // absent in older runs
+    c.step.model.deterministic_convolutions = m.value("deterministic_convolutions", true);
     c.step.criterion = named(s, "criterion", "step.criterion", {to_string(CriterionKind::kNce), to_string(CriterionKind::kSoftmax)},
                              {CriterionKind::kNce, CriterionKind::kSoftmax});
     c.step.num_negatives = s.at("num_negatives");
@@ -473,6 +475,7 @@ std::unique_ptr<Trainer> Trainer::resume(Context& ctx, const TrainerConfig& conf
     j->erase("log_every");
     j->at("step").erase("cuda_graph");
     j->at("step").at("model").erase("autotune_convolutions");  // engine choice: rounding only
+    j->at("step").at("model").erase("deterministic_convolutions");
   }
   std::string va, vb;
   const std::string diff = first_difference(a, b, "", &va, &vb);

@@ -66,6 +66,10 @@ CONFIGS = {
     "resnet": ([dict(label="cifar width 64, 32x32, B=256, TF32", stem="cifar", width=64, S=32, B=256, autotune=0),
                 dict(label="cifar width 64, 32x32, B=256, TF32, autotuned", stem="cifar", width=64, S=32, B=256,
                      autotune=1),
+                # PyTorch allows nondeterministic engines by default
+                # (cudnn.deterministic off): ours too, on this row only.
+                dict(label="cifar width 64, 32x32, B=256, TF32, autotuned, ours nondeterministic too", stem="cifar",
+                     width=64, S=32, B=256, autotune=1, deterministic=0),
                 dict(label="imagenet width 64, 224x224, B=64, TF32", stem="imagenet", width=64, S=224, B=64,
                      autotune=0),
                 dict(label="imagenet width 64, 224x224, B=64, TF32, autotuned", stem="imagenet", width=64, S=224,
@@ -283,7 +287,8 @@ def pair_resnet(cfg, args, device, timer):
     with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
         autotune = cfg.get("autotune", 0)
         meta = dict(stem=0 if stem == "cifar" else 1, width=width, D=d, S=s, B=b, seed=3,
-                    tf32=1 if device == "cuda" else 0, lr=0.03, autotune=autotune)
+                    tf32=1 if device == "cuda" else 0, lr=0.03, autotune=autotune,
+                    deterministic=cfg.get("deterministic", 1))
         with open(os.path.join(folder, "meta.txt"), "w") as f:
             for key, val in meta.items():
                 f.write(f"{key} {val!r}\n")

@@ -50,6 +50,12 @@ struct ResNetConfig {
   // different engines, so results can differ between runs in rounding; false
   // keeps cuDNN's heuristic choice (reproducible).
   bool autotune_convolutions = false;
+  // CUDA: true (default) keeps convolutions deterministic (cuDNN engines
+  // without atomics, as long as one works within 2 GiB of workspace); false
+  // lets nondeterministic engines compete too, as PyTorch does unless
+  // torch.backends.cudnn.deterministic is set: often faster weight
+  // gradients, but results vary in rounding from run to run.
+  bool deterministic_convolutions = true;
 };
 
 struct ParameterInfo {

@@ -36,7 +36,7 @@ CPU that is over an hour per epoch of CIFAR-10: shrink it with --width,
   --run DIR            run folder (default runs/<preset>-<date>-<time>)
   --resume RUN         continue RUN with its stored configuration; besides --epochs only
                        --log-every, --device, --threads, --quiet, --stream,
-                       --no-cuda-graph and --cudnn-autotune may be given
+                       --no-cuda-graph, --cudnn-autotune and --cudnn-nondeterministic may be given
 overrides of the preset:
   --epochs E           --batch B          --lr LR            --lr-steps 120,160 (or none)
   --cosine             cosine LR decay instead of steps
@@ -64,6 +64,8 @@ overrides of the preset:
   --cudnn-autotune     time cuDNN's candidate engines per convolution once at start-up and keep the
                        fastest (like PyTorch's cudnn.benchmark; deterministic engines only, but the
                        pick, and so the rounding, may differ between runs)
+  --cudnn-nondeterministic  let nondeterministic cuDNN engines (atomics) compete too, as PyTorch
+                       does by default: often faster, but no two runs round alike
   --stream             decode image folders batch by batch on CPU threads instead of keeping
                        them resident (automatic above 300,000 training images)
 )";
@@ -73,7 +75,7 @@ const std::set<std::string> kKnown = {
     "--cosine", "--criterion", "--nce-k", "--tau", "--lambda", "--z-policy", "--z-fixed", "--z-ema-decay", "--bank-momentum", "--bank-dtype", "--softmax-math",
     "--bank-init", "--width", "--image-size", "--embedding-dim", "--weight-decay", "--momentum", "--nesterov", "--flip",
     "--seed", "--steps-per-epoch", "--knn-every", "--knn-k", "--checkpoint-every", "--no-final-eval", "--log-every",
-    "--threads", "--quiet", "--no-cuda-graph", "--cudnn-autotune", "--stream"};
+    "--threads", "--quiet", "--no-cuda-graph", "--cudnn-autotune", "--cudnn-nondeterministic", "--stream"};
 
 std::vector<std::int64_t> parse_steps(const std::string& s) {
   std::vector<std::int64_t> out;
@@ -113,7 +115,7 @@ bool is_synthetic(const std::string& spec) {
 int train_main(const std::vector<std::string>& args) {
   Options o(args,
             {"--help", "--cosine", "--nesterov", "--no-final-eval", "--quiet", "--no-cuda-graph", "--cudnn-autotune",
-             "--stream"},
+             "--cudnn-nondeterministic", "--stream"},
             kKnown);
   if (o.has("--help")) {
     std::cout << kHelp;
@@ -129,13 +131,15 @@ int train_main(const std::vector<std::string>& args) {
   const bool resuming = o.has("--resume");
   if (resuming) {
     // Everything but these would change the stored run's configuration.
-    const std::set<std::string> with_resume = {"--help", "--resume", "--epochs", "--log-every", "--no-cuda-graph",
-                                               "--cudnn-autotune", "--device", "--threads", "--quiet", "--stream"};
+    const std::set<std::string> with_resume = {"--help",    "--resume",  "--epochs", "--log-every",
+                                               "--device",  "--threads", "--quiet",  "--stream",
+                                               "--no-cuda-graph", "--cudnn-autotune", "--cudnn-nondeterministic"};
     for (const std::string& opt : kKnown)
       if (!with_resume.count(opt) && o.has(opt))
         throw OptionError("option " + opt + " cannot be combined with --resume (the run's stored "
                                             "configuration is used; only --epochs, --log-every and the run-time "
-                                            "options --device, --threads, --quiet, --stream, --no-cuda-graph, --cudnn-autotune may be given)");
+                                            "options --device, --threads, --quiet, --stream, --no-cuda-graph, --cudnn-autotune, "
+                                            "--cudnn-nondeterministic may be given)");
     run_dir = o.required("--resume");
     std::int64_t done = -1;
     cfg = Trainer::stored_config(run_dir, &done);
@@ -144,6 +148,7 @@ int train_main(const std::vector<std::string>& args) {
     cfg.log_every = o.integer("--log-every", cfg.log_every, 1, 1000000);
     if (o.has("--no-cuda-graph")) cfg.step.cuda_graph = false;
     if (o.has("--cudnn-autotune")) cfg.step.model.autotune_convolutions = true;
+    if (o.has("--cudnn-nondeterministic")) cfg.step.model.deterministic_convolutions = false;
     // What the checkpoint allows, checked before any data is read.
     if (done >= 0 && cfg.epochs < done)
       throw OptionError("option --epochs " + std::to_string(cfg.epochs) + ": expected at least the " +
@@ -244,6 +249,7 @@ int train_main(const std::vector<std::string>& args) {
     cfg.final_eval = !o.has("--no-final-eval");
     cfg.step.cuda_graph = !o.has("--no-cuda-graph");
     cfg.step.model.autotune_convolutions = o.has("--cudnn-autotune");
+    cfg.step.model.deterministic_convolutions = !o.has("--cudnn-nondeterministic");
     cfg.log_every = o.integer("--log-every", cfg.log_every, 1, 1000000);
     if (cfg.cosine && o.has("--lr-steps"))
       throw OptionError("options --cosine and --lr-steps exclude each other (cosine decay has no steps), got both");
@@ -295,8 +301,10 @@ int train_main(const std::vector<std::string>& args) {
   std::unique_ptr<Trainer> trainer =
       resuming ? Trainer::resume(ctx, cfg, data.train_source(), data.test_source(), run_dir)
                : std::make_unique<Trainer>(ctx, cfg, data.train_source(), data.test_source(), run_dir);
-  if (cuda && cfg.step.model.autotune_convolutions)
-    std::printf("  cuDNN: convolution engines autotuned (--cudnn-autotune)\n");
+  if (cuda && (cfg.step.model.autotune_convolutions || !cfg.step.model.deterministic_convolutions))
+    std::printf("  cuDNN: convolution engines %s%s\n",
+                cfg.step.model.autotune_convolutions ? "autotuned (--cudnn-autotune)" : "from heuristics",
+                cfg.step.model.deterministic_convolutions ? "" : ", nondeterministic ones allowed (--cudnn-nondeterministic)");
   if (resuming)
     std::printf("  resuming at epoch %lld\n", static_cast<long long>(trainer->next_epoch() + 1));
   trainer->progress = !quiet;

@@ -225,3 +225,36 @@ TEST_CASE("deviceless autotuning enumerates candidates and keeps the heuristic c
     CHECK(a.runtime_compiled == 0);
   }
 }
+
+TEST_CASE("deviceless plans with nondeterministic engines allowed", "[resnet][cudnn]") {
+  // ConvDeterminism::kAny lets every engine compete; exact fp32 still never
+  // gets TF32, FFT or Winograd, and every convolution still gets a plan.
+  const auto files = profiles();
+  REQUIRE_FALSE(files.empty());
+  for (const auto& file : files) {
+    const std::string json = read(file);
+    for (const ConvMath math : {ConvMath::kTF32, ConvMath::kFP32}) {
+      INFO(file.filename().string() << (math == ConvMath::kTF32 ? " tf32" : " exact fp32"));
+      cudnn::ConvPlans any(json, cudnn::ConvTuning::kAutotune, cudnn::ConvDeterminism::kAny);
+      cudnn::ConvPlans det(json, cudnn::ConvTuning::kAutotune);
+      ResNetConfig cfg;
+      const resnet::NetSpec spec = resnet::NetSpec::build(cfg);
+      for (const resnet::Conv* conv : spec.convs()) {
+        for (const ConvDirection dir : {ConvDirection::kForward, ConvDirection::kBackwardFilter, ConvDirection::kBackwardData}) {
+          INFO(conv->name << " direction " << static_cast<int>(dir));
+          REQUIRE_NOTHROW(any.prepare(dir, conv->shape(256), math));
+          det.prepare(dir, conv->shape(256), math);
+        }
+      }
+      const auto sum = any.summary();
+      CHECK(sum.plans == det.summary().plans);
+      CHECK(sum.runtime_compiled == 0);
+      CHECK(sum.max_workspace <= (std::size_t(512) << 20));
+      // At least as many candidates as the deterministic planner finds.
+      CHECK(sum.candidates >= det.summary().candidates);
+      CHECK(det.summary().nondeterministic == 0);
+      WARN(sum.nondeterministic << " of " << sum.plans << " heuristic choices are nondeterministic engines ("
+                                << file.filename().string() << ")");
+    }
+  }
+}

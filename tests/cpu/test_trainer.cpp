@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "common/test_util.h"
 
 using namespace npid;
@@ -287,6 +289,7 @@ TEST_CASE("Trainer: bad checkpoints and other configurations are refused; nothin
   TrainerConfig runtime = cfg;
   runtime.step.cuda_graph = !cfg.step.cuda_graph;
   runtime.step.model.autotune_convolutions = !cfg.step.model.autotune_convolutions;
+  runtime.step.model.deterministic_convolutions = !cfg.step.model.deterministic_convolutions;
   REQUIRE(Trainer::resume(ctx, runtime, train, test, r.dir)->next_epoch() == 1);
   // A different training set size.
   test::require_error([&] { Trainer::resume(ctx, cfg, images(80, 1), test, r.dir); }, ErrorKind::kInvalidArgument,
@@ -329,16 +332,20 @@ TEST_CASE("Trainer config: presets, JSON round trip, LR schedules", "[train]") {
   REQUIRE(at != std::string::npos);
   old_doc.erase(at, old_doc.find('\n', at) - at + 1);
   REQUIRE(TrainerConfig::from_json(old_doc).step.softmax_math == SoftmaxMath::kTF32);
-  // cuDNN autotuning survives the round trip; absent (older runs) it is off.
-  TrainerConfig tuned = c;
-  tuned.step.model.autotune_convolutions = true;
-  REQUIRE(TrainerConfig::from_json(tuned.to_json()).step.model.autotune_convolutions);
-  std::string untuned_doc = tuned.to_json();
-  const std::size_t at_tune = untuned_doc.find("\"autotune_convolutions\"");
-  REQUIRE(at_tune != std::string::npos);
-  const std::size_t comma = untuned_doc.rfind(',', at_tune);  // the model object's last member
-  untuned_doc.erase(comma, untuned_doc.find('\n', at_tune) - comma);
-  REQUIRE_FALSE(TrainerConfig::from_json(untuned_doc).step.model.autotune_convolutions);
+  // The cuDNN engine choices survive the round trip; absent (runs stored
+  // before they existed): heuristic engines, deterministic ones.
+  TrainerConfig engines = c;
+  engines.step.model.autotune_convolutions = true;
+  engines.step.model.deterministic_convolutions = false;
+  const TrainerConfig back = TrainerConfig::from_json(engines.to_json());
+  REQUIRE(back.step.model.autotune_convolutions);
+  REQUIRE_FALSE(back.step.model.deterministic_convolutions);
+  nlohmann::ordered_json older = nlohmann::ordered_json::parse(engines.to_json());
+  REQUIRE(older.at("step").at("model").erase("autotune_convolutions") == 1);
+  REQUIRE(older.at("step").at("model").erase("deterministic_convolutions") == 1);
+  const TrainerConfig before = TrainerConfig::from_json(older.dump(2));
+  REQUIRE_FALSE(before.step.model.autotune_convolutions);
+  REQUIRE(before.step.model.deterministic_convolutions);
   // The Z policy and its parameters survive the round trip; an unknown name is refused.
   TrainerConfig z = c;
   z.step.z_policy = ZPolicy::kFixed;
