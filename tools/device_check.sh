@@ -15,7 +15,7 @@
 #      bench_knn, bench_data, the examples
 #   5. compute-sanitizer racecheck on small cases, then memcheck (all but
 #      [heavy]; the cuDNN-heavy ResNet group last), the CPU tests
-# Budget: NPID_DEVICE_BUDGET_S (default 480 s) for everything from the first
+# Budget: NPID_DEVICE_BUDGET_S (default 540 s) for everything from the first
 # line on; each step also has its own limit, so one hang cannot eat the rest.
 # Call it with the device tool's timeout_s at least the budget + 30 s.
 # NPID_DEVICE_STEPS=gpu_resnet,bench_resnet runs only the steps named (a rerun).
@@ -29,7 +29,7 @@
 # stopped from outside still leaves one.
 set -uo pipefail
 START=$(date +%s)
-BUDGET=${NPID_DEVICE_BUDGET_S:-480}
+BUDGET=${NPID_DEVICE_BUDGET_S:-540}
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-device_check_out}}
 mkdir -p "$OUT"
@@ -161,7 +161,7 @@ step side_by_side 200 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" NPID_OP_LD_LIB
 # 4. The network and training benchmarks, a short real training run
 # (CIFAR-10 when carried, else the synthetic default; ~20 s), ncu on the NCE
 # gather, the rest of the benchmarks, the examples.
-step bench_resnet 90 "$BIN/bench_resnet18" --benchmark_filter='Gpu|Convs|DeviceCopy' \
+step bench_resnet 120 "$BIN/bench_resnet18" --benchmark_filter='Gpu|Convs|DeviceCopy' \
      --benchmark_out="$OUT/bench_resnet.json" --benchmark_out_format=json
 step bench_train 60 "$BIN/bench_train_step" --benchmark_filter=Gpu \
      --benchmark_out="$TRAIN_JSON" --benchmark_out_format=json
