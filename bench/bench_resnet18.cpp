@@ -140,6 +140,11 @@ void BM_ResNet18Convs(benchmark::State& state) {
   const resnet::NetSpec spec = resnet::NetSpec::build(cfg);
   using cudnn::ConvDirection;
   const auto math = cudnn::ConvMath::kTF32;
+  // The plans the network runs: data gradients that add in place accumulate.
+  auto output = [&spec](ConvDirection dir, const resnet::Conv* c) {
+    return dir == ConvDirection::kBackwardData && spec.data_grad_accumulates(c) ? cudnn::ConvOutput::kAccumulate
+                                                                                : cudnn::ConvOutput::kOverwrite;
+  };
   cudnn::ConvPlans heuristic(ctx), tuned(ctx, cudnn::ConvTuning::kAutotune),
       any(ctx, cudnn::ConvTuning::kAutotune, cudnn::ConvDeterminism::kAny);
   // Buffers for the largest operand of any convolution, and the workspace.
@@ -150,7 +155,9 @@ void BM_ResNet18Convs(benchmark::State& state) {
     most = std::max({most, s.n * s.h * s.w * s.c, s.n * s.out_h() * s.out_w() * s.out_c, s.weight_size()});
     for (auto dir : {ConvDirection::kForward, ConvDirection::kBackwardData, ConvDirection::kBackwardFilter}) {
       if (dir == ConvDirection::kBackwardData && c == &spec.stem) continue;
-      ws = std::max({ws, heuristic.prepare(dir, s, math), tuned.prepare(dir, s, math), any.prepare(dir, s, math)});
+      const auto out = output(dir, c);
+      ws = std::max({ws, heuristic.prepare(dir, s, math, out), tuned.prepare(dir, s, math, out),
+                     any.prepare(dir, s, math, out)});
     }
   }
   Tensor a({most}, DType::kFloat32, ctx.device()), b({most}, DType::kFloat32, ctx.device());
@@ -169,7 +176,8 @@ void BM_ResNet18Convs(benchmark::State& state) {
         for (auto dir : {ConvDirection::kForward, ConvDirection::kBackwardData, ConvDirection::kBackwardFilter}) {
           if (!(dir == ConvDirection::kBackwardData && c == &spec.stem))
             sum[p][d] += median_ms(ctx, ev, [&] {
-              plans.run(dir, s, math, a.data_as<float>(), b.data_as<float>(), out.data_as<float>(), work.data());
+              plans.run(dir, s, math, a.data_as<float>(), b.data_as<float>(), out.data_as<float>(), work.data(),
+                        output(dir, c));
             });
           ++d;
         }

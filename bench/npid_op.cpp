@@ -319,11 +319,9 @@ int run_resnet(const std::string& dir, Context& ctx, int warmup, int iters) {
     net.backward(grad);
     sgd.step(net.parameter_buffer(), net.gradient_buffer(), lr);
   });
-  write_timing(dir,
-               !cfg.deterministic_convolutions ? "resnet_step_autotuned_nondeterministic"
-               : cfg.autotune_convolutions     ? "resnet_step_autotuned"
-                                               : "resnet_step",
-               ctx, ms);
+  const std::string op = std::string("resnet_step") + (cfg.autotune_convolutions ? "_autotuned" : "") +
+                         (cfg.deterministic_convolutions ? "" : "_nondeterministic");
+  write_timing(dir, op.c_str(), ctx, ms);
   return 0;
 }
 

@@ -76,24 +76,16 @@ struct CudaRunner::Impl {
   }
 
   // Plans for every convolution at batch n (the backward ones only when
-  // training will need them), and the workspace they need. Data gradients:
-  // see backward() for which ones accumulate.
+  // training will need them), and the workspace they need. Data gradients
+  // accumulate where NetSpec::data_grad_accumulates says (see backward()).
   void prepare(std::int64_t n, bool with_backward = true) {
     std::size_t need = 0;
     for (const Conv* c : spec->convs()) {
       need = std::max(need, plans.prepare(ConvDirection::kForward, c->shape(n), math));
       if (!with_backward) continue;
       need = std::max(need, plans.prepare(ConvDirection::kBackwardFilter, c->shape(n), math));
-    }
-    if (with_backward) {
-      for (const Block& b : spec->blocks) {
-        need = std::max(need, plans.prepare(ConvDirection::kBackwardData, b.conv2.shape(n), math));
-        need = std::max(need, plans.prepare(ConvDirection::kBackwardData, b.conv1.shape(n), math,
-                                            b.has_down ? ConvOutput::kOverwrite : ConvOutput::kAccumulate));
-        if (b.has_down)
-          need = std::max(need, plans.prepare(ConvDirection::kBackwardData, b.down.shape(n), math,
-                                              ConvOutput::kAccumulate));
-      }
+      if (c != &spec->stem)
+        need = std::max(need, plans.prepare(ConvDirection::kBackwardData, c->shape(n), math, data_grad_output(c)));
     }
     if (need > conv_ws_bytes) {
       ctx->synchronize();
@@ -103,9 +95,12 @@ struct CudaRunner::Impl {
     }
   }
 
-  void conv(ConvDirection dir, const Conv& c, std::int64_t n, const float* a, const float* b, float* out,
-            ConvOutput output = ConvOutput::kOverwrite) {
-    plans.run(dir, c.shape(n), math, a, b, out, conv_ws.data(), output);
+  ConvOutput data_grad_output(const Conv* c) const {
+    return spec->data_grad_accumulates(c) ? ConvOutput::kAccumulate : ConvOutput::kOverwrite;
+  }
+  void conv(ConvDirection dir, const Conv& c, std::int64_t n, const float* a, const float* b, float* out) {
+    plans.run(dir, c.shape(n), math, a, b, out, conv_ws.data(),
+              dir == ConvDirection::kBackwardData ? data_grad_output(&c) : ConvOutput::kOverwrite);
   }
 
   void norm_forward(const Norm& nm, Saved& sv, std::int64_t count, const float* params, float* stats, const float* x,
@@ -266,13 +261,11 @@ void CudaRunner::backward(const float* params, float* grads, const float* grad_e
     m.norm_backward(b.bn1, a.s1, count, params, grads, f(a.y1.grad), f(a.z1.value), f(a.y1.value), true, f(a.z1.grad),
                     nullptr);
     m.conv(ConvDirection::kBackwardFilter, b.conv1, n, x, f(a.z1.grad), grads + b.conv1.weight);
-    m.conv(ConvDirection::kBackwardData, b.conv1, n, f(a.z1.grad), params + b.conv1.weight, gx,
-           b.has_down ? ConvOutput::kOverwrite : ConvOutput::kAccumulate);
+    m.conv(ConvDirection::kBackwardData, b.conv1, n, f(a.z1.grad), params + b.conv1.weight, gx);  // (+=) identity
     if (b.has_down) {
       m.norm_backward(b.down_bn, a.sd, count, params, grads, gres, f(a.zd.value), nullptr, false, f(a.zd.grad), nullptr);
       m.conv(ConvDirection::kBackwardFilter, b.down, n, x, f(a.zd.grad), grads + b.down.weight);
-      m.conv(ConvDirection::kBackwardData, b.down, n, f(a.zd.grad), params + b.down.weight, gx,
-             ConvOutput::kAccumulate);
+      m.conv(ConvDirection::kBackwardData, b.down, n, f(a.zd.grad), params + b.down.weight, gx);  // +=
     }
   }
   float* g_stem = f(m.stem_y.grad);

@@ -80,6 +80,12 @@ std::vector<const Conv*> NetSpec::convs() const {
   return out;
 }
 
+bool NetSpec::data_grad_accumulates(const Conv* conv) const {
+  for (const Block& b : blocks)
+    if ((conv == &b.conv1 && !b.has_down) || (b.has_down && conv == &b.down)) return true;
+  return false;
+}
+
 NetSpec NetSpec::build(const ResNetConfig& cfg) {
   NPID_CHECK_ARG(cfg.width >= 1, "ResNet18", "width", "expected >= 1, got " << cfg.width);
   NPID_CHECK_ARG(cfg.embedding_dim >= 1, "ResNet18", "embedding_dim", "expected >= 1, got " << cfg.embedding_dim);

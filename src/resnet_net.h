@@ -67,6 +67,11 @@ struct NetSpec {
   // Every convolution in execution order, the stem first (the stem is the
   // only one whose data gradient is never needed: its input is the images).
   std::vector<const Conv*> convs() const;
+  // Whether a convolution's data gradient is added onto its block input's
+  // gradient, which already holds another term when it runs (an identity
+  // block's conv1: the shortcut; a downsampling conv: conv1's), rather than
+  // written: the order CudaRunner::backward sums in place.
+  bool data_grad_accumulates(const Conv* conv) const;
 
   // Validates the configuration (errors name the layer and the shapes).
   static NetSpec build(const ResNetConfig& cfg);

@@ -81,6 +81,33 @@ TEST_CASE("ResNet-18 parameters follow torchvision's names, shapes and counts", 
   }
 }
 
+TEST_CASE("ResNet-18 spec: which data gradients are summed in place", "[resnet]") {
+  // Each block's input gradient = main path (conv1's data gradient) +
+  // shortcut (identity: the block output's masked gradient; downsampling:
+  // the downsampling conv's data gradient). The CUDA backend writes one term
+  // and adds the other in place: identity conv1s and downsampling convs add.
+  for (const ResNetStem stem : {ResNetStem::kCifar, ResNetStem::kImageNet}) {
+    ResNetConfig cfg;
+    cfg.stem = stem;
+    cfg.image_size = stem == ResNetStem::kCifar ? 32 : 64;
+    const resnet::NetSpec spec = resnet::NetSpec::build(cfg);
+    int identity = 0, down = 0;
+    CHECK_FALSE(spec.data_grad_accumulates(&spec.stem));
+    for (const resnet::Block& b : spec.blocks) {
+      CHECK_FALSE(spec.data_grad_accumulates(&b.conv2));
+      CHECK(spec.data_grad_accumulates(&b.conv1) == !b.has_down);
+      if (b.has_down) CHECK(spec.data_grad_accumulates(&b.down));
+      identity += !b.has_down;
+      down += b.has_down;
+    }
+    CHECK(identity == 5);  // layer1's two blocks, the second block of layers 2-4
+    CHECK(down == 3);      // the first block of layers 2-4
+    int accumulating = 0;
+    for (const resnet::Conv* c : spec.convs()) accumulating += spec.data_grad_accumulates(c);
+    CHECK(accumulating == 8);
+  }
+}
+
 TEST_CASE("ResNet-18 initialization follows the reference", "[resnet]") {
   Context ctx = Context::cpu();
   ResNet18 net(ctx, ResNetConfig{}, 1, 7);
