@@ -122,7 +122,7 @@ fi
 # caps for a hang; together these took well under a minute on the H200.
 GPU_GROUPS=(
   "criteria:60:[nce],[softmax],[bank],[bf16],[sampler]"
-  "resnet:90:[resnet]"
+  "resnet:150:[resnet]"
   "data:45:[augment],[loader]"
   "eval:45:[knn],[linear],[evaluate]"
   "train:90:[train]"
