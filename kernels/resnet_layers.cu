@@ -10,7 +10,9 @@
 //                    invstd, running statistics (or dgamma, dbeta), and the
 //                    per-channel coefficients of the apply pass
 //   apply kernel     elementwise: y = x * scale + shift (+ residual) (ReLU),
-//                    or dx from the coefficients; the residual gradient too
+//                    or dx from the coefficients (reading the masked
+//                    gradient back from the residual gradient when the
+//                    partial kernel wrote one: one load instead of dy and y)
 // Max pool backward is a gather (each input sums the outputs that chose it,
 // in output order): no atomics, the same order as the CPU reference.
 #include <cuda_runtime.h>
@@ -204,18 +206,21 @@ __global__ void bn_backward_finalize_kernel(const double2* __restrict__ partial,
   sum_gx[c] = static_cast<float>(b);
 }
 
+// g is read back from `masked` (the residual gradient the partial kernel
+// wrote: dy masked by the ReLU) when there is one -- one load instead of dy
+// and y -- else recomputed from dy and y.
 __global__ void __launch_bounds__(kThreads)
     bn_backward_apply_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ y,
-                             bool relu, const float* __restrict__ save_mean, const float* __restrict__ save_invstd,
-                             const float* __restrict__ k, const float* __restrict__ sum_g,
-                             const float* __restrict__ sum_gx, std::int64_t total, std::int64_t channels, float count,
-                             float* __restrict__ dx) {
+                             bool relu, const float* __restrict__ masked, const float* __restrict__ save_mean,
+                             const float* __restrict__ save_invstd, const float* __restrict__ k,
+                             const float* __restrict__ sum_g, const float* __restrict__ sum_gx, std::int64_t total,
+                             std::int64_t channels, float count, float* __restrict__ dx) {
   const std::int64_t e0 = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kThreads;
   ChannelWalk ch(e0, stride, channels);
   for (std::int64_t e = e0; e < total; e += stride, ch.advance()) {
     const std::int64_t c = ch.c;
-    const float g = relu && !(y[e] > 0.f) ? 0.f : dy[e];
+    const float g = masked != nullptr ? masked[e] : relu && !(y[e] > 0.f) ? 0.f : dy[e];
     const float xhat = (x[e] - save_mean[c]) * save_invstd[c];
     dx[e] = k[c] * (count * g - sum_g[c] - xhat * sum_gx[c]);
   }
@@ -412,7 +417,7 @@ void launch_batchnorm_backward(Context& ctx, const NormShape& s, const float* dy
       w.partial, s.count, s.channels, chunks, gamma, save_invstd, dgamma, dbeta, w.a, w.b, w.c);
   NPID_CHECK_LAUNCH(ctx, "bn_backward_finalize_kernel");
   bn_backward_apply_kernel<<<grid_1d(ctx, s.count * s.channels), kThreads, 0, ctx.stream()>>>(
-      dy, x, y, relu, save_mean, save_invstd, w.a, w.b, w.c, s.count * s.channels, s.channels,
+      dy, x, y, relu, residual_grad, save_mean, save_invstd, w.a, w.b, w.c, s.count * s.channels, s.channels,
       static_cast<float>(s.count), dx);
   NPID_CHECK_LAUNCH(ctx, "bn_backward_apply_kernel");
 }
