@@ -588,14 +588,17 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
     std::unique_ptr<ConvPlan> plan;
     std::size_t enumerated = 0;
     try {
-      if (ctx_ != nullptr) {
-        DeviceGuard guard(ctx_->device());
-        plan = std::make_unique<ConvPlan>(PlanTarget{cudnn_handle(*ctx_), nullptr}, dir, s, math, output,
-                                           determinism_, max_candidates);
-        enumerated = plan->candidates();
+      // On the device through its handle, or for the device the properties
+      // describe (deviceless: nothing to time).
+      DeviceGuard guard(ctx_ != nullptr ? ctx_->device() : Device::cpu());
+      const PlanTarget target = ctx_ != nullptr ? PlanTarget{cudnn_handle(*ctx_), nullptr}
+                                                : PlanTarget{nullptr, props_->get()};
+      plan = std::make_unique<ConvPlan>(target, dir, s, math, output, determinism_, max_candidates);
+      enumerated = plan->candidates();
+      if (ctx_ != nullptr && plan->candidates() > 1) {
         cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-        if (plan->candidates() > 1) NPID_CUDA_CHECK(cudaStreamIsCapturing(ctx_->stream(), &capturing));
-        if (plan->candidates() > 1 && capturing == cudaStreamCaptureStatusNone) {
+        NPID_CUDA_CHECK(cudaStreamIsCapturing(ctx_->stream(), &capturing));
+        if (capturing == cudaStreamCaptureStatusNone) {
           const auto t0 = std::chrono::steady_clock::now();
           std::vector<double> ms;
           try {
@@ -613,10 +616,6 @@ std::size_t ConvPlans::prepare(ConvDirection dir, const layers::ConvShape& s, Co
             plan->keep(pick_fastest(ms, kAutotuneMargin));
           }
         }
-      } else {
-        plan = std::make_unique<ConvPlan>(PlanTarget{nullptr, props_->get()}, dir, s, math, output,
-                                           determinism_, max_candidates);
-        enumerated = plan->candidates();
       }
       if (plan->candidates() > 1) plan->keep(0);  // untimed: the heuristic choice
     } catch (const Error& e) {

@@ -134,12 +134,14 @@ int train_main(const std::vector<std::string>& args) {
     const std::set<std::string> with_resume = {"--help",    "--resume",  "--epochs", "--log-every",
                                                "--device",  "--threads", "--quiet",  "--stream",
                                                "--no-cuda-graph", "--cudnn-autotune", "--cudnn-nondeterministic"};
-    for (const std::string& opt : kKnown)
-      if (!with_resume.count(opt) && o.has(opt))
-        throw OptionError("option " + opt + " cannot be combined with --resume (the run's stored "
-                                            "configuration is used; only --epochs, --log-every and the run-time "
-                                            "options --device, --threads, --quiet, --stream, --no-cuda-graph, --cudnn-autotune, "
-                                            "--cudnn-nondeterministic may be given)");
+    for (const std::string& opt : kKnown) {
+      if (with_resume.count(opt) || !o.has(opt)) continue;
+      std::string allowed;
+      for (const std::string& a : with_resume)
+        if (a != "--help" && a != "--resume") allowed += (allowed.empty() ? "" : ", ") + a;
+      throw OptionError("option " + opt + " cannot be combined with --resume (the run's stored configuration is "
+                        "used; only " + allowed + " may be given)");
+    }
     run_dir = o.required("--resume");
     std::int64_t done = -1;
     cfg = Trainer::stored_config(run_dir, &done);
