@@ -1,14 +1,15 @@
 // resnet_layers.cu -- the ResNet-18 layers on CUDA (contracts in
 // resnet_layers.h; CPU references in resnet_layers_cpu.cpp).
 //
-// BatchNorm (NHWC, C channels over `count` positions), three launches each way:
-//   partial kernel   grid (ceil(C/32), chunks), block 32 x 8: lane x is a
-//                    channel, lane y walks positions of the block's chunk; per
-//                    chunk and channel, double sums (x, x^2; or g, g * xhat)
-//                    combined over the 8 position lanes in a fixed order
-//   finalize kernel  one thread per channel: chunks summed in order -> mean,
-//                    invstd, running statistics (or dgamma, dbeta), and the
-//                    per-channel coefficients of the apply pass
+// BatchNorm (NHWC, C channels over `count` positions), three launches each way,
+// 4 channels per thread with 16-byte accesses when C % 4 == 0 (else 1):
+//   partial kernel   grid (channel tiles, chunks) of 256-thread blocks laid
+//                    out as channel lanes x position lanes: per chunk and
+//                    channel, double sums (x, x^2; or g, g * xhat) combined
+//                    over the position lanes by a fixed tree
+//   finalize kernel  one warp per channel: chunks summed in a fixed order ->
+//                    mean, invstd, running statistics (or dgamma, dbeta), and
+//                    the per-channel coefficients of the apply pass
 //   apply kernel     elementwise: y = x * scale + shift (+ residual) (ReLU),
 //                    or dx from the coefficients (reading the masked
 //                    gradient back from the residual gradient when the
@@ -19,6 +20,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 
 #include "common/cuda_utils.cuh"
 #include "core/check.h"
@@ -30,14 +33,12 @@ namespace layers {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kChanTile = 32;  // channels per partial-sum block (x)
-constexpr int kPosLanes = 8;   // position lanes per partial-sum block (y)
-constexpr std::int64_t kMaxChunks = 1024;
 
 // The channel of NHWC element e (= position * C + channel) along a grid-stride
 // loop: one 64-bit modulo per thread, then an add and a wrap per step instead
 // of a 64-bit `%` per element (emulated on the GPU: tens of instructions, as
-// many as the element's memory traffic is worth).
+// many as the element's memory traffic is worth). BatchNorm walks vectors of
+// V channels the same way (channels = C / V).
 struct ChannelWalk {
   std::int64_t c, step, channels;
   __device__ ChannelWalk(std::int64_t e0, std::int64_t stride, std::int64_t channels_)
@@ -53,78 +54,198 @@ unsigned grid_1d(const Context& ctx, std::int64_t n) {
                                static_cast<unsigned>(ctx.device_info().multiprocessors) * 16u));
 }
 
-std::int64_t chunks_for(const NormShape& s) {
-  return std::max<std::int64_t>(1, std::min<std::int64_t>(kMaxChunks, (s.count + 255) / 256));
+// ---- BatchNorm ----------------------------------------------------------------------
+//
+// Vector width V: a thread handles V = 4 consecutive channels with 16-byte
+// loads when C % 4 == 0 and every tensor it touches is 16-byte aligned, else
+// V = 1 (any C). Both widths share the kernels below (templates on V).
+//
+// Partial-sum launch: blocks of kThreads threads, lanes_c across channel groups
+// (x) times lanes_p across positions (y); grid (tiles, chunks). Thread (cx, py)
+// of chunk q sums positions begin(q) + py, + lanes_p, ... in order, kUnroll
+// loads in flight; the lanes_p sums of a channel are then combined by a fixed
+// tree in shared memory. Every order depends on the shape and V only, so a
+// launch is deterministic run to run.
+
+constexpr std::int64_t kMaxChunks = 1024;
+constexpr int kLoadsPerThread = 8;  // target vector loads per thread and chunk
+constexpr int kUnroll = 2;           // position loads in flight per thread
+
+struct BnLayout {
+  int vec = 1;
+  int lanes_c = 1, lanes_p = 1;
+  unsigned tiles = 1;
+  std::int64_t chunks = 1;
+};
+
+BnLayout bn_layout(const NormShape& s, int vec) {
+  BnLayout l;
+  l.vec = vec;
+  const std::int64_t groups = (s.channels + vec - 1) / vec;
+  l.lanes_c = static_cast<int>(std::min<std::int64_t>(groups, kThreads));
+  l.lanes_p = kThreads / l.lanes_c;
+  l.tiles = cuda::ceil_div(groups, l.lanes_c);
+  const std::int64_t per_chunk = static_cast<std::int64_t>(l.lanes_p) * kLoadsPerThread;
+  l.chunks = std::max<std::int64_t>(1, std::min<std::int64_t>(kMaxChunks, (s.count + per_chunk - 1) / per_chunk));
+  return l;
 }
 
-// Workspace layout: partials (chunks, C) of double2; coefficients (C) x 3 of float.
+bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+int bn_vec(const NormShape& s, std::initializer_list<const void*> tensors) {
+  if (s.channels % 4 != 0) return 1;
+  for (const void* p : tensors)
+    if (!aligned16(p)) return 1;
+  return 4;
+}
+
+// Workspace: partials (chunks, C) of double2, then 4 coefficient vectors (C)
+// of float: forward scale, shift; backward a, b, c (see the apply kernel).
 struct BnScratch {
   double2* partial;
-  float* a;  // scale, or k = gamma * invstd / count
-  float* b;  // shift, or sum_g
-  float* c;  // unused, or sum_gx
+  float* coef[4];
 };
 
 BnScratch carve(const NormShape& s, void* workspace) {
-  const std::int64_t chunks = chunks_for(s);
-  auto* partial = static_cast<double2*>(workspace);
-  auto* coef = reinterpret_cast<float*>(partial + chunks * s.channels);
-  return {partial, coef, coef + s.channels, coef + 2 * s.channels};
+  const std::int64_t chunks = std::max(bn_layout(s, 1).chunks, bn_layout(s, 4).chunks);
+  BnScratch w;
+  w.partial = static_cast<double2*>(workspace);
+  auto* coef = reinterpret_cast<float*>(w.partial + chunks * s.channels);
+  for (int i = 0; i < 4; ++i) w.coef[i] = coef + i * s.channels;
+  return w;
 }
 
-// ---- BatchNorm kernels ------------------------------------------------------------
-
-// Combines the kPosLanes position lanes' sums (a, b) of this thread's channel
-// in a fixed order; lane 0 writes them to *out when `valid`.
-__device__ __forceinline__ void store_partial(double a, double b, bool valid, double2* out) {
-  __shared__ double s_a[kPosLanes][kChanTile], s_b[kPosLanes][kChanTile];
-  s_a[threadIdx.y][threadIdx.x] = a;
-  s_b[threadIdx.y][threadIdx.x] = b;
-  __syncthreads();
-  if (threadIdx.y == 0 && valid) {
-    double ta = 0.0, tb = 0.0;
-    for (int l = 0; l < kPosLanes; ++l) {
-      ta += s_a[l][threadIdx.x];
-      tb += s_b[l][threadIdx.x];
-    }
-    *out = make_double2(ta, tb);
+template <int V>
+__device__ __forceinline__ void load_v(const float* p, float (&v)[V]) {
+  if constexpr (V == 4) {
+    const float4 t = __ldg(reinterpret_cast<const float4*>(p));
+    v[0] = t.x;
+    v[1] = t.y;
+    v[2] = t.z;
+    v[3] = t.w;
+  } else {
+    v[0] = __ldg(p);
   }
+}
+
+template <int V>
+__device__ __forceinline__ void store_v(float* p, const float (&v)[V]) {
+  if constexpr (V == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    p[0] = v[0];
+  }
+}
+
+// Combines the lanes_p position lanes' V sums (a, b) in a fixed tree; thread
+// py == 0 writes its channel group's totals to out[0..V) when `valid`.
+template <int V>
+__device__ __forceinline__ void reduce_partial(double (&a)[V], double (&b)[V], int lanes_c, int lanes_p, bool valid,
+                                               double2* out) {
+  __shared__ double2 s[kThreads * 4];
+  const int cx = threadIdx.x, py = threadIdx.y;
+  double2* mine = s + (py * lanes_c + cx) * V;
+#pragma unroll
+  for (int j = 0; j < V; ++j) mine[j] = make_double2(a[j], b[j]);
+  int half = 1;
+  while (half < lanes_p) half <<= 1;
+  for (half >>= 1; half > 0; half >>= 1) {
+    __syncthreads();
+    if (py < half && py + half < lanes_p) {
+      const double2* other = mine + half * lanes_c * V;
+#pragma unroll
+      for (int j = 0; j < V; ++j) mine[j] = make_double2(mine[j].x + other[j].x, mine[j].y + other[j].y);
+    }
+  }
+  __syncthreads();
+  if (py == 0 && valid) {
+#pragma unroll
+    for (int j = 0; j < V; ++j) out[j] = mine[j];
+  }
+}
+
+// The block's chunk and its positions [begin, end). Blocks start in index
+// order, so chunk = chunks - 1 - blockIdx.y sweeps the tensor from its end:
+// the end is what the kernel before (a convolution writing this input) left
+// in L2, and the apply pass after, sweeping from the start, finds there the
+// start this pass read last.
+__device__ __forceinline__ std::int64_t chunk_range(std::int64_t count, std::int64_t chunks, std::int64_t& begin,
+                                                    std::int64_t& end) {
+  const std::int64_t q = chunks - 1 - blockIdx.y;
+  begin = count * q / chunks;
+  end = count * (q + 1) / chunks;
+  return q;
 }
 
 // Per (chunk, channel): sum and sum of squares of x.
-__global__ void __launch_bounds__(kChanTile * kPosLanes)
+template <int V>
+__global__ void __launch_bounds__(kThreads)
     bn_stats_partial_kernel(const float* __restrict__ x, std::int64_t count, std::int64_t channels,
                             std::int64_t chunks, double2* __restrict__ partial) {
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kChanTile + threadIdx.x;
-  const std::int64_t chunk = blockIdx.y;
-  const std::int64_t begin = count * chunk / chunks, end = count * (chunk + 1) / chunks;
-  double sum = 0.0, sq = 0.0;
-  if (c < channels) {
-    for (std::int64_t p = begin + threadIdx.y; p < end; p += kPosLanes) {
-      const double v = x[p * channels + c];
-      sum += v;
-      sq += v * v;
+  const int lanes_c = blockDim.x, lanes_p = blockDim.y;
+  const std::int64_t c0 = (static_cast<std::int64_t>(blockIdx.x) * lanes_c + threadIdx.x) * V;
+  const bool valid = c0 < channels;
+  std::int64_t begin, end;
+  const std::int64_t chunk = chunk_range(count, chunks, begin, end);
+  double sum[V], sq[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j) sum[j] = sq[j] = 0.0;
+  if (valid) {
+    for (std::int64_t p0 = begin + threadIdx.y; p0 < end; p0 += kUnroll * lanes_p) {
+      float v[kUnroll][V];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const std::int64_t p = p0 + u * lanes_p;
+        if (p < end) load_v<V>(x + p * channels + c0, v[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (p0 + u * lanes_p >= end) break;
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const double d = v[u][j];
+          sum[j] += d;
+          sq[j] = fma(d, d, sq[j]);
+        }
+      }
     }
   }
-  store_partial(sum, sq, c < channels, partial + chunk * channels + c);
+  reduce_partial<V>(sum, sq, lanes_c, lanes_p, valid, partial + chunk * channels + c0);
 }
 
-__global__ void bn_stats_finalize_kernel(const double2* __restrict__ partial, std::int64_t count,
-                                         std::int64_t channels, std::int64_t chunks, const float* __restrict__ gamma,
-                                         const float* __restrict__ beta, float eps, float momentum,
-                                         float* __restrict__ running_mean, float* __restrict__ running_var,
-                                         float* __restrict__ save_mean, float* __restrict__ save_invstd,
-                                         float* __restrict__ scale, float* __restrict__ shift) {
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= channels) return;
-  double sum = 0.0, sq = 0.0;
-  for (std::int64_t k = 0; k < chunks; ++k) {
-    sum += partial[k * channels + c].x;
-    sq += partial[k * channels + c].y;
+// One warp per channel: lane l sums chunks l, l + 32, ... in order, then a
+// fixed shuffle tree; lane 0 holds the total.
+__device__ __forceinline__ double2 sum_chunks(const double2* __restrict__ partial, std::int64_t channels,
+                                              std::int64_t chunks, std::int64_t c) {
+  double a = 0.0, b = 0.0;
+  for (std::int64_t q = threadIdx.x & 31; q < chunks; q += 32) {
+    const double2 v = partial[q * channels + c];
+    a += v.x;
+    b += v.y;
   }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    a += __shfl_down_sync(cuda::kFullMask, a, offset);
+    b += __shfl_down_sync(cuda::kFullMask, b, offset);
+  }
+  return make_double2(a, b);
+}
+
+constexpr int kFinalizeWarps = 8;
+
+__global__ void __launch_bounds__(kFinalizeWarps * 32)
+    bn_stats_finalize_kernel(const double2* __restrict__ partial, std::int64_t count, std::int64_t channels,
+                             std::int64_t chunks, const float* __restrict__ gamma, const float* __restrict__ beta,
+                             float eps, float momentum, float* __restrict__ running_mean,
+                             float* __restrict__ running_var, float* __restrict__ save_mean,
+                             float* __restrict__ save_invstd, float* __restrict__ scale, float* __restrict__ shift) {
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kFinalizeWarps + threadIdx.x / 32;
+  if (c >= channels) return;  // whole warps: the shuffles below see all 32 lanes
+  const double2 t = sum_chunks(partial, channels, chunks, c);
+  if ((threadIdx.x & 31) != 0) return;
   const double n = static_cast<double>(count);
-  const double mean = sum / n;
-  const double var = fmax(sq / n - mean * mean, 0.0);
+  const double mean = t.x / n;
+  const double var = fmax(t.y / n - mean * mean, 0.0);
   const double invstd = 1.0 / sqrt(var + static_cast<double>(eps));
   save_mean[c] = static_cast<float>(mean);
   save_invstd[c] = static_cast<float>(invstd);
@@ -148,81 +269,143 @@ __global__ void bn_eval_coefficients_kernel(std::int64_t channels, const float* 
   shift[c] = static_cast<float>(static_cast<double>(beta[c]) - static_cast<double>(running_mean[c]) * sc);
 }
 
+// y = relu?(x * scale + shift + residual?), V channels per thread.
+template <int V>
 __global__ void __launch_bounds__(kThreads)
-    bn_apply_kernel(const float* __restrict__ x, std::int64_t total, std::int64_t channels,
+    bn_apply_kernel(const float* __restrict__ x, std::int64_t vectors, std::int64_t groups,
                     const float* __restrict__ scale, const float* __restrict__ shift, const float* __restrict__ residual,
                     bool relu, float* __restrict__ y) {
-  const std::int64_t e0 = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const std::int64_t i0 = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kThreads;
-  ChannelWalk ch(e0, stride, channels);
-  for (std::int64_t e = e0; e < total; e += stride, ch.advance()) {
-    const std::int64_t c = ch.c;
-    float v = fmaf(x[e], scale[c], shift[c]);
-    if (residual != nullptr) v += residual[e];
-    y[e] = relu && v < 0.f ? 0.f : v;
+  ChannelWalk ch(i0, stride, groups);
+  for (std::int64_t i = i0; i < vectors; i += stride, ch.advance()) {
+    float v[V], sc[V], sh[V], r[V];
+    load_v<V>(x + i * V, v);
+    load_v<V>(scale + ch.c * V, sc);
+    load_v<V>(shift + ch.c * V, sh);
+    if (residual != nullptr) load_v<V>(residual + i * V, r);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      float o = fmaf(v[j], sc[j], sh[j]);
+      if (residual != nullptr) o += r[j];
+      v[j] = relu && o < 0.f ? 0.f : o;
+    }
+    store_v<V>(y + i * V, v);
   }
 }
 
-// Per (chunk, channel): sum of g and of g * xhat, g = dy masked by ReLU; also
-// writes the residual gradient (g) when asked.
-__global__ void __launch_bounds__(kChanTile * kPosLanes)
+// Per (chunk, channel): sum of g and of g * xhat, g = dy masked by the ReLU
+// (y <= 0 or NaN passes nothing); also writes g to residual_grad when asked.
+template <int V>
+__global__ void __launch_bounds__(kThreads)
     bn_backward_partial_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ y,
                                bool relu, const float* __restrict__ save_mean, const float* __restrict__ save_invstd,
                                std::int64_t count, std::int64_t channels, std::int64_t chunks,
                                double2* __restrict__ partial, float* __restrict__ residual_grad) {
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kChanTile + threadIdx.x;
-  const std::int64_t chunk = blockIdx.y;
-  const std::int64_t begin = count * chunk / chunks, end = count * (chunk + 1) / chunks;
-  double sg = 0.0, sgx = 0.0;
-  if (c < channels) {
-    const double mean = save_mean[c], invstd = save_invstd[c];
-    for (std::int64_t p = begin + threadIdx.y; p < end; p += kPosLanes) {
-      const std::int64_t e = p * channels + c;
-      const float g = relu && !(y[e] > 0.f) ? 0.f : dy[e];
-      if (residual_grad != nullptr) residual_grad[e] = g;
-      sg += g;
-      sgx += static_cast<double>(g) * (static_cast<double>(x[e]) - mean) * invstd;
+  const int lanes_c = blockDim.x, lanes_p = blockDim.y;
+  const std::int64_t c0 = (static_cast<std::int64_t>(blockIdx.x) * lanes_c + threadIdx.x) * V;
+  const bool valid = c0 < channels;
+  std::int64_t begin, end;
+  const std::int64_t chunk = chunk_range(count, chunks, begin, end);
+  double sg[V], sgx[V], mean[V], invstd[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j) sg[j] = sgx[j] = mean[j] = invstd[j] = 0.0;
+  if (valid) {
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      mean[j] = save_mean[c0 + j];
+      invstd[j] = save_invstd[c0 + j];
+    }
+    for (std::int64_t p0 = begin + threadIdx.y; p0 < end; p0 += kUnroll * lanes_p) {
+      float g[kUnroll][V], xv[kUnroll][V];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const std::int64_t p = p0 + u * lanes_p;
+        if (p >= end) break;
+        const std::int64_t e = p * channels + c0;
+        load_v<V>(dy + e, g[u]);
+        load_v<V>(x + e, xv[u]);
+        if (relu) {
+          float yv[V];
+          load_v<V>(y + e, yv);
+#pragma unroll
+          for (int j = 0; j < V; ++j) g[u][j] = yv[j] > 0.f ? g[u][j] : 0.f;
+        }
+        if (residual_grad != nullptr) store_v<V>(residual_grad + e, g[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (p0 + u * lanes_p >= end) break;
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const double gd = g[u][j];
+          sg[j] += gd;
+          sgx[j] += gd * (static_cast<double>(xv[u][j]) - mean[j]) * invstd[j];
+        }
+      }
     }
   }
-  store_partial(sg, sgx, c < channels, partial + chunk * channels + c);
+  reduce_partial<V>(sg, sgx, lanes_c, lanes_p, valid, partial + chunk * channels + c0);
 }
 
-__global__ void bn_backward_finalize_kernel(const double2* __restrict__ partial, std::int64_t count,
-                                            std::int64_t channels, std::int64_t chunks,
-                                            const float* __restrict__ gamma, const float* __restrict__ save_invstd,
-                                            float* __restrict__ dgamma, float* __restrict__ dbeta, float* __restrict__ k,
-                                            float* __restrict__ sum_g, float* __restrict__ sum_gx) {
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+// dgamma, dbeta, and the apply pass's coefficients:
+//   dx = a * g - b - c * (x - mean),  a = gamma * invstd, b = a * sum_g / count,
+//   c = a * invstd * sum_gx / count
+// (k * (count * g - sum_g - xhat * sum_gx) with k = gamma * invstd / count).
+__global__ void __launch_bounds__(kFinalizeWarps * 32)
+    bn_backward_finalize_kernel(const double2* __restrict__ partial, std::int64_t count, std::int64_t channels,
+                                std::int64_t chunks, const float* __restrict__ gamma,
+                                const float* __restrict__ save_invstd, float* __restrict__ dgamma,
+                                float* __restrict__ dbeta, float* __restrict__ coef_a, float* __restrict__ coef_b,
+                                float* __restrict__ coef_c) {
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kFinalizeWarps + threadIdx.x / 32;
   if (c >= channels) return;
-  double a = 0.0, b = 0.0;
-  for (std::int64_t q = 0; q < chunks; ++q) {
-    a += partial[q * channels + c].x;
-    b += partial[q * channels + c].y;
-  }
-  dbeta[c] = static_cast<float>(a);
-  dgamma[c] = static_cast<float>(b);
-  k[c] = static_cast<float>(static_cast<double>(gamma[c]) * save_invstd[c] / static_cast<double>(count));
-  sum_g[c] = static_cast<float>(a);
-  sum_gx[c] = static_cast<float>(b);
+  const double2 t = sum_chunks(partial, channels, chunks, c);
+  if ((threadIdx.x & 31) != 0) return;
+  dbeta[c] = static_cast<float>(t.x);
+  dgamma[c] = static_cast<float>(t.y);
+  const double invstd = save_invstd[c], n = static_cast<double>(count);
+  const double a = static_cast<double>(gamma[c]) * invstd;
+  coef_a[c] = static_cast<float>(a);
+  coef_b[c] = static_cast<float>(a * t.x / n);
+  coef_c[c] = static_cast<float>(a * invstd * t.y / n);
 }
 
 // g is read back from `masked` (the residual gradient the partial kernel
 // wrote: dy masked by the ReLU) when there is one -- one load instead of dy
 // and y -- else recomputed from dy and y.
+template <int V>
 __global__ void __launch_bounds__(kThreads)
     bn_backward_apply_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ y,
                              bool relu, const float* __restrict__ masked, const float* __restrict__ save_mean,
-                             const float* __restrict__ save_invstd, const float* __restrict__ k,
-                             const float* __restrict__ sum_g, const float* __restrict__ sum_gx, std::int64_t total,
-                             std::int64_t channels, float count, float* __restrict__ dx) {
-  const std::int64_t e0 = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+                             const float* __restrict__ coef_a, const float* __restrict__ coef_b,
+                             const float* __restrict__ coef_c, std::int64_t vectors, std::int64_t groups,
+                             float* __restrict__ dx) {
+  const std::int64_t i0 = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kThreads;
-  ChannelWalk ch(e0, stride, channels);
-  for (std::int64_t e = e0; e < total; e += stride, ch.advance()) {
-    const std::int64_t c = ch.c;
-    const float g = masked != nullptr ? masked[e] : relu && !(y[e] > 0.f) ? 0.f : dy[e];
-    const float xhat = (x[e] - save_mean[c]) * save_invstd[c];
-    dx[e] = k[c] * (count * g - sum_g[c] - xhat * sum_gx[c]);
+  ChannelWalk ch(i0, stride, groups);
+  for (std::int64_t i = i0; i < vectors; i += stride, ch.advance()) {
+    const std::int64_t e = i * V, c = ch.c * V;
+    float g[V], xv[V], m[V], a[V], b[V], cc[V];
+    if (masked != nullptr) {
+      load_v<V>(masked + e, g);
+    } else {
+      load_v<V>(dy + e, g);
+      if (relu) {
+        float yv[V];
+        load_v<V>(y + e, yv);
+#pragma unroll
+        for (int j = 0; j < V; ++j) g[j] = yv[j] > 0.f ? g[j] : 0.f;
+      }
+    }
+    load_v<V>(x + e, xv);
+    load_v<V>(save_mean + c, m);
+    load_v<V>(coef_a + c, a);
+    load_v<V>(coef_b + c, b);
+    load_v<V>(coef_c + c, cc);
+#pragma unroll
+    for (int j = 0; j < V; ++j) xv[j] = fmaf(a[j], g[j], -b[j]) - cc[j] * (xv[j] - m[j]);
+    store_v<V>(dx + e, xv);
   }
 }
 
@@ -366,9 +549,59 @@ __global__ void __launch_bounds__(kThreads)
 // ---- launchers ------------------------------------------------------------------------
 
 std::size_t batchnorm_cuda_workspace_bytes(const NormShape& s) {
-  return static_cast<std::size_t>(chunks_for(s) * s.channels) * sizeof(double2) +
-         3 * static_cast<std::size_t>(s.channels) * sizeof(float);
+  const std::int64_t chunks = std::max(bn_layout(s, 1).chunks, bn_layout(s, 4).chunks);
+  return static_cast<std::size_t>(chunks * s.channels) * sizeof(double2) +
+         4 * static_cast<std::size_t>(s.channels) * sizeof(float);
 }
+
+namespace {
+
+dim3 partial_grid(const BnLayout& l) { return dim3(l.tiles, static_cast<unsigned>(l.chunks)); }
+dim3 partial_block(const BnLayout& l) { return dim3(static_cast<unsigned>(l.lanes_c), static_cast<unsigned>(l.lanes_p)); }
+unsigned finalize_grid(const NormShape& s) { return cuda::ceil_div(s.channels, kFinalizeWarps); }
+
+template <int V>
+void apply_forward(Context& ctx, const NormShape& s, const float* x, const BnScratch& w, const float* residual,
+                   bool relu, float* y, const char* what) {
+  const std::int64_t vectors = s.count * s.channels / V;
+  bn_apply_kernel<V><<<grid_1d(ctx, vectors), kThreads, 0, ctx.stream()>>>(x, vectors, s.channels / V, w.coef[0],
+                                                                           w.coef[1], residual, relu, y);
+  NPID_CHECK_LAUNCH(ctx, what);
+}
+
+template <int V>
+void train_forward(Context& ctx, const NormShape& s, const float* x, const float* gamma, const float* beta, float eps,
+                   float momentum, float* running_mean, float* running_var, const float* residual, bool relu, float* y,
+                   float* save_mean, float* save_invstd, const BnScratch& w) {
+  const BnLayout l = bn_layout(s, V);
+  bn_stats_partial_kernel<V><<<partial_grid(l), partial_block(l), 0, ctx.stream()>>>(x, s.count, s.channels,
+                                                                                      l.chunks, w.partial);
+  NPID_CHECK_LAUNCH(ctx, "bn_stats_partial_kernel");
+  bn_stats_finalize_kernel<<<finalize_grid(s), kFinalizeWarps * 32, 0, ctx.stream()>>>(
+      w.partial, s.count, s.channels, l.chunks, gamma, beta, eps, momentum, running_mean, running_var, save_mean,
+      save_invstd, w.coef[0], w.coef[1]);
+  NPID_CHECK_LAUNCH(ctx, "bn_stats_finalize_kernel");
+  apply_forward<V>(ctx, s, x, w, residual, relu, y, "bn_apply_kernel");
+}
+
+template <int V>
+void backward(Context& ctx, const NormShape& s, const float* dy, const float* x, const float* y, bool relu,
+              const float* gamma, const float* save_mean, const float* save_invstd, float* dx, float* dgamma,
+              float* dbeta, float* residual_grad, const BnScratch& w) {
+  const BnLayout l = bn_layout(s, V);
+  bn_backward_partial_kernel<V><<<partial_grid(l), partial_block(l), 0, ctx.stream()>>>(
+      dy, x, y, relu, save_mean, save_invstd, s.count, s.channels, l.chunks, w.partial, residual_grad);
+  NPID_CHECK_LAUNCH(ctx, "bn_backward_partial_kernel");
+  bn_backward_finalize_kernel<<<finalize_grid(s), kFinalizeWarps * 32, 0, ctx.stream()>>>(
+      w.partial, s.count, s.channels, l.chunks, gamma, save_invstd, dgamma, dbeta, w.coef[0], w.coef[1], w.coef[2]);
+  NPID_CHECK_LAUNCH(ctx, "bn_backward_finalize_kernel");
+  const std::int64_t vectors = s.count * s.channels / V;
+  bn_backward_apply_kernel<V><<<grid_1d(ctx, vectors), kThreads, 0, ctx.stream()>>>(
+      dy, x, y, relu, residual_grad, save_mean, w.coef[0], w.coef[1], w.coef[2], vectors, s.channels / V, dx);
+  NPID_CHECK_LAUNCH(ctx, "bn_backward_apply_kernel");
+}
+
+}  // namespace
 
 void launch_batchnorm_train_forward(Context& ctx, const NormShape& s, const float* x, const float* gamma,
                                     const float* beta, float eps, float momentum, float* running_mean,
@@ -376,18 +609,12 @@ void launch_batchnorm_train_forward(Context& ctx, const NormShape& s, const floa
                                     float* save_invstd, void* workspace) {
   DeviceGuard guard(ctx.device());
   const BnScratch w = carve(s, workspace);
-  const std::int64_t chunks = chunks_for(s);
-  const dim3 grid(cuda::ceil_div(s.channels, kChanTile), static_cast<unsigned>(chunks));
-  bn_stats_partial_kernel<<<grid, dim3(kChanTile, kPosLanes), 0, ctx.stream()>>>(x, s.count, s.channels, chunks,
-                                                                                  w.partial);
-  NPID_CHECK_LAUNCH(ctx, "bn_stats_partial_kernel");
-  bn_stats_finalize_kernel<<<cuda::ceil_div(s.channels, 128), 128, 0, ctx.stream()>>>(
-      w.partial, s.count, s.channels, chunks, gamma, beta, eps, momentum, running_mean, running_var, save_mean,
-      save_invstd, w.a, w.b);
-  NPID_CHECK_LAUNCH(ctx, "bn_stats_finalize_kernel");
-  bn_apply_kernel<<<grid_1d(ctx, s.count * s.channels), kThreads, 0, ctx.stream()>>>(
-      x, s.count * s.channels, s.channels, w.a, w.b, residual, relu, y);
-  NPID_CHECK_LAUNCH(ctx, "bn_apply_kernel");
+  if (bn_vec(s, {x, residual, y, workspace}) == 4)
+    train_forward<4>(ctx, s, x, gamma, beta, eps, momentum, running_mean, running_var, residual, relu, y, save_mean,
+                     save_invstd, w);
+  else
+    train_forward<1>(ctx, s, x, gamma, beta, eps, momentum, running_mean, running_var, residual, relu, y, save_mean,
+                     save_invstd, w);
 }
 
 void launch_batchnorm_eval_forward(Context& ctx, const NormShape& s, const float* x, const float* gamma,
@@ -396,11 +623,12 @@ void launch_batchnorm_eval_forward(Context& ctx, const NormShape& s, const float
   DeviceGuard guard(ctx.device());
   const BnScratch w = carve(s, workspace);
   bn_eval_coefficients_kernel<<<cuda::ceil_div(s.channels, 128), 128, 0, ctx.stream()>>>(
-      s.channels, gamma, beta, running_mean, running_var, eps, w.a, w.b);
+      s.channels, gamma, beta, running_mean, running_var, eps, w.coef[0], w.coef[1]);
   NPID_CHECK_LAUNCH(ctx, "bn_eval_coefficients_kernel");
-  bn_apply_kernel<<<grid_1d(ctx, s.count * s.channels), kThreads, 0, ctx.stream()>>>(
-      x, s.count * s.channels, s.channels, w.a, w.b, residual, relu, y);
-  NPID_CHECK_LAUNCH(ctx, "bn_apply_kernel (eval)");
+  if (bn_vec(s, {x, residual, y, workspace}) == 4)
+    apply_forward<4>(ctx, s, x, w, residual, relu, y, "bn_apply_kernel (eval)");
+  else
+    apply_forward<1>(ctx, s, x, w, residual, relu, y, "bn_apply_kernel (eval)");
 }
 
 void launch_batchnorm_backward(Context& ctx, const NormShape& s, const float* dy, const float* x, const float* y,
@@ -408,18 +636,10 @@ void launch_batchnorm_backward(Context& ctx, const NormShape& s, const float* dy
                                float* dx, float* dgamma, float* dbeta, float* residual_grad, void* workspace) {
   DeviceGuard guard(ctx.device());
   const BnScratch w = carve(s, workspace);
-  const std::int64_t chunks = chunks_for(s);
-  const dim3 grid(cuda::ceil_div(s.channels, kChanTile), static_cast<unsigned>(chunks));
-  bn_backward_partial_kernel<<<grid, dim3(kChanTile, kPosLanes), 0, ctx.stream()>>>(
-      dy, x, y, relu, save_mean, save_invstd, s.count, s.channels, chunks, w.partial, residual_grad);
-  NPID_CHECK_LAUNCH(ctx, "bn_backward_partial_kernel");
-  bn_backward_finalize_kernel<<<cuda::ceil_div(s.channels, 128), 128, 0, ctx.stream()>>>(
-      w.partial, s.count, s.channels, chunks, gamma, save_invstd, dgamma, dbeta, w.a, w.b, w.c);
-  NPID_CHECK_LAUNCH(ctx, "bn_backward_finalize_kernel");
-  bn_backward_apply_kernel<<<grid_1d(ctx, s.count * s.channels), kThreads, 0, ctx.stream()>>>(
-      dy, x, y, relu, residual_grad, save_mean, save_invstd, w.a, w.b, w.c, s.count * s.channels, s.channels,
-      static_cast<float>(s.count), dx);
-  NPID_CHECK_LAUNCH(ctx, "bn_backward_apply_kernel");
+  if (bn_vec(s, {dy, x, relu ? y : nullptr, save_mean, dx, residual_grad, workspace}) == 4)
+    backward<4>(ctx, s, dy, x, y, relu, gamma, save_mean, save_invstd, dx, dgamma, dbeta, residual_grad, w);
+  else
+    backward<1>(ctx, s, dy, x, y, relu, gamma, save_mean, save_invstd, dx, dgamma, dbeta, residual_grad, w);
 }
 
 void launch_maxpool_forward(Context& ctx, const PoolShape& s, const float* x, float* y, std::int64_t* argmax) {

@@ -184,8 +184,11 @@ TEST_CASE("BatchNorm kernels match the CPU reference (train, eval, backward)", "
       // not divide the stride).
       for (const NormShape s : {NormShape{7 * 16 * 16, 64}, NormShape{3, 5}, NormShape{256 * 4 * 4, 512},
                                 NormShape{1000, 40}, NormShape{257 * 3, 100}, NormShape{40000, 40},
-                                // Past the chunk cap (1,024 chunks of 256): chunks of ~293 positions.
-                                NormShape{300000, 64}}) {
+                                // Past the chunk cap (1,024 chunks): chunks of ~293 positions.
+                                NormShape{300000, 64},
+                                // Even C that is not a multiple of 4 (one channel per thread);
+                                // more channel groups than a block's 256 lanes (several tiles).
+                                NormShape{100, 6}, NormShape{50, 2052}}) {
         const auto x = randf(static_cast<std::size_t>(s.count * s.channels), 1, 2.0);
         const auto res = randf(x.size(), 2), dy = randf(x.size(), 3);
         const auto gamma = randf(static_cast<std::size_t>(s.channels), 4), beta = randf(gamma.size(), 5);
@@ -231,6 +234,76 @@ TEST_CASE("BatchNorm kernels match the CPU reference (train, eval, backward)", "
         if (residual) CHECK(test::max_abs_diff(to_host<float>(gpu, gdres), dres) == 0.0);
       }
     }
+  }
+}
+
+// The 4-channel (16-byte) path runs when C % 4 == 0 and every tensor is
+// 16-byte aligned; one float off the alignment takes the 1-channel path on the
+// same data. Both must match the CPU reference, and each must repeat bit for
+// bit (fixed reduction orders).
+TEST_CASE("BatchNorm: aligned and unaligned tensors agree; repeated runs are bit-identical", "[gpu][resnet][bn]") {
+  Context gpu = Context::cuda();
+  const NormShape s{256 * 8 * 8 + 3, 64};
+  const std::int64_t n = s.count * s.channels, c = s.channels;
+  const auto x = randf(static_cast<std::size_t>(n), 11, 3.0), res = randf(x.size(), 12), dy = randf(x.size(), 13);
+  const auto gamma = randf(static_cast<std::size_t>(c), 14), beta = randf(gamma.size(), 15);
+  std::vector<float> rm(gamma.size(), 0.f), rv(gamma.size(), 1.f), y(x.size()), sm(gamma.size()), si(gamma.size()),
+      dx(x.size()), dg(gamma.size()), db(gamma.size()), dres(x.size());
+  batchnorm_train_forward_cpu(s, x.data(), gamma.data(), beta.data(), 1e-5f, 0.1f, rm.data(), rv.data(), res.data(),
+                              true, y.data(), sm.data(), si.data());
+
+  struct Out {
+    std::vector<float> y, dx, dg, db, dres, rm, rv;
+  };
+  // offset 0: every tensor aligned; offset 1: activations one float off.
+  auto run = [&](std::int64_t offset) {
+    auto padded = [&](const std::vector<float>& v) {
+      std::vector<float> p(v.size() + 4, 0.f);
+      std::copy(v.begin(), v.end(), p.begin() + offset);
+      return dev(gpu, p);
+    };
+    Tensor gx = padded(x), gres = padded(res), gdy = padded(dy), gy = dev_zeros(gpu, n + 4), gdx = dev_zeros(gpu, n + 4),
+           gdres = dev_zeros(gpu, n + 4);
+    Tensor gg = dev(gpu, gamma), gb = dev(gpu, beta), grm = dev(gpu, std::vector<float>(gamma.size(), 0.f)),
+           grv = dev(gpu, std::vector<float>(gamma.size(), 1.f)), gsm = dev_zeros(gpu, c), gsi = dev_zeros(gpu, c),
+           gdg = dev_zeros(gpu, c), gdb = dev_zeros(gpu, c);
+    Tensor ws({static_cast<std::int64_t>(batchnorm_cuda_workspace_bytes(s))}, DType::kUInt8, gpu.device());
+    auto at = [&](Tensor& t) { return t.data_as<float>() + offset; };
+    launch_batchnorm_train_forward(gpu, s, at(gx), gg.data_as<float>(), gb.data_as<float>(), 1e-5f, 0.1f,
+                                   grm.data_as<float>(), grv.data_as<float>(), at(gres), true, at(gy),
+                                   gsm.data_as<float>(), gsi.data_as<float>(), ws.data());
+    launch_batchnorm_backward(gpu, s, at(gdy), at(gx), at(gy), true, gg.data_as<float>(), gsm.data_as<float>(),
+                              gsi.data_as<float>(), at(gdx), gdg.data_as<float>(), gdb.data_as<float>(), at(gdres),
+                              ws.data());
+    auto slice = [&](Tensor& t) {
+      const auto h = to_host<float>(gpu, t);
+      return std::vector<float>(h.begin() + offset, h.begin() + offset + n);
+    };
+    return Out{slice(gy), slice(gdx), to_host<float>(gpu, gdg), to_host<float>(gpu, gdb), slice(gdres),
+               to_host<float>(gpu, grm), to_host<float>(gpu, grv)};
+  };
+  const Out aligned = run(0), unaligned = run(1), again = run(0), unaligned_again = run(1);
+  for (const Out* o : {&aligned, &unaligned}) {
+    // The CPU backward takes this run's y: its ReLU mask decides which
+    // gradients pass (see the test above).
+    batchnorm_backward_cpu(s, dy.data(), x.data(), o->y.data(), true, gamma.data(), sm.data(), si.data(), dx.data(),
+                           dg.data(), db.data(), dres.data());
+    INFO((o == &aligned ? "aligned" : "unaligned"));
+    CHECK(test::relative_error(o->y, y) < 1e-5);
+    CHECK(test::relative_error(o->rm, rm) < 1e-5);
+    CHECK(test::relative_error(o->rv, rv) < 1e-5);
+    CHECK(test::relative_error(o->dx, dx) < 1e-4);
+    CHECK(test::relative_error(o->dg, dg) < 1e-5);
+    CHECK(test::relative_error(o->db, db) < 1e-5);
+    CHECK(o->dres == dres);  // the masked gradient is a copy: exact on both paths
+  }
+  for (const auto& [a, b] : {std::pair{&aligned, &again}, std::pair{&unaligned, &unaligned_again}}) {
+    CHECK(a->y == b->y);
+    CHECK(a->dx == b->dx);
+    CHECK(a->dg == b->dg);
+    CHECK(a->db == b->db);
+    CHECK(a->rm == b->rm);
+    CHECK(a->rv == b->rv);
   }
 }
 
