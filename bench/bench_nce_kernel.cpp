@@ -4,7 +4,8 @@
 // L2), 1,281,167 (ImageNet)}; the bank in float32 and, beside it, bfloat16. GPU cases are timed with CUDA events (manual
 // time), inputs allocated and initialized outside the timed loop.
 //
-// BM_NceLayout sweeps the D <= 128 kernel's variants; BM_GatherProbe reads
+// BM_NceLayout sweeps the D <= 128 kernel's variants; BM_NceSplits the column
+// splits per sample at B 128 (every row reports its splits); BM_GatherProbe reads
 // the same rows with no arithmetic (the access pattern's ceiling).
 //
 // Counters:
@@ -112,9 +113,12 @@ void set_counters(benchmark::State& state, double gathered_bytes, double seconds
 }
 
 // with_update = false: NCE forward+backward only; true: plus the bank update.
-// with_layout: the 4th and 5th arguments pick the D <= 128 kernel's lanes per
-// row and pipeline stages (tuning sweep).
-void BM_Nce(benchmark::State& state, bool with_update, bool with_layout, DType storage) {
+// kLayout: the 4th to 6th arguments pick the D <= 128 kernel's lanes per row,
+// pipeline stages and ring (tuning sweep); kSplits: the 4th argument forces
+// the column splits per sample. Every row reports the splits it ran with.
+enum class Sweep { kNone, kLayout, kSplits };
+void BM_Nce(benchmark::State& state, bool with_update, Sweep sweep, DType storage) {
+  const bool with_layout = sweep == Sweep::kLayout;
   if (gpu() == nullptr) {
     state.SkipWithError("skipped: no CUDA device");
     for (auto _ : state) {
@@ -125,6 +129,7 @@ void BM_Nce(benchmark::State& state, bool with_update, bool with_layout, DType s
   nce_set_layout_override(with_layout ? static_cast<int>(state.range(3)) : 0,
                           with_layout ? static_cast<int>(state.range(4)) : 0,
                           with_layout && state.range(5) != 0 ? NceRing::kAsync : NceRing::kRegisters);
+  nce_set_splits_override(sweep == Sweep::kSplits ? static_cast<int>(state.range(3)) : 0);
   Context& ctx = gpu()->ctx;
   Problem& p = problem(B, K, N, storage);
   NceConfig cfg;
@@ -145,6 +150,8 @@ void BM_Nce(benchmark::State& state, bool with_update, bool with_layout, DType s
     total += s;
   }
   nce_set_layout_override(0, 0);
+  nce_set_splits_override(0);
+  state.counters["splits"] = nce_last_splits();
   set_counters(state, static_cast<double>(B) * (K + 1) * kDim * dtype_size(storage), total);
 }
 
@@ -238,6 +245,14 @@ void lanes_args(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.1);
 }
 
+// Column splits per sample at the batch where the automatic choice matters
+// most (B 128: few samples, so the split count sets the grid).
+void splits_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "K", "N", "splits"});
+  for (std::int64_t splits : {4, 8, 16, 32}) b->Args({128, 4096, 1281167, splits});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.1);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -260,14 +275,16 @@ int main(int argc, char** argv) {
   }
   benchmark::RegisterBenchmark("BM_DeviceCopy/1GiB", BM_DeviceCopy)
       ->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
-  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward", BM_Nce, false, false, DType::kFloat32));
-  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward_bf16", BM_Nce, false, false, DType::kBFloat16));
-  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate", BM_Nce, true, false, DType::kFloat32));
-  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate_bf16", BM_Nce, true, false,
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward", BM_Nce, false, Sweep::kNone, DType::kFloat32));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackward_bf16", BM_Nce, false, Sweep::kNone, DType::kBFloat16));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate", BM_Nce, true, Sweep::kNone, DType::kFloat32));
+  gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate_bf16", BM_Nce, true, Sweep::kNone,
                                         DType::kBFloat16));
   // The D <= 128 kernel's layouts and pipeline depths (with_layout = true), fp32 and bf16.
-  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout", BM_Nce, false, true, DType::kFloat32));
-  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout_bf16", BM_Nce, false, true, DType::kBFloat16));
+  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout", BM_Nce, false, Sweep::kLayout, DType::kFloat32));
+  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout_bf16", BM_Nce, false, Sweep::kLayout, DType::kBFloat16));
+  splits_args(benchmark::RegisterBenchmark("BM_NceSplits", BM_Nce, false, Sweep::kSplits, DType::kFloat32));
+  splits_args(benchmark::RegisterBenchmark("BM_NceSplits_bf16", BM_Nce, false, Sweep::kSplits, DType::kBFloat16));
   // The gather's ceiling at the target shape, fp32 and bf16 rows.
   for (DType storage : {DType::kFloat32, DType::kBFloat16}) {
     benchmark::RegisterBenchmark(storage == DType::kFloat32 ? "BM_GatherProbe" : "BM_GatherProbe_bf16",

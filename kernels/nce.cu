@@ -689,6 +689,10 @@ struct Gather {
 std::atomic<int> g_layout_override{0};
 // The layout code of the last gather launched (tests check an override took).
 std::atomic<int> g_last_layout{0};
+// Column splits per sample; 0 = choose_splits' choice.
+std::atomic<int> g_splits_override{0};
+// The splits of the last launch.
+std::atomic<int> g_last_splits{0};
 
 template <typename T, int kLanes, int kStages>
 Gather async_gather() {
@@ -777,8 +781,9 @@ int choose_splits(Context& ctx, const Gather& kernel, std::int64_t batch, std::i
       static_cast<std::int64_t>(std::max(1, per_sm)) * ctx.device_info().multiprocessors;
   const std::int64_t tiles = (negatives + 31) / 32;
   const std::int64_t tiles_per_block = kernel.async_ring ? 2 * kWarps : kWarps;
+  const std::int64_t forced = g_splits_override.load();
   const std::int64_t want =
-      std::max((tiles + tiles_per_block - 1) / tiles_per_block, (2 * resident + batch - 1) / batch);
+      forced > 0 ? forced : std::max((tiles + tiles_per_block - 1) / tiles_per_block, (2 * resident + batch - 1) / batch);
   return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>({want, tiles, kMaxSplits})));
 }
 
@@ -817,6 +822,7 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   const FinalizeKernel finalize = bf16_bank ? nce_finalize_kernel<bf16> : nce_finalize_kernel<float>;
   const int splits = choose_splits(ctx, gather, pr.batch, pr.num_negatives);
   g_last_layout.store(gather.code);
+  g_last_splits.store(splits);
 
   // Carve the workspace.
   char* cursor = static_cast<char*>(ws.data());
@@ -893,6 +899,10 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
 int nce_last_layout() { return g_last_layout.load(); }
 
 int nce_layout_override() { return g_layout_override.load(); }
+
+void nce_set_splits_override(int splits) { g_splits_override.store(std::max(0, splits)); }
+
+int nce_last_splits() { return g_last_splits.load(); }
 
 void nce_set_layout_override(int lanes, int stages, NceRing ring) {
   g_layout_override.store(lanes == 0 ? 0 : (ring == NceRing::kAsync ? 1000 : 0) + lanes * 10 + stages);

@@ -62,6 +62,11 @@ int nce_layout_override();
 // The D <= 128-style code of the gather kernel the last CUDA call launched:
 // ring (1000 for kAsync) + lanes * 10 + stages (e.g. 162 = the fp32 default).
 int nce_last_layout();
+// Tuning hook for bench_nce_kernel: column splits per sample (blocks per
+// sample in the gather grid), clamped to [1, min(ceil(K / 32), the cap)];
+// 0 restores the automatic choice. nce_last_splits: what the last call used.
+void nce_set_splits_override(int splits);
+int nce_last_splits();
 
 // ---- CPU reference (kernels/nce_cpu.cpp) ------------------------------------
 void nce_forward_backward_cpu(const NceProblem& p, ZUpdate z_update, int threads);

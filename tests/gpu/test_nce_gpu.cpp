@@ -267,6 +267,40 @@ TEST_CASE("fused NCE: the async ring across four tiles per warp", "[gpu][nce]") 
   }
 }
 
+// bench_nce_kernel's BM_NceSplits forces the column splits per sample: each
+// count must compute the same function (only the partial sums' grouping
+// changes), and a request past ceil(K / 32) tiles or the 64-split cap is
+// clamped to it.
+TEST_CASE("fused NCE: forced column splits match the CPU reference", "[gpu][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  struct SplitsOverride {
+    explicit SplitsOverride(int s) { nce_set_splits_override(s); }
+    ~SplitsOverride() { nce_set_splits_override(0); }
+  };
+  struct Case {
+    std::int64_t K;
+    int splits, expect;
+  };
+  for (const Case c : {Case{4096, 1, 1}, Case{4096, 3, 3}, Case{4096, 64, 64}, Case{4096, 500, 64},
+                       Case{100, 16, 4}}) {
+    // The default register ring and the async ring (the bf16 default's
+    // kind), whose warps take the block's tiles in turn.
+    for (const Layout& l : {Layout{0, 0, NceRing::kRegisters}, Layout{8, 4, NceRing::kAsync}}) {
+      NceData d(5, 128, 20000, c.K, static_cast<std::uint64_t>(c.K + c.splits));
+      NceConfig cfg;
+      cfg.num_negatives = c.K;
+      cfg.proximal_lambda = 2.f;
+      INFO("K=" << c.K << " splits=" << c.splits << " ring=" << ring_name(l.ring));
+      const Result want = run(cpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f);
+      test::LayoutOverride layout(l.lanes, l.stages, l.ring);
+      SplitsOverride forced(c.splits);
+      compare(run(gpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f), want);
+      CHECK(nce_last_splits() == c.expect);
+    }
+  }
+}
+
 TEST_CASE("fused NCE: every layout on a large batch (several tiles per warp)", "[gpu][nce][heavy]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
