@@ -93,8 +93,9 @@ def opt(v, spec):  # an optional counter
 
 
 table("bench_nce_kernel (D = 128; time per call)",
-      ["benchmark", "time", "gathered GB/s", "fraction of copy bandwidth"],
-      [(short(b["name"]), t(b), opt(b.get("gather_GBps"), ".0f"), opt(b.get("frac_copy_bw"), ".2f")) for b in nce])
+      ["benchmark", "time", "gathered GB/s", "fraction of copy bandwidth", "column splits"],
+      [(short(b["name"]), t(b), opt(b.get("gather_GBps"), ".0f"), opt(b.get("frac_copy_bw"), ".2f"),
+        opt(b.get("splits"), ".0f")) for b in nce])
 times = {short(b["name"]): b["real_time"] for b in nce}
 pairs = [(k, k.replace("ForwardBackward/", "ForwardBackward_bf16/", 1)) for k in times
          if k.startswith("BM_NceForwardBackward/")]
