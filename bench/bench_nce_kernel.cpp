@@ -249,7 +249,7 @@ void lanes_args(benchmark::internal::Benchmark* b) {
 // most (B 128: few samples, so the split count sets the grid).
 void splits_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"B", "K", "N", "splits"});
-  for (std::int64_t splits : {4, 8, 16, 32}) b->Args({128, 4096, 1281167, splits});
+  for (std::int64_t splits : {4, 8, 12, 16, 24, 32}) b->Args({128, 4096, 1281167, splits});
   b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.1);
 }
 
