@@ -72,7 +72,6 @@ constexpr int kLoadsPerThread = 8;  // target vector loads per thread and chunk
 constexpr int kUnroll = 2;           // position loads in flight per thread
 
 struct BnLayout {
-  int vec = 1;
   int lanes_c = 1, lanes_p = 1;
   unsigned tiles = 1;
   std::int64_t chunks = 1;
@@ -80,7 +79,6 @@ struct BnLayout {
 
 BnLayout bn_layout(const NormShape& s, int vec) {
   BnLayout l;
-  l.vec = vec;
   const std::int64_t groups = (s.channels + vec - 1) / vec;
   l.lanes_c = static_cast<int>(std::min<std::int64_t>(groups, kThreads));
   l.lanes_p = kThreads / l.lanes_c;
@@ -88,6 +86,12 @@ BnLayout bn_layout(const NormShape& s, int vec) {
   const std::int64_t per_chunk = static_cast<std::int64_t>(l.lanes_p) * kLoadsPerThread;
   l.chunks = std::max<std::int64_t>(1, std::min<std::int64_t>(kMaxChunks, (s.count + per_chunk - 1) / per_chunk));
   return l;
+}
+
+// Chunks the workspace holds partials for: the larger of the two widths'
+// layouts (which width runs depends on pointer alignment, known at launch).
+std::int64_t workspace_chunks(const NormShape& s) {
+  return std::max(bn_layout(s, 1).chunks, bn_layout(s, 4).chunks);
 }
 
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
@@ -107,7 +111,7 @@ struct BnScratch {
 };
 
 BnScratch carve(const NormShape& s, void* workspace) {
-  const std::int64_t chunks = std::max(bn_layout(s, 1).chunks, bn_layout(s, 4).chunks);
+  const std::int64_t chunks = workspace_chunks(s);
   BnScratch w;
   w.partial = static_cast<double2*>(workspace);
   auto* coef = reinterpret_cast<float*>(w.partial + chunks * s.channels);
@@ -549,8 +553,7 @@ __global__ void __launch_bounds__(kThreads)
 // ---- launchers ------------------------------------------------------------------------
 
 std::size_t batchnorm_cuda_workspace_bytes(const NormShape& s) {
-  const std::int64_t chunks = std::max(bn_layout(s, 1).chunks, bn_layout(s, 4).chunks);
-  return static_cast<std::size_t>(chunks * s.channels) * sizeof(double2) +
+  return static_cast<std::size_t>(workspace_chunks(s) * s.channels) * sizeof(double2) +
          4 * static_cast<std::size_t>(s.channels) * sizeof(float);
 }
 

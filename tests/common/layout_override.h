@@ -1,5 +1,5 @@
-// Scoped choice of the fused NCE kernel's layout (tuning hook), restored to
-// the default even when a test fails mid-way.
+// Scoped choices of the fused NCE kernel's layout and column splits (tuning
+// hooks), restored to the defaults even when a test fails mid-way.
 #pragma once
 
 #include "nce.h"
@@ -14,6 +14,14 @@ class LayoutOverride {
   ~LayoutOverride() { nce_set_layout_override(0, 0); }
   LayoutOverride(const LayoutOverride&) = delete;
   LayoutOverride& operator=(const LayoutOverride&) = delete;
+};
+
+class SplitsOverride {
+ public:
+  explicit SplitsOverride(int splits) { nce_set_splits_override(splits); }
+  ~SplitsOverride() { nce_set_splits_override(0); }
+  SplitsOverride(const SplitsOverride&) = delete;
+  SplitsOverride& operator=(const SplitsOverride&) = delete;
 };
 
 }  // namespace npid::test

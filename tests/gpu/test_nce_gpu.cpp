@@ -274,10 +274,6 @@ TEST_CASE("fused NCE: the async ring across four tiles per warp", "[gpu][nce]") 
 TEST_CASE("fused NCE: forced column splits match the CPU reference", "[gpu][nce]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
-  struct SplitsOverride {
-    explicit SplitsOverride(int s) { nce_set_splits_override(s); }
-    ~SplitsOverride() { nce_set_splits_override(0); }
-  };
   struct Case {
     std::int64_t K;
     int splits, expect;
@@ -294,7 +290,7 @@ TEST_CASE("fused NCE: forced column splits match the CPU reference", "[gpu][nce]
       INFO("K=" << c.K << " splits=" << c.splits << " ring=" << ring_name(l.ring));
       const Result want = run(cpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f);
       test::LayoutOverride layout(l.lanes, l.stages, l.ring);
-      SplitsOverride forced(c.splits);
+      test::SplitsOverride forced(c.splits);
       compare(run(gpu, cfg, d, 3, ZUpdate::kInitFromBatch, 0.f), want);
       CHECK(nce_last_splits() == c.expect);
     }
