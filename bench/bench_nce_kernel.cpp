@@ -118,7 +118,6 @@ void set_counters(benchmark::State& state, double gathered_bytes, double seconds
 // the column splits per sample. Every row reports the splits it ran with.
 enum class Sweep { kNone, kLayout, kSplits };
 void BM_Nce(benchmark::State& state, bool with_update, Sweep sweep, DType storage) {
-  const bool with_layout = sweep == Sweep::kLayout;
   if (gpu() == nullptr) {
     state.SkipWithError("skipped: no CUDA device");
     for (auto _ : state) {
@@ -126,9 +125,14 @@ void BM_Nce(benchmark::State& state, bool with_update, Sweep sweep, DType storag
     return;
   }
   const std::int64_t B = state.range(0), K = state.range(1), N = state.range(2);
-  nce_set_layout_override(with_layout ? static_cast<int>(state.range(3)) : 0,
-                          with_layout ? static_cast<int>(state.range(4)) : 0,
-                          with_layout && state.range(5) != 0 ? NceRing::kAsync : NceRing::kRegisters);
+  // The layout arguments (lanes, stages, ring) follow B, K, N (kLayout) or
+  // B, K, N, splits (kSplits); lanes = 0 is the default layout.
+  if (sweep != Sweep::kNone) {
+    const int at = sweep == Sweep::kLayout ? 3 : 4;
+    const std::int64_t ring = state.range(at + 2);
+    nce_set_layout_override(static_cast<int>(state.range(at)), static_cast<int>(state.range(at + 1)),
+                            ring == 0 ? NceRing::kRegisters : ring == 1 ? NceRing::kAsync : NceRing::kTensorCore);
+  }
   nce_set_splits_override(sweep == Sweep::kSplits ? static_cast<int>(state.range(3)) : 0);
   Context& ctx = gpu()->ctx;
   Problem& p = problem(B, K, N, storage);
@@ -232,25 +236,43 @@ void gpu_args(benchmark::internal::Benchmark* b) {
 }
 
 // The D <= 128 kernel's variants side by side: lanes per row x pipeline stages
-// x row ring (async 0: registers, one tile per warp, the default with 16 lanes
-// and 2 stages for fp32, 3 for bf16; async 1: cp.async into shared memory).
-void lanes_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"B", "K", "N", "lanes", "stages", "async"});
+// x row ring (ring 0: registers, one tile per warp, the fp32 default with 16
+// lanes and 2 stages; 1: cp.async into shared memory, the bf16 default with
+// 8 lanes and 4 stages; 2: the tensor-core gather, bf16 only, lanes = 32).
+// At B 256; the async and tensor-core candidates for bf16 also at B 128.
+void lanes_args(benchmark::internal::Benchmark* b, bool bf16) {
+  b->ArgNames({"B", "K", "N", "lanes", "stages", "ring"});
+  const std::vector<std::int64_t> ns = {50000, 1281167};
   for (std::int64_t lanes : {8, 16}) {
     for (std::int64_t stages : {2, 3, 4})
-      for (std::int64_t N : {50000, 1281167}) b->Args({256, 4096, N, lanes, stages, 0});
+      for (std::int64_t N : ns) b->Args({256, 4096, N, lanes, stages, 0});
     for (std::int64_t stages : {4, 8})
-      for (std::int64_t N : {50000, 1281167}) b->Args({256, 4096, N, lanes, stages, 1});
+      for (std::int64_t N : ns) b->Args({256, 4096, N, lanes, stages, 1});
+  }
+  for (std::int64_t N : ns) b->Args({256, 4096, N, 4, 4, 1});
+  if (bf16) {
+    for (std::int64_t B : {128, 256}) {
+      for (std::int64_t N : ns) {
+        if (B == 128) b->Args({B, 4096, N, 8, 4, 1});
+        if (B == 128) b->Args({B, 4096, N, 4, 4, 1});
+        for (std::int64_t stages : {2, 4}) b->Args({B, 4096, N, 32, stages, 2});
+      }
+    }
   }
   b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.1);
 }
 
 // Column splits per sample at the target shape, B 128 and 256 (the 2026-12-04
-// run found 4 splits 9 % faster than the automatic 16 for fp32 at B 128).
-void splits_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"B", "K", "N", "splits"});
-  for (std::int64_t B : {128, 256})
-    for (std::int64_t splits : {4, 8, 12, 16, 24, 32}) b->Args({B, 4096, 1281167, splits});
+// run found 4 splits 9 % faster than the automatic 16 for fp32 at B 128), for
+// the default layout and, with a bf16 bank, the tensor-core gather too.
+void splits_args(benchmark::internal::Benchmark* b, bool bf16) {
+  b->ArgNames({"B", "K", "N", "splits", "lanes", "stages", "ring"});
+  for (std::int64_t B : {128, 256}) {
+    for (std::int64_t splits : {4, 8, 12, 16, 24, 32}) {
+      b->Args({B, 4096, 1281167, splits, 0, 0, 0});
+      if (bf16) b->Args({B, 4096, 1281167, splits, 32, 2, 2});
+    }
+  }
   b->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.1);
 }
 
@@ -281,11 +303,13 @@ int main(int argc, char** argv) {
   gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate", BM_Nce, true, Sweep::kNone, DType::kFloat32));
   gpu_args(benchmark::RegisterBenchmark("BM_NceForwardBackwardUpdate_bf16", BM_Nce, true, Sweep::kNone,
                                         DType::kBFloat16));
-  // The D <= 128 kernel's layouts and pipeline depths (with_layout = true), fp32 and bf16.
-  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout", BM_Nce, false, Sweep::kLayout, DType::kFloat32));
-  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout_bf16", BM_Nce, false, Sweep::kLayout, DType::kBFloat16));
-  splits_args(benchmark::RegisterBenchmark("BM_NceSplits", BM_Nce, false, Sweep::kSplits, DType::kFloat32));
-  splits_args(benchmark::RegisterBenchmark("BM_NceSplits_bf16", BM_Nce, false, Sweep::kSplits, DType::kBFloat16));
+  // The D <= 128 kernel's layouts and pipeline depths (Sweep::kLayout), fp32 and bf16.
+  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout", BM_Nce, false, Sweep::kLayout, DType::kFloat32), false);
+  lanes_args(benchmark::RegisterBenchmark("BM_NceLayout_bf16", BM_Nce, false, Sweep::kLayout, DType::kBFloat16),
+             true);
+  splits_args(benchmark::RegisterBenchmark("BM_NceSplits", BM_Nce, false, Sweep::kSplits, DType::kFloat32), false);
+  splits_args(benchmark::RegisterBenchmark("BM_NceSplits_bf16", BM_Nce, false, Sweep::kSplits, DType::kBFloat16),
+              true);
   // The gather's ceiling at the target shape, fp32 and bf16 rows.
   for (DType storage : {DType::kFloat32, DType::kBFloat16}) {
     benchmark::RegisterBenchmark(storage == DType::kFloat32 ? "BM_GatherProbe" : "BM_GatherProbe_bf16",

@@ -171,6 +171,17 @@ struct GatherSample {
   }
 };
 
+// The bank row of sample i's negative n (its column n + 1), given or drawn
+// in the kernel, and recorded in p.indices when that is asked for.
+__device__ __forceinline__ std::int64_t negative_row(const NceKernelParams& p, std::int64_t i, std::int64_t n,
+                                                     std::uint64_t step, std::int64_t y) {
+  const std::int64_t row = p.negatives != nullptr
+                               ? p.negatives[i * p.num_negatives + n]
+                               : nce_negative_index(p.seed, step, i, n + 1, p.bank_size, y, p.exclude_positive);
+  if (p.indices != nullptr) p.indices[i * (p.num_negatives + 1) + n + 1] = row;
+  return row;
+}
+
 // log1p(x) for x >= 0, cheap and accurate to a few ulp: for x < 1/2 the series
 // 2 atanh(u), u = x/(2+x) <= 1/5 (truncation after u^9: < 1e-8 relative);
 // above, log2(1+x) ln 2 by the hardware approximation, whose absolute error
@@ -184,61 +195,53 @@ __device__ __forceinline__ float fast_log1p(float x) {
   return lg2_ftz(1.0f + x) * 0.693147180559945309f;
 }
 
-// The NCE math of one negative column, shared by both gather kernels: given
-// the row's dot product with f_i and the row itself (this lane's slots),
-// accumulate the loss term, exp(s/tau) and coef * row into the lane's
-// registers; write P to `prob_out` when it is set, and return it (0 in the
-// score-only pass).
-template <int kPerLane>
-__device__ __forceinline__ float nce_row(const NceKernelParams& p, float dot, const float (&row)[kPerLane],
-                                         float inv_z, float (&g)[kPerLane], float& loss_acc,
-                                         float& sum_exp_acc, float* prob_out) {
-  const float e = ex2_ftz(dot * p.inv_tau_log2e);
-  sum_exp_acc += e;  // the same value on every lane of the group; counted once in write_partials
-  if (p.score_only) return 0.f;
+// The NCE math of one negative column, shared by every gather kernel, from
+// e = exp(s/tau) of the row's score (the caller adds e to its exp-sum; the
+// score-only pass stops there): P, the loss term added to `loss_acc`, and the
+// row's gradient coefficient P/(P+a).
+struct NceColumn {
+  float prob, coef;
+};
+__device__ __forceinline__ NceColumn nce_column(const NceKernelParams& p, float e, float inv_z, float& loss_acc) {
   // -log((K/N)/(P+a)) = log1p((P+eps)*N/K);  dL/ds * B * tau = P/(P+a)
   const float prob = e * inv_z;
   // The approximate reciprocal returns 0 for denominators above 2^126; P/(P+a)
   // is 1 to fp32 precision long before that, so clamp P first.
   const float coef = fminf(prob, 1e30f) * rcp_ftz(fminf(prob, 1e30f) + p.noise);
   loss_acc += fast_log1p((prob + static_cast<float>(kNceEps)) * p.inv_kpn);
-#pragma unroll
-  for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(coef, row[k], g[k]);
-  if (prob_out != nullptr) *prob_out = prob;
-  return prob;
+  return {prob, coef};
 }
 
-// Block epilogue of both gather kernels: combine lane groups (shuffles), then
-// warps (through `scratch`, kWarps rows of `stride` floats in shared memory),
-// in a fixed order, and write the block's partial gradient / loss / exp-sum
-// for (sample blockIdx.y, split blockIdx.x).
-template <int kLanes, int kVec, int kPerLane>
-__device__ __forceinline__ void write_partials(const NceKernelParams& p, float (&g)[kPerLane],
-                                               float loss_acc, float sum_exp_acc, float* scratch,
-                                               int stride) {
+// One negative column in the FMA gathers, where a lane holds kPerLane
+// elements of the row: exp(s/tau) into the exp-sum (the same value on every
+// lane of a group, counted once in write_partials), nce_column, and coef *
+// row into the lane's gradient slots; writes P to `prob_out` when it is set,
+// and returns it (0 in the score-only pass).
+template <int kPerLane>
+__device__ __forceinline__ float nce_row(const NceKernelParams& p, float dot, const float (&row)[kPerLane],
+                                         float inv_z, float (&g)[kPerLane], float& loss_acc,
+                                         float& sum_exp_acc, float* prob_out) {
+  const float e = ex2_ftz(dot * p.inv_tau_log2e);
+  sum_exp_acc += e;
+  if (p.score_only) return 0.f;
+  const NceColumn c = nce_column(p, e, inv_z, loss_acc);
+#pragma unroll
+  for (int k = 0; k < kPerLane; ++k) g[k] = fmaf(c.coef, row[k], g[k]);
+  if (prob_out != nullptr) *prob_out = c.prob;
+  return c.prob;
+}
+
+// The block's combination, common to every gather kernel: each warp has
+// written its partial gradient to `scratch` (row `warp`, `stride` floats
+// apart; nothing in the score-only pass) and holds its loss and exp-sum
+// (warp totals, on every lane); sum the warps in a fixed order and write the
+// partials of (sample blockIdx.y, split blockIdx.x).
+__device__ __forceinline__ void combine_partials(const NceKernelParams& p, float loss_acc, float sum_exp_acc,
+                                                 const float* scratch, int stride) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const int sub = lane % kLanes;
-  const int group = lane / kLanes;
   const int dim = static_cast<int>(p.dim);
-  sum_exp_acc = cuda::warp_allreduce_sum(sub == 0 ? sum_exp_acc : 0.f);
-  loss_acc = cuda::warp_allreduce_sum(sub == 0 ? loss_acc : 0.f);
   __shared__ float s_loss[kWarps], s_sum_exp[kWarps];
-  if (!p.score_only) {
-#pragma unroll
-    for (int k = 0; k < kPerLane; ++k) {
-#pragma unroll
-      for (int offset = kLanes; offset < 32; offset <<= 1)
-        g[k] += __shfl_xor_sync(cuda::kFullMask, g[k], offset);
-    }
-    if (group == 0) {
-#pragma unroll
-      for (int k = 0; k < kPerLane; ++k) {
-        const int e = cuda::lane_element<kLanes, kVec>(k, sub);
-        if (e < dim) scratch[warp * stride + e] = g[k];
-      }
-    }
-  }
   if (lane == 0) {
     s_loss[warp] = loss_acc;
     s_sum_exp[warp] = sum_exp_acc;
@@ -264,6 +267,39 @@ __device__ __forceinline__ void write_partials(const NceKernelParams& p, float (
     p.partial_loss[slot] = l * p.inv_batch;
     p.partial_sum_exp[slot] = se;
   }
+}
+
+// Block epilogue of the FMA gathers: combine lane groups (shuffles), then
+// warps (through `scratch`, kWarps rows of `stride` floats in shared memory),
+// in a fixed order, and write the block's partial gradient / loss / exp-sum
+// for (sample blockIdx.y, split blockIdx.x).
+template <int kLanes, int kVec, int kPerLane>
+__device__ __forceinline__ void write_partials(const NceKernelParams& p, float (&g)[kPerLane],
+                                               float loss_acc, float sum_exp_acc, float* scratch,
+                                               int stride) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int sub = lane % kLanes;
+  const int group = lane / kLanes;
+  const int dim = static_cast<int>(p.dim);
+  sum_exp_acc = cuda::warp_allreduce_sum(sub == 0 ? sum_exp_acc : 0.f);
+  loss_acc = cuda::warp_allreduce_sum(sub == 0 ? loss_acc : 0.f);
+  if (!p.score_only) {
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+#pragma unroll
+      for (int offset = kLanes; offset < 32; offset <<= 1)
+        g[k] += __shfl_xor_sync(cuda::kFullMask, g[k], offset);
+    }
+    if (group == 0) {
+#pragma unroll
+      for (int k = 0; k < kPerLane; ++k) {
+        const int e = cuda::lane_element<kLanes, kVec>(k, sub);
+        if (e < dim) scratch[warp * stride + e] = g[k];
+      }
+    }
+  }
+  combine_partials(p, loss_acc, sum_exp_acc, scratch, stride);
 }
 
 // Resident blocks per SM the compiler must allow (a register cap): from an
@@ -324,10 +360,7 @@ __global__ void __launch_bounds__(kThreads, (min_blocks<T, kVec * kChunks, kStag
     std::int64_t my_idx = 0;
     if (lane < ncols) {
       const std::int64_t n = n0 + lane;
-      my_idx = p.negatives != nullptr
-                   ? p.negatives[i * K + n]
-                   : nce_negative_index(p.seed, step, i, n + 1, p.bank_size, y, p.exclude_positive);
-      if (p.indices != nullptr) p.indices[i * kp1 + n + 1] = my_idx;
+      my_idx = negative_row(p, i, n, step, y);
     }
 
     // Rows of step s: column s*kRows + group of the tile, for each lane group.
@@ -430,13 +463,15 @@ struct AsyncLayout {
 };
 
 template <typename T, int kLanes, int kStages>
-__global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kPerLane >= 16 ? 3 : 4))
+__global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kPerLane >= 32   ? 2
+                                              : AsyncLayout<T, kLanes, kStages>::kPerLane >= 16 ? 3
+                                                                                                 : 4))
     nce_negatives_async_kernel(const NceKernelParams p) {
   using L = AsyncLayout<T, kLanes, kStages>;
   constexpr int kVec = L::kVec, kChunks = L::kChunks, kPerLane = L::kPerLane;
   constexpr int kRows = 32 / kLanes;  // rows per warp step
   constexpr int kSteps = 32 / kRows;  // steps per 32-column tile
-  static_assert(kLanes == 8 || kLanes == 16, "a row is read by 8 or 16 lanes");
+  static_assert(kLanes == 4 || kLanes == 8 || kLanes == 16, "a row is read by 4, 8 or 16 lanes");
   static_assert(kStages >= 2 && kSteps % kStages == 0, "the ring slot of a step must be static");
   extern __shared__ uint4 s_ring[];
 
@@ -486,10 +521,7 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
       const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
       if (lane < K - n0) {
         const std::int64_t n = n0 + lane;
-        idx = p.negatives != nullptr
-                  ? p.negatives[i * K + n]
-                  : nce_negative_index(p.seed, step, i, n + 1, p.bank_size, y, p.exclude_positive);
-        if (p.indices != nullptr) p.indices[i * kp1 + n + 1] = idx;
+        idx = negative_row(p, i, n, step, y);
       }
     }
     return static_cast<int>(idx);  // the entry point requires N < 2^31
@@ -582,6 +614,252 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
   __syncwarp();
   write_partials<kLanes, kVec, kPerLane>(p, g, loss_acc, sum_exp_acc, reinterpret_cast<float*>(s_ring),
                                          kStages * kChunks * 32 * 4);
+}
+
+// ---- tensor-core variant (bf16 banks, D = 128) -------------------------------
+// The FMA gathers spend most of their instructions on the two O(D) products
+// per row (the score f_i . v_j and the gradient's coef_j v_j) and, for bf16,
+// on widening the row. Here both are mma.sync m16n8k16 on the raw bf16 rows,
+// one 16-row step of a tile at a time:
+//   scores    S (16 rows x 8) = V (16 x 128) . F (128 x 8): the A operand is
+//             the step's rows (ldmatrix), B holds f_i as three bf16 columns
+//             hi, mid, lo (f = hi + mid + lo to 2^-24, so that the products
+//             of bf16 rows with fp32 features keep fp32 accuracy), and the
+//             score is the sum of the three columns;
+//   gradient  G (128 x 8) += V^T (128 x 16) . C (16 x 8): A is the step's rows
+//             transposed (ldmatrix .trans), C holds the rows' coefficients as
+//             three bf16 columns the same way; g_i is the sum of G's three
+//             columns, accumulated in fp32 across the warp's steps.
+// Lanes 4r and 4r + 1 own row r and r + 8 of the step for the per-row math
+// (nce_column). Rows reach shared memory by cp.async through a ring of
+// kStages steps per warp (16 rows x 256 bytes each, 16-byte chunks XOR-
+// swizzled by row so that ldmatrix reads are conflict-free); unlike the
+// async FMA ring, a lane reads rows other lanes copied, so the ring takes a
+// __syncwarp after each wait and before each refill. Columns past a short
+// tile's end copy bank row 0 (finite: the gradient's products with a zero
+// coefficient stay 0) and are masked out of the sums.
+constexpr int kMmaDim = 128;
+constexpr int kMmaRows = 16;                                  // rows per warp step
+constexpr int kMmaRowBytes = kMmaDim * 2;                     // 256
+constexpr int kMmaStageBytes = kMmaRows * kMmaRowBytes;       // 4 KB
+constexpr int kMmaKSteps = kMmaDim / 16;                      // 8 m16n8k16 per product
+
+template <int kStages>
+constexpr int mma_smem_bytes() {
+  return kWarps * kStages * kMmaStageBytes;
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned smem, unsigned (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem)
+               : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned smem, unsigned (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem)
+               : "memory");
+}
+// d += a . b, bf16 inputs, fp32 accumulation.
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// (lo, hi) rounded to bf16 and packed, lo in the low half (an operand
+// register's element order).
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+  unsigned d;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+  return d;
+}
+// Part `part` of the three-way split x = hi + mid + lo (each a rounded bf16
+// of what the parts before it leave: together exact to about 2^-24 |x|) of
+// the pair (a, b), packed as pack_bf16x2; 0 for part >= 3.
+__device__ __forceinline__ unsigned split_bf16x2(float a, float b, int part) {
+  const unsigned hi = pack_bf16x2(a, b);
+  const float ra = a - __uint_as_float(hi << 16), rb = b - __uint_as_float(hi & 0xffff0000u);
+  const unsigned mid = pack_bf16x2(ra, rb);
+  const float sa = ra - __uint_as_float(mid << 16), sb = rb - __uint_as_float(mid & 0xffff0000u);
+  const unsigned lo = pack_bf16x2(sa, sb);
+  return part == 0 ? hi : part == 1 ? mid : part == 2 ? lo : 0u;
+}
+
+template <int kStages>
+__global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negatives_mma_kernel(const NceKernelParams p) {
+  static_assert(kStages == 2 || kStages == 4, "an even ring: a tile's two steps sit at static slots");
+  extern __shared__ uint4 s_ring[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates
+  const std::int64_t i = blockIdx.y;
+  const unsigned ring = static_cast<unsigned>(__cvta_generic_to_shared(s_ring)) + warp * kStages * kMmaStageBytes;
+
+  // f_i as the scores' B operand: lanes with g < 3 hold part g of
+  // f[16 ks + 2t, + 1] and f[16 ks + 2t + 8, + 9] (columns 3..7 are 0).
+  unsigned fb[kMmaKSteps][2];
+  {
+    const float* f = p.features + i * kMmaDim;
+#pragma unroll
+    for (int ks = 0; ks < kMmaKSteps; ++ks) {
+      const float2 x = __ldg(reinterpret_cast<const float2*>(f + 16 * ks + 2 * t));
+      const float2 z = __ldg(reinterpret_cast<const float2*>(f + 16 * ks + 2 * t + 8));
+      fb[ks][0] = split_bf16x2(x.x, x.y, g);
+      fb[ks][1] = split_bf16x2(z.x, z.y, g);
+    }
+  }
+  float grad_acc[kMmaKSteps][4];
+#pragma unroll
+  for (int mt = 0; mt < kMmaKSteps; ++mt) grad_acc[mt][0] = grad_acc[mt][1] = grad_acc[mt][2] = grad_acc[mt][3] = 0.f;
+
+  // Per-lane shared addresses. Chunk c (16 bytes) of step row r sits at
+  // r * 256 + (c ^ (r & 7)) * 16 of its stage. Copies: lane (rgrp = lane / 8,
+  // sub = lane % 8) copies chunks sub and 8 + sub of rows 4q + rgrp, q < 4.
+  // ldmatrix: lane (m = lane / 8, rr = lane % 8) addresses row rr of matrix m;
+  // for the scores (A = V) matrix m is rows 8 (m & 1) + rr, chunk 2 ks + (m >> 1);
+  // for the gradient (A = V^T) rows 8 (m >> 1) + rr, chunk 2 mt + (m & 1). As
+  // 2 ks < 8 for ks < 4, chunk ^ rr = 8 (ks >= 4) + ((2 (ks & 3)) ^ (bit ^ rr)).
+  const int rgrp = lane >> 3, sub = lane & 7, m = lane >> 3, rr = lane & 7;
+  unsigned copy_dst[2];
+#pragma unroll
+  for (int odd = 0; odd < 2; ++odd) copy_dst[odd] = ring + rgrp * kMmaRowBytes + ((sub ^ (odd * 4 + rgrp)) * 16);
+  unsigned score_addr[4], grad_addr[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    score_addr[k] = ring + (rr + 8 * (m & 1)) * kMmaRowBytes + (((2 * k) ^ ((m >> 1) ^ rr)) * 16);
+    grad_addr[k] = ring + (rr + 8 * (m >> 1)) * kMmaRowBytes + (((2 * k) ^ ((m & 1) ^ rr)) * 16);
+  }
+  const char* lane_src = reinterpret_cast<const char*>(static_cast<const bf16*>(p.bank)) + sub * 16;
+
+  const GatherSample sample(p, i, blockIdx.x);
+  const std::int64_t K = p.num_negatives;
+  const std::int64_t first = sample.t_begin + warp;  // this warp's tiles: first, first + kWarps, ...
+  const int my_tiles = first < sample.t_end ? static_cast<int>((sample.t_end - first + kWarps - 1) / kWarps) : 0;
+  const int total = 2 * my_tiles;  // steps: two per 32-column tile
+  auto tile_n0 = [&](int j) { return (first + static_cast<std::int64_t>(j) * kWarps) * 32; };
+  // Lane l's bank row for column l of the warp's j-th tile (0 past the end).
+  auto resolve = [&](int j) -> int {
+    std::int64_t idx = 0;
+    if (j < my_tiles) {
+      const std::int64_t n0 = tile_n0(j);
+      if (lane < K - n0) idx = negative_row(p, i, n0 + lane, sample.step, sample.y);
+    }
+    return static_cast<int>(idx);  // the entry point requires N < 2^31
+  };
+  int load_idx = resolve(0), next_idx = resolve(1);
+  // Issue the copies of step gs (rows 16 (gs & 1) .. + 15 of its tile) into
+  // ring slot `slot`, then commit a group (empty past the end).
+  auto issue = [&](int gs, int slot) {
+    if (gs < total) {  // warp-uniform
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int c = (gs & 1) * kMmaRows + 4 * q + rgrp;
+        const auto row = static_cast<std::uint32_t>(__shfl_sync(cuda::kFullMask, load_idx, c));
+        const char* src = row_chunk(lane_src, row, kMmaRowBytes);
+        const unsigned dst = copy_dst[q & 1] + slot * kMmaStageBytes + q * 4 * kMmaRowBytes;
+        cp_async_16(dst, src);
+        cp_async_16(dst + 128, src + 128);
+      }
+    }
+    cp_async_commit();
+  };
+
+  const bool write_probs = p.probs != nullptr && !p.score_only;
+  float loss_acc = 0.f, sum_exp_acc = 0.f;
+  int comp_cols = 0;
+  std::int64_t comp_n0 = 0;
+#pragma unroll
+  for (int q = 0; q < kStages - 1; ++q) {  // the first kStages - 1 steps: tile 0, and 1 for 4 stages
+    if (q > 0 && (q & 1) == 0) {
+      load_idx = next_idx;
+      next_idx = resolve(q / 2 + 1);
+    }
+    issue(q, q);
+  }
+  for (int g0 = 0; g0 < total; g0 += kStages) {
+#pragma unroll
+    for (int q = 0; q < kStages; ++q) {
+      const int gs = g0 + q;
+      const int ahead = gs + kStages - 1;
+      // The issue side enters tile ahead / 2 at an even step (static in q:
+      // g0 and kStages are even).
+      if ((ahead & 1) == 0 && ahead < total) {
+        load_idx = next_idx;
+        next_idx = resolve(ahead / 2 + 1);
+      }
+      __syncwarp();  // every lane is done reading the slot this refills
+      issue(ahead, (q + kStages - 1) % kStages);
+      cp_async_wait<kStages - 1>();  // this lane's copies of step gs have landed
+      __syncwarp();                  // ... and every lane's are visible
+      if (gs >= total) continue;     // warp-uniform
+      if ((gs & 1) == 0) {
+        comp_n0 = tile_n0(gs / 2);
+        comp_cols = static_cast<int>(min(static_cast<std::int64_t>(32), K - comp_n0));
+      }
+      const unsigned stage = q * kMmaStageBytes;
+
+      // Scores of the step's 16 rows: two accumulator chains, then the
+      // three columns of each row summed across the lane pair (4g, 4g + 1).
+      float acc[2][4] = {};
+#pragma unroll
+      for (int ks = 0; ks < kMmaKSteps; ++ks) {
+        unsigned a[4];
+        ldmatrix_x4(score_addr[ks & 3] + stage + (ks >= 4 ? 128 : 0), a);
+        mma_bf16_16816(acc[ks & 1], a, fb[ks][0], fb[ks][1]);
+      }
+      const float p0 = (acc[0][0] + acc[1][0]) + (acc[0][1] + acc[1][1]);  // row g: columns 2t, 2t + 1
+      const float p1 = (acc[0][2] + acc[1][2]) + (acc[0][3] + acc[1][3]);  // row g + 8
+      const float s0 = p0 + __shfl_xor_sync(cuda::kFullMask, p0, 1);
+      const float s1 = p1 + __shfl_xor_sync(cuda::kFullMask, p1, 1);
+      const int row = g + 8 * (t & 1);             // lanes t < 2: this lane's row of the step
+      const int col = (gs & 1) * kMmaRows + row;   // ... and its column of the tile
+      float coef = 0.f;
+      if (t < 2 && col < comp_cols) {
+        const float e = ex2_ftz((t == 0 ? s0 : s1) * p.inv_tau_log2e);
+        sum_exp_acc += e;
+        if (!p.score_only) {
+          const NceColumn c = nce_column(p, e, sample.inv_z, loss_acc);
+          coef = c.coef;
+          if (write_probs) p.probs[i * (K + 1) + comp_n0 + 1 + col] = c.prob;
+        }
+      }
+      if (p.score_only) continue;  // uniform
+
+      // Gradient: the coefficients of rows 2t, 2t + 1, 2t + 8, 2t + 9 (owned
+      // by lanes 8t, 8t + 4, 8t + 1, 8t + 5) as part g of the B operand.
+      const float c0 = __shfl_sync(cuda::kFullMask, coef, 8 * t);
+      const float c1 = __shfl_sync(cuda::kFullMask, coef, 8 * t + 4);
+      const float c2 = __shfl_sync(cuda::kFullMask, coef, 8 * t + 1);
+      const float c3 = __shfl_sync(cuda::kFullMask, coef, 8 * t + 5);
+      const unsigned b0 = split_bf16x2(c0, c1, g), b1 = split_bf16x2(c2, c3, g);
+#pragma unroll
+      for (int mt = 0; mt < kMmaKSteps; ++mt) {
+        unsigned a[4];
+        ldmatrix_x4_trans(grad_addr[mt & 3] + stage + (mt >= 4 ? 128 : 0), a);
+        mma_bf16_16816(grad_acc[mt], a, b0, b1);
+      }
+    }
+  }
+  cp_async_wait<0>();  // nothing in flight into the ring before it becomes scratch
+  __syncwarp();
+  // G's columns summed across the lane pair (4g, 4g + 1): element d = 16 mt +
+  // g (+ 8) of this warp's gradient, written by lanes t = 0.
+  constexpr int kStride = kStages * kMmaStageBytes / 4;  // floats per warp's ring
+  float* scratch = reinterpret_cast<float*>(s_ring);
+  if (!p.score_only) {
+#pragma unroll
+    for (int mt = 0; mt < kMmaKSteps; ++mt) {
+      const float d0 = grad_acc[mt][0] + grad_acc[mt][1], d8 = grad_acc[mt][2] + grad_acc[mt][3];
+      const float a = d0 + __shfl_xor_sync(cuda::kFullMask, d0, 1);
+      const float b = d8 + __shfl_xor_sync(cuda::kFullMask, d8, 1);
+      if (t == 0) {
+        scratch[warp * kStride + 16 * mt + g] = a;
+        scratch[warp * kStride + 16 * mt + g + 8] = b;
+      }
+    }
+  }
+  combine_partials(p, cuda::warp_allreduce_sum(loss_acc), cuda::warp_allreduce_sum(sum_exp_acc), scratch, kStride);
 }
 
 // Per sample: the positive column (score, P, loss term, coefficient), the sum
@@ -699,6 +977,10 @@ Gather async_gather() {
   return {nce_negatives_async_kernel<T, kLanes, kStages>, AsyncLayout<T, kLanes, kStages>::kSmemBytes, true,
           1000 + kLanes * 10 + kStages};
 }
+template <int kStages>
+Gather mma_gather() {
+  return {nce_negatives_mma_kernel<kStages>, mma_smem_bytes<kStages>(), true, 2000 + 32 * 10 + kStages};
+}
 template <typename T, int kLanes, int kVec, int kChunks, int kStages>
 Gather register_gather() {
   return {nce_negatives_kernel<T, kLanes, kVec, kChunks, kStages>, 0, false, kLanes * 10 + kStages};
@@ -720,8 +1002,18 @@ Gather pick_gather_kernel(std::int64_t dim, bool vec4, bool async_ok) {
   if (vec4) {
     if (dim <= 128) {
       const int o = g_layout_override.load();
+      if constexpr (sizeof(T) == 2) {
+        if (async_ok && dim == kMmaDim) {
+          switch (o) {
+            case 2322: return mma_gather<2>();
+            case 2324: return mma_gather<4>();
+            default: break;
+          }
+        }
+      }
       if (async_ok) {
         switch (o) {
+          case 1044: return async_gather<T, 4, 4>();
           case 1084: return async_gather<T, 8, 4>();
           case 1088: return async_gather<T, 8, 8>();
           case 1164: return async_gather<T, 16, 4>();
@@ -905,7 +1197,8 @@ void nce_set_splits_override(int splits) { g_splits_override.store(std::max(0, s
 int nce_last_splits() { return g_last_splits.load(); }
 
 void nce_set_layout_override(int lanes, int stages, NceRing ring) {
-  g_layout_override.store(lanes == 0 ? 0 : (ring == NceRing::kAsync ? 1000 : 0) + lanes * 10 + stages);
+  const int kind = ring == NceRing::kAsync ? 1000 : ring == NceRing::kTensorCore ? 2000 : 0;
+  g_layout_override.store(lanes == 0 ? 0 : kind + lanes * 10 + stages);
 }
 
 }  // namespace npid

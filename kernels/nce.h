@@ -48,14 +48,17 @@ constexpr std::int64_t kNceMaxBatch = 65535;
 // (1/tau < 74.8) and Z = N mean exp(s / tau) for N < 2^31 (1/tau < 67.2).
 constexpr float kNceMinTemperature = 0.015f;
 void launch_nce_forward_backward(Context& ctx, const NceProblem& p, ZUpdate z_update);
-// Tuning hook for bench_nce_kernel and the GPU tests: the D <= 128 kernel's
-// lanes per row (8 or 16), its row ring, and pipeline stages. kRegisters: the
+// Tuning hook for bench_nce_kernel and the GPU tests: the D <= 128 gather
+// kernel's lanes per row, its row ring, and pipeline stages. kRegisters: the
 // ring of raw row buffers in registers, one tile per warp, 2-4 stages
 // (instantiated: 8 x {2,3,4}, 16 x {2,3,4}); kAsync: cp.async into a ring in
-// shared memory, running on across a warp's tiles, 4 or 8 stages (where rows
-// are 16-byte aligned; elsewhere the default is used). lanes = 0 restores the
-// default (registers, 16 lanes; 2 stages for an fp32 bank, 3 for bf16).
-enum class NceRing { kRegisters, kAsync };
+// shared memory, running on across a warp's tiles (4 x 4, 8 x {4,8},
+// 16 x {4,8}; where rows are 16-byte aligned); kTensorCore: the async ring
+// feeding mma.sync, a warp per 16-row step (lanes = 32, 2 or 4 stages; bf16
+// banks with D = 128 and 16-byte aligned rows). Where a variant's conditions
+// do not hold the default runs. lanes = 0 restores the default (fp32: 16
+// lanes x 2 stages, registers; bf16: 8 x 4, async, where aligned).
+enum class NceRing { kRegisters, kAsync, kTensorCore };
 void nce_set_layout_override(int lanes, int stages, NceRing ring = NceRing::kRegisters);
 // The override in force, as the code below (0: the default layout).
 int nce_layout_override();

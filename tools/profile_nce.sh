@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # profile_nce.sh BENCH_NCE_KERNEL -- Nsight Compute on the fused NCE gather at
 # the target shape (B = 256, K = 4096, N = 1.28M): the default kernels for
-# fp32 and bf16 banks and the async-ring variants, one launch each after a
+# fp32 and bf16 banks, the async ring at 16 lanes (fp32) and 4 lanes (bf16),
+# and the tensor-core gather (bf16), one launch each after a
 # few warm-up launches (the program is stopped after it: --kill). Prints
 # ncu's speed-of-light, memory, warp-stall, occupancy and launch sections
 # (what explains the per-row floor of issue 4).
@@ -16,7 +17,8 @@ shape='B:256/K:4096/N:1281167'
 # own exit code after stopping the program is not a verdict).
 profiled=0
 for filter in "^BM_NceForwardBackward/$shape" "^BM_NceForwardBackward_bf16/$shape" \
-              "^BM_NceLayout/$shape/lanes:16/stages:8/async:1" "^BM_NceLayout_bf16/$shape/lanes:16/stages:8/async:1"; do
+              "^BM_NceLayout/$shape/lanes:16/stages:8/ring:1" "^BM_NceLayout_bf16/$shape/lanes:4/stages:4/ring:1" \
+              "^BM_NceLayout_bf16/$shape/lanes:32/stages:4/ring:2"; do
   echo "==== ncu: $filter"
   log=$(mktemp /tmp/npid_ncu.XXXXXX)
   # --clock-control none: the GPU runs at the clocks the benchmarks saw (ncu
@@ -28,5 +30,5 @@ for filter in "^BM_NceForwardBackward/$shape" "^BM_NceForwardBackward_bf16/$shap
   grep -q "GPU Speed Of Light" "$log" && profiled=$((profiled + 1))
   rm -f "$log"
 done
-echo "==== ncu: $profiled of 4 kernels profiled"
-[ "$profiled" -eq 4 ]
+echo "==== ncu: $profiled of 5 kernels profiled"
+[ "$profiled" -eq 5 ]

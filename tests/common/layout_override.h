@@ -6,6 +6,12 @@
 
 namespace npid::test {
 
+// nce_last_layout()'s code of a variant: ring (1000 async, 2000 tensor core)
+// + lanes * 10 + stages.
+inline int layout_code(int lanes, int stages, NceRing ring) {
+  return (ring == NceRing::kAsync ? 1000 : ring == NceRing::kTensorCore ? 2000 : 0) + lanes * 10 + stages;
+}
+
 class LayoutOverride {
  public:
   LayoutOverride(int lanes, int stages, NceRing ring = NceRing::kRegisters) {

@@ -76,15 +76,62 @@ TEST_CASE("bf16 bank init and update: CUDA matches the CPU reference", "[gpu][bf
   CHECK(count_differ(gbits, bank) <= bank.size() / 1000);
 }
 
+namespace {
+
+struct Variant {
+  int lanes, stages;
+  std::int64_t B, D;
+  NceRing ring = NceRing::kRegisters;
+  std::int64_t K = 4096;
+  int expect_code = -1;  // nce_last_layout() expected; -1: the override's own code
+};
+
+// One NCE step on the same bf16 bits on both sides, under the variant's
+// layout override (lanes = 0: the default), against the CPU reference.
+void check_variant(Context& gpu, Context& cpu, const Variant& v) {
+  INFO("lanes=" << v.lanes << " stages=" << v.stages << " B=" << v.B << " D=" << v.D << " K=" << v.K
+                << " ring=" << static_cast<int>(v.ring));
+  test::LayoutOverride layout(v.lanes, v.stages, v.ring);
+  const std::int64_t B = v.B, D = v.D;
+  NceData d(B, D, 5000, v.K, static_cast<std::uint64_t>(B + D + v.K));
+  std::vector<std::uint16_t> bits = to_bits(d.bank);
+  NceConfig cfg;
+  cfg.num_negatives = d.K;
+  cfg.proximal_lambda = 2.f;
+  const std::int64_t K = d.K;
+  Tensor bank({d.N, D}, DType::kBFloat16, gpu.device());
+  copy(gpu, bank, host_bf16(bits, d.N, D));
+  Tensor f = to_device(gpu, d.features, {B, D}), y = to_device(gpu, d.targets, {B});
+  Tensor z = to_device(gpu, std::vector<float>{0.f}, {1});
+  Tensor loss({1}, DType::kFloat32, gpu.device()), grad({B, D}, DType::kFloat32, gpu.device());
+  Tensor idx({B, K + 1}, DType::kInt64, gpu.device()), probs({B, K + 1}, DType::kFloat32, gpu.device());
+  nce_forward_backward(gpu, cfg, {f, y, bank, {}}, 1, ZUpdate::kInitFromBatch, z, {loss, grad, probs, idx});
+  // The override really took (no silent fallback to the default kernel), or
+  // fell back where the variant says it must.
+  if (v.expect_code >= 0)
+    CHECK(nce_last_layout() == v.expect_code);
+  else if (v.lanes != 0)
+    CHECK(nce_last_layout() == test::layout_code(v.lanes, v.stages, v.ring));
+  float closs = 0, cz = 0;
+  std::vector<float> cgrad(B * D), cprobs(B * (K + 1));
+  std::vector<std::int64_t> cidx(B * (K + 1));
+  nce_forward_backward(cpu, cfg,
+                       {view(d.features.data(), {B, D}), view(d.targets.data(), {B}), host_bf16(bits, d.N, D), {}},
+                       1, ZUpdate::kInitFromBatch, view(&cz, {1}),
+                       {view(&closs, {1}), view(cgrad.data(), {B, D}), view(cprobs.data(), {B, K + 1}),
+                        view(cidx.data(), {B, K + 1})});
+  CHECK(to_host<std::int64_t>(gpu, idx) == cidx);
+  CHECK(test::relative_error(to_host<float>(gpu, probs), cprobs) < 2e-5);
+  CHECK(to_host<float>(gpu, loss)[0] == Approx(closs).epsilon(2e-5));
+  CHECK(to_host<float>(gpu, z)[0] == Approx(cz).epsilon(2e-5));
+  CHECK(test::relative_error(to_host<float>(gpu, grad), cgrad) < 2e-5);
+}
+
+}  // namespace
+
 TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf16][nce]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
-  struct Variant {
-    int lanes, stages;
-    std::int64_t B, D;
-    NceRing ring = NceRing::kRegisters;
-    std::int64_t K = 4096;
-  };
   // The default layout on awkward shapes, then every D <= 128 layout once
   // (the async ring also at B = 256, where a warp walks two tiles, at D = 40
   // -- 16-byte rows of bf16 need D % 8 == 0 --, at K = 1000, whose last
@@ -104,41 +151,40 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
       variants.push_back({lanes, stages, 2, 128, NceRing::kAsync, 65536});
     }
   }
-  for (const Variant& v : variants) {
-    INFO("lanes=" << v.lanes << " stages=" << v.stages << " B=" << v.B << " D=" << v.D << " K=" << v.K
-                  << " ring=" << (v.ring == NceRing::kAsync ? "async" : "registers"));
-    test::LayoutOverride layout(v.lanes, v.stages, v.ring);
-    {
-      const std::int64_t B = v.B, D = v.D;
-      NceData d(B, D, 5000, v.K, static_cast<std::uint64_t>(B + D + v.K));
-      std::vector<std::uint16_t> bits = to_bits(d.bank);
-      NceConfig cfg;
-      cfg.num_negatives = d.K;
-      cfg.proximal_lambda = 2.f;
-      const std::int64_t K = d.K;
-      Tensor bank({d.N, D}, DType::kBFloat16, gpu.device());
-      copy(gpu, bank, host_bf16(bits, d.N, D));
-      Tensor f = to_device(gpu, d.features, {B, D}), y = to_device(gpu, d.targets, {B});
-      Tensor z = to_device(gpu, std::vector<float>{0.f}, {1});
-      Tensor loss({1}, DType::kFloat32, gpu.device()), grad({B, D}, DType::kFloat32, gpu.device());
-      Tensor idx({B, K + 1}, DType::kInt64, gpu.device()), probs({B, K + 1}, DType::kFloat32, gpu.device());
-      nce_forward_backward(gpu, cfg, {f, y, bank, {}}, 1, ZUpdate::kInitFromBatch, z, {loss, grad, probs, idx});
-      // The override really took (no silent fallback to the default kernel).
-      if (v.lanes != 0)
-        CHECK(nce_last_layout() == (v.ring == NceRing::kAsync ? 1000 : 0) + v.lanes * 10 + v.stages);
-      float closs = 0, cz = 0;
-      std::vector<float> cgrad(B * D), cprobs(B * (K + 1));
-      std::vector<std::int64_t> cidx(B * (K + 1));
-      nce_forward_backward(cpu, cfg,
-                           {view(d.features.data(), {B, D}), view(d.targets.data(), {B}), host_bf16(bits, d.N, D), {}},
-                           1, ZUpdate::kInitFromBatch, view(&cz, {1}),
-                           {view(&closs, {1}), view(cgrad.data(), {B, D}), view(cprobs.data(), {B, K + 1}),
-                            view(cidx.data(), {B, K + 1})});
-      CHECK(to_host<std::int64_t>(gpu, idx) == cidx);
-      CHECK(test::relative_error(to_host<float>(gpu, probs), cprobs) < 2e-5);
-      CHECK(to_host<float>(gpu, loss)[0] == Approx(closs).epsilon(2e-5));
-      CHECK(to_host<float>(gpu, z)[0] == Approx(cz).epsilon(2e-5));
-      CHECK(test::relative_error(to_host<float>(gpu, grad), cgrad) < 2e-5);
-    }
+  // Four lanes per row (eight rows per step), four stages.
+  for (std::int64_t B : {7, 256}) variants.push_back({4, 4, B, 128, NceRing::kAsync});
+  variants.push_back({4, 4, 7, 40, NceRing::kAsync});
+  variants.push_back({4, 4, 7, 128, NceRing::kAsync, 1000});
+  variants.push_back({4, 4, 2, 128, NceRing::kAsync, 65536});
+  // The tensor-core gather (D = 128 only), 2 and 4 stages: a 4-stage ring's
+  // first copies reach into the warp's second tile; B = 1 has one sample.
+  for (int stages : {2, 4}) {
+    for (std::int64_t B : {1, 7, 256}) variants.push_back({32, stages, B, 128, NceRing::kTensorCore});
+    variants.push_back({32, stages, 7, 128, NceRing::kTensorCore, 1000});
+    variants.push_back({32, stages, 7, 128, NceRing::kTensorCore, 15});
+    variants.push_back({32, stages, 2, 128, NceRing::kTensorCore, 65536});
+  }
+  for (const Variant& v : variants) check_variant(gpu, cpu, v);
+}
+
+
+// Small enough for compute-sanitizer racecheck (tools/device_check.sh): the
+// tensor-core gather's ring, where lanes read rows other lanes copied, and
+// its epilogue, which reuses the ring as scratch; K = 200 ends mid-tile.
+TEST_CASE("fused NCE: the tensor-core gather on a small case", "[gpu][bf16][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  for (int stages : {2, 4}) check_variant(gpu, cpu, {32, stages, 3, 128, NceRing::kTensorCore, 200});
+}
+
+// The tensor-core gather needs a bf16 bank with D = 128: elsewhere its
+// override falls back to the default layout, which must still be right.
+TEST_CASE("fused NCE: the tensor-core override falls back off its shape", "[gpu][bf16][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  for (std::int64_t D : {64, 50}) {
+    check_variant(gpu, cpu, {0, 0, 5, D, NceRing::kRegisters, 300});
+    const int default_code = nce_last_layout();
+    check_variant(gpu, cpu, {32, 4, 5, D, NceRing::kTensorCore, 300, default_code});
   }
 }

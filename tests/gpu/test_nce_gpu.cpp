@@ -199,6 +199,7 @@ std::vector<Layout> all_layouts() {
     for (int stages : {2, 3, 4}) layouts.push_back({lanes, stages, NceRing::kRegisters});
     for (int stages : {4, 8}) layouts.push_back({lanes, stages, NceRing::kAsync});
   }
+  layouts.push_back({4, 4, NceRing::kAsync});
   return layouts;
 }
 
@@ -223,7 +224,7 @@ TEST_CASE("fused NCE: every D <= 128 layout and pipeline depth matches the CPU r
                       << " D=" << D);
         compare(run(gpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 2, ZUpdate::kInitFromBatch, 0.f));
         // The override took: this variant, not a fallback, ran.
-        CHECK(nce_last_layout() == (l.ring == NceRing::kAsync ? 1000 : 0) + l.lanes * 10 + l.stages);
+        CHECK(nce_last_layout() == test::layout_code(l.lanes, l.stages, l.ring));
       }
     }
   }
@@ -244,6 +245,22 @@ TEST_CASE("fused NCE: the async ring on a small case", "[gpu][nce]") {
     compare(run(gpu, cfg, d, 1, ZUpdate::kInitFromBatch, 0.f), run(cpu, cfg, d, 1, ZUpdate::kInitFromBatch, 0.f));
     CHECK(nce_last_layout() == 1000 + l.lanes * 10 + l.stages);
   }
+}
+
+// The tensor-core gather is for bf16 banks only: on an fp32 bank its
+// override runs the fp32 default.
+TEST_CASE("fused NCE: the tensor-core override falls back on an fp32 bank", "[gpu][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  NceData d(3, 128, 3000, 200, 13);
+  NceConfig cfg;
+  cfg.num_negatives = d.K;
+  const Result want = run(cpu, cfg, d, 1, ZUpdate::kInitFromBatch, 0.f);
+  compare(run(gpu, cfg, d, 1, ZUpdate::kInitFromBatch, 0.f), want);
+  const int default_code = nce_last_layout();
+  test::LayoutOverride layout(32, 4, NceRing::kTensorCore);
+  compare(run(gpu, cfg, d, 1, ZUpdate::kInitFromBatch, 0.f), want);
+  CHECK(nce_last_layout() == default_code);
 }
 
 // K = 65536 at B = 2: the 64-split cap leaves 32 tiles per block, four per
