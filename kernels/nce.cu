@@ -59,6 +59,7 @@
 #include <utility>
 
 #include "common/cuda_utils.cuh"
+#include "common/mma_layout.h"
 #include "common/sampling.h"
 #include "core/check.h"
 #include "core/context_impl.h"
@@ -638,11 +639,13 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
 // __syncwarp after each wait and before each refill. Columns past a short
 // tile's end copy bank row 0 (finite: the gradient's products with a zero
 // coefficient stay 0) and are masked out of the sums.
-constexpr int kMmaDim = 128;
-constexpr int kMmaRows = 16;                                  // rows per warp step
-constexpr int kMmaRowBytes = kMmaDim * 2;                     // 256
-constexpr int kMmaStageBytes = kMmaRows * kMmaRowBytes;       // 4 KB
-constexpr int kMmaKSteps = kMmaDim / 16;                      // 8 m16n8k16 per product
+// Where rows, chunks and fragments sit: common/mma_layout.h (shared with a
+// CPU test that replays a step through a model of the instructions).
+constexpr int kMmaDim = mma_layout::kDim;
+constexpr int kMmaRows = mma_layout::kStepRows;
+constexpr int kMmaRowBytes = mma_layout::kRowBytes;
+constexpr int kMmaStageBytes = mma_layout::kStageBytes;
+constexpr int kMmaKSteps = mma_layout::kKSteps;
 
 template <int kStages>
 constexpr int mma_smem_bytes() {
@@ -713,24 +716,17 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
 #pragma unroll
   for (int mt = 0; mt < kMmaKSteps; ++mt) grad_acc[mt][0] = grad_acc[mt][1] = grad_acc[mt][2] = grad_acc[mt][3] = 0.f;
 
-  // Per-lane shared addresses. Chunk c (16 bytes) of step row r sits at
-  // r * 256 + (c ^ (r & 7)) * 16 of its stage. Copies: lane (rgrp = lane / 8,
-  // sub = lane % 8) copies chunks sub and 8 + sub of rows 4q + rgrp, q < 4.
-  // ldmatrix: lane (m = lane / 8, rr = lane % 8) addresses row rr of matrix m;
-  // for the scores (A = V) matrix m is rows 8 (m & 1) + rr, chunk 2 ks + (m >> 1);
-  // for the gradient (A = V^T) rows 8 (m >> 1) + rr, chunk 2 mt + (m & 1). As
-  // 2 ks < 8 for ks < 4, chunk ^ rr = 8 (ks >= 4) + ((2 (ks & 3)) ^ (bit ^ rr)).
-  const int rgrp = lane >> 3, sub = lane & 7, m = lane >> 3, rr = lane & 7;
-  unsigned copy_dst[2];
+  // Per-lane shared addresses (common/mma_layout.h): the copies' for even
+  // and odd q, the ldmatrix rows' for k-steps / m-tiles 0..3 (4..7: + 128).
+  unsigned copy_dst[2], score_addr[4], grad_addr[4];
 #pragma unroll
-  for (int odd = 0; odd < 2; ++odd) copy_dst[odd] = ring + rgrp * kMmaRowBytes + ((sub ^ (odd * 4 + rgrp)) * 16);
-  unsigned score_addr[4], grad_addr[4];
+  for (int q = 0; q < 2; ++q) copy_dst[q] = ring + mma_layout::copy_dst(lane, q);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    score_addr[k] = ring + (rr + 8 * (m & 1)) * kMmaRowBytes + (((2 * k) ^ ((m >> 1) ^ rr)) * 16);
-    grad_addr[k] = ring + (rr + 8 * (m >> 1)) * kMmaRowBytes + (((2 * k) ^ ((m & 1) ^ rr)) * 16);
+    score_addr[k] = ring + mma_layout::score_addr(lane, k);
+    grad_addr[k] = ring + mma_layout::grad_addr(lane, k);
   }
-  const char* lane_src = reinterpret_cast<const char*>(static_cast<const bf16*>(p.bank)) + sub * 16;
+  const char* lane_src = reinterpret_cast<const char*>(static_cast<const bf16*>(p.bank)) + (lane & 7) * 16;
 
   const GatherSample sample(p, i, blockIdx.x);
   const std::int64_t K = p.num_negatives;
@@ -754,10 +750,10 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
     if (gs < total) {  // warp-uniform
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
-        const int c = (gs & 1) * kMmaRows + 4 * q + rgrp;
+        const int c = (gs & 1) * kMmaRows + mma_layout::copy_row(lane, q);
         const auto row = static_cast<std::uint32_t>(__shfl_sync(cuda::kFullMask, load_idx, c));
         const char* src = row_chunk(lane_src, row, kMmaRowBytes);
-        const unsigned dst = copy_dst[q & 1] + slot * kMmaStageBytes + q * 4 * kMmaRowBytes;
+        const unsigned dst = copy_dst[q & 1] + slot * kMmaStageBytes + (q & ~1) * 4 * kMmaRowBytes;
         cp_async_16(dst, src);
         cp_async_16(dst + 128, src + 128);
       }
@@ -812,10 +808,10 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
       const float p1 = (acc[0][2] + acc[1][2]) + (acc[0][3] + acc[1][3]);  // row g + 8
       const float s0 = p0 + __shfl_xor_sync(cuda::kFullMask, p0, 1);
       const float s1 = p1 + __shfl_xor_sync(cuda::kFullMask, p1, 1);
-      const int row = g + 8 * (t & 1);             // lanes t < 2: this lane's row of the step
-      const int col = (gs & 1) * kMmaRows + row;   // ... and its column of the tile
+      const int row = mma_layout::row_of_lane(lane);  // lanes t < 2: this lane's row of the step
+      const int col = (gs & 1) * kMmaRows + row;      // ... and its column of the tile
       float coef = 0.f;
-      if (t < 2 && col < comp_cols) {
+      if (row >= 0 && col < comp_cols) {
         const float e = ex2_ftz((t == 0 ? s0 : s1) * p.inv_tau_log2e);
         sum_exp_acc += e;
         if (!p.score_only) {
@@ -826,12 +822,12 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
       }
       if (p.score_only) continue;  // uniform
 
-      // Gradient: the coefficients of rows 2t, 2t + 1, 2t + 8, 2t + 9 (owned
-      // by lanes 8t, 8t + 4, 8t + 1, 8t + 5) as part g of the B operand.
-      const float c0 = __shfl_sync(cuda::kFullMask, coef, 8 * t);
-      const float c1 = __shfl_sync(cuda::kFullMask, coef, 8 * t + 4);
-      const float c2 = __shfl_sync(cuda::kFullMask, coef, 8 * t + 1);
-      const float c3 = __shfl_sync(cuda::kFullMask, coef, 8 * t + 5);
+      // Gradient: the coefficients of rows 2t, 2t + 1, 2t + 8, 2t + 9 as part
+      // g of the B operand.
+      const float c0 = __shfl_sync(cuda::kFullMask, coef, mma_layout::owner_of_row(2 * t));
+      const float c1 = __shfl_sync(cuda::kFullMask, coef, mma_layout::owner_of_row(2 * t + 1));
+      const float c2 = __shfl_sync(cuda::kFullMask, coef, mma_layout::owner_of_row(2 * t + 8));
+      const float c3 = __shfl_sync(cuda::kFullMask, coef, mma_layout::owner_of_row(2 * t + 9));
       const unsigned b0 = split_bf16x2(c0, c1, g), b1 = split_bf16x2(c2, c3, g);
 #pragma unroll
       for (int mt = 0; mt < kMmaKSteps; ++mt) {
