@@ -35,6 +35,12 @@
 //       a step is 32-bit index work, the copies and the row's math:
 //       tools/sass_steps.py counts it (bf16 8 x 4: 133 instructions per
 //       step of 4 rows, from 196 before the per-tile bookkeeping).
+//   nce_negatives_mma_kernel  the same grid, tile walk and epilogue, for bf16
+//       banks with D = 128 (through the override until a device sweep
+//       decides): both O(D) products per row on tensor cores (mma.sync on
+//       rows read from a swizzled cp.async ring with ldmatrix), fp32 accuracy
+//       kept by splitting f and the coefficients into three bf16 parts; see
+//       its section below.
 //   nce_finalize_kernel   grid B: the positive column (it reads V[y_i] for the
 //       proximal term anyway), the sum of the split partials in split order,
 //       the proximal term; writes grad_features and per-sample loss / exp-sum.
