@@ -435,6 +435,11 @@ __device__ __forceinline__ uint4 ld_shared_16(unsigned smem) {
                : "memory");
   return v;
 }
+// The same, copying `src_bytes` (16 or 0) and zero-filling the rest: 0 reads
+// nothing and leaves 16 zero bytes.
+__device__ __forceinline__ void cp_async_16_zfill(unsigned smem, const void* gmem, unsigned src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes) : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
@@ -643,8 +648,7 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
 // swizzled by row so that ldmatrix reads are conflict-free); unlike the
 // async FMA ring, a lane reads rows other lanes copied, so the ring takes a
 // __syncwarp after each wait and before each refill. Columns past a short
-// tile's end copy bank row 0 (finite: the gradient's products with a zero
-// coefficient stay 0) and are masked out of the sums.
+// tile's end are zero-filled rows (no bank read), masked out of the sums.
 // Where rows, chunks and fragments sit: common/mma_layout.h (shared with a
 // CPU test that replays a step through a model of the instructions).
 constexpr int kMmaDim = mma_layout::kDim;
@@ -740,6 +744,7 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
   const int my_tiles = first < sample.t_end ? static_cast<int>((sample.t_end - first + kWarps - 1) / kWarps) : 0;
   const int total = 2 * my_tiles;  // steps: two per 32-column tile
   auto tile_n0 = [&](int j) { return (first + static_cast<std::int64_t>(j) * kWarps) * 32; };
+  auto tile_cols = [&](int j) { return static_cast<int>(min(static_cast<std::int64_t>(32), K - tile_n0(j))); };
   // Lane l's bank row for column l of the warp's j-th tile (0 past the end).
   auto resolve = [&](int j) -> int {
     std::int64_t idx = 0;
@@ -750,18 +755,24 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
     return static_cast<int>(idx);  // the entry point requires N < 2^31
   };
   int load_idx = resolve(0), next_idx = resolve(1);
+  int load_cols = my_tiles > 0 ? tile_cols(0) : 0;  // the issue side's tile: valid columns
   // Issue the copies of step gs (rows 16 (gs & 1) .. + 15 of its tile) into
-  // ring slot `slot`, then commit a group (empty past the end).
+  // ring slot `slot`, then commit a group (empty past the end, and for the
+  // second step of a tile of at most 16 columns, which is not computed).
+  // Rows past the tile's columns are zero-filled, not read: the gradient's
+  // mma multiplies them by a zero coefficient, and 0 x 0 stays 0 whatever
+  // the bank holds.
   auto issue = [&](int gs, int slot) {
-    if (gs < total) {  // warp-uniform
+    if (gs < total && (gs & 1) * kMmaRows < load_cols) {  // warp-uniform
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int c = (gs & 1) * kMmaRows + mma_layout::copy_row(lane, q);
         const auto row = static_cast<std::uint32_t>(__shfl_sync(cuda::kFullMask, load_idx, c));
+        const unsigned bytes = c < load_cols ? 16u : 0u;
         const char* src = row_chunk(lane_src, row, kMmaRowBytes);
         const unsigned dst = copy_dst[q & 1] + slot * kMmaStageBytes + (q & ~1) * 4 * kMmaRowBytes;
-        cp_async_16(dst, src);
-        cp_async_16(dst + 128, src + 128);
+        cp_async_16_zfill(dst, src, bytes);
+        cp_async_16_zfill(dst + 128, src + 128, bytes);
       }
     }
     cp_async_commit();
@@ -776,6 +787,7 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
     if (q > 0 && (q & 1) == 0) {
       load_idx = next_idx;
       next_idx = resolve(q / 2 + 1);
+      load_cols = q / 2 < my_tiles ? tile_cols(q / 2) : 0;
     }
     issue(q, q);
   }
@@ -789,6 +801,7 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
       if ((ahead & 1) == 0 && ahead < total) {
         load_idx = next_idx;
         next_idx = resolve(ahead / 2 + 1);
+        load_cols = tile_cols(ahead / 2);
       }
       __syncwarp();  // every lane is done reading the slot this refills
       issue(ahead, (q + kStages - 1) % kStages);
@@ -797,8 +810,9 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
       if (gs >= total) continue;     // warp-uniform
       if ((gs & 1) == 0) {
         comp_n0 = tile_n0(gs / 2);
-        comp_cols = static_cast<int>(min(static_cast<std::int64_t>(32), K - comp_n0));
+        comp_cols = tile_cols(gs / 2);
       }
+      if ((gs & 1) * kMmaRows >= comp_cols) continue;  // warp-uniform: a short tile's empty second step
       const unsigned stage = q * kMmaStageBytes;
 
       // Scores of the step's 16 rows: two accumulator chains, then the

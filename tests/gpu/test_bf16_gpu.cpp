@@ -84,17 +84,30 @@ struct Variant {
   NceRing ring = NceRing::kRegisters;
   std::int64_t K = 4096;
   int expect_code = -1;  // nce_last_layout() expected; -1: the override's own code
+  int splits = 0;        // forced column splits per sample; 0: automatic
+  // Bank row 0 holds NaN and no target or (explicit) negative is row 0: a
+  // kernel must not read rows it was not asked for.
+  bool poison_row0 = false;
 };
 
 // One NCE step on the same bf16 bits on both sides, under the variant's
 // layout override (lanes = 0: the default), against the CPU reference.
 void check_variant(Context& gpu, Context& cpu, const Variant& v) {
   INFO("lanes=" << v.lanes << " stages=" << v.stages << " B=" << v.B << " D=" << v.D << " K=" << v.K
-                << " ring=" << static_cast<int>(v.ring));
+                << " ring=" << static_cast<int>(v.ring) << " splits=" << v.splits << " poison=" << v.poison_row0);
   test::LayoutOverride layout(v.lanes, v.stages, v.ring);
+  test::SplitsOverride forced(v.splits);
   const std::int64_t B = v.B, D = v.D;
   NceData d(B, D, 5000, v.K, static_cast<std::uint64_t>(B + D + v.K));
   std::vector<std::uint16_t> bits = to_bits(d.bank);
+  std::vector<std::int64_t> negatives;
+  if (v.poison_row0) {
+    for (std::int64_t k = 0; k < D; ++k) bits[static_cast<std::size_t>(k)] = 0x7fc0;  // NaN
+    for (auto& y : d.targets) y = y == 0 ? 1 : y;
+    negatives = test::random_indices(B * v.K, d.N - 1, 17);
+    for (auto& n : negatives) n += 1;
+  }
+  const bool explicit_negatives = !negatives.empty();
   NceConfig cfg;
   cfg.num_negatives = d.K;
   cfg.proximal_lambda = 2.f;
@@ -105,7 +118,9 @@ void check_variant(Context& gpu, Context& cpu, const Variant& v) {
   Tensor z = to_device(gpu, std::vector<float>{0.f}, {1});
   Tensor loss({1}, DType::kFloat32, gpu.device()), grad({B, D}, DType::kFloat32, gpu.device());
   Tensor idx({B, K + 1}, DType::kInt64, gpu.device()), probs({B, K + 1}, DType::kFloat32, gpu.device());
-  nce_forward_backward(gpu, cfg, {f, y, bank, {}}, 1, ZUpdate::kInitFromBatch, z, {loss, grad, probs, idx});
+  Tensor neg = explicit_negatives ? to_device(gpu, negatives, {B, K}) : Tensor();
+  nce_forward_backward(gpu, cfg, {f, y, bank, explicit_negatives ? neg.view() : TensorView()}, 1,
+                       ZUpdate::kInitFromBatch, z, {loss, grad, probs, idx});
   // The override really took (no silent fallback to the default kernel), or
   // fell back where the variant says it must.
   if (v.expect_code >= 0)
@@ -116,7 +131,8 @@ void check_variant(Context& gpu, Context& cpu, const Variant& v) {
   std::vector<float> cgrad(B * D), cprobs(B * (K + 1));
   std::vector<std::int64_t> cidx(B * (K + 1));
   nce_forward_backward(cpu, cfg,
-                       {view(d.features.data(), {B, D}), view(d.targets.data(), {B}), host_bf16(bits, d.N, D), {}},
+                       {view(d.features.data(), {B, D}), view(d.targets.data(), {B}), host_bf16(bits, d.N, D),
+                        explicit_negatives ? view(negatives.data(), {B, K}) : TensorView()},
                        1, ZUpdate::kInitFromBatch, view(&cz, {1}),
                        {view(&closs, {1}), view(cgrad.data(), {B, D}), view(cprobs.data(), {B, K + 1}),
                         view(cidx.data(), {B, K + 1})});
@@ -165,6 +181,34 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
     variants.push_back({32, stages, 2, 128, NceRing::kTensorCore, 65536});
   }
   for (const Variant& v : variants) check_variant(gpu, cpu, v);
+}
+
+// One column split per sample: a warp walks three or four tiles, the last
+// short (K = 872 and 1000: 8 columns, within a tile's first 16-row step;
+// K = 1010: 18 columns), through the hand-off of row indices resolved a tile
+// ahead; the default bf16 layout, 4 lanes per row and the tensor-core gather.
+TEST_CASE("fused NCE on a bf16 bank: short last tiles on warps with several tiles", "[gpu][bf16][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  for (std::int64_t K : {872, 1000, 1010}) {
+    check_variant(gpu, cpu, {0, 0, 7, 128, NceRing::kRegisters, K, -1, 1});
+    check_variant(gpu, cpu, {4, 4, 7, 128, NceRing::kAsync, K, -1, 1});
+    for (int stages : {2, 4}) check_variant(gpu, cpu, {32, stages, 7, 128, NceRing::kTensorCore, K, -1, 1});
+  }
+}
+
+// Rows past a short tile's end are not read: with NaN in bank row 0, which
+// no target or negative names, every result stays finite and equal to the
+// CPU reference's (which never touches row 0).
+TEST_CASE("fused NCE on a bf16 bank: rows past a tile's end are never read", "[gpu][bf16][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  for (int splits : {0, 1}) {
+    check_variant(gpu, cpu, {0, 0, 5, 128, NceRing::kRegisters, 1000, -1, splits, true});
+    check_variant(gpu, cpu, {4, 4, 5, 128, NceRing::kAsync, 1000, -1, splits, true});
+    for (int stages : {2, 4})
+      check_variant(gpu, cpu, {32, stages, 5, 128, NceRing::kTensorCore, 1000, -1, splits, true});
+  }
 }
 
 
