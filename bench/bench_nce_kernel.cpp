@@ -253,8 +253,10 @@ void lanes_args(benchmark::internal::Benchmark* b, bool bf16) {
   if (bf16) {
     for (std::int64_t B : {128, 256}) {
       for (std::int64_t N : ns) {
-        if (B == 128) b->Args({B, 4096, N, 8, 4, 1});
-        if (B == 128) b->Args({B, 4096, N, 4, 4, 1});
+        if (B == 128) {  // B 256 has these above
+          b->Args({B, 4096, N, 8, 4, 1});
+          b->Args({B, 4096, N, 4, 4, 1});
+        }
         for (std::int64_t stages : {2, 4}) b->Args({B, 4096, N, 32, stages, 2});
       }
     }

@@ -189,6 +189,34 @@ __device__ __forceinline__ std::int64_t negative_row(const NceKernelParams& p, s
   return row;
 }
 
+// A warp's walk over its split's tiles of sample i in the tensor-core
+// gather (the async FMA ring spells the same walk out), which runs on across
+// tiles: tiles first, first + kWarps, ... below
+// the split's end; tile j starts at negative n0(j) and holds columns(j)
+// (<= 32) of them.
+struct WarpTiles {
+  std::int64_t first;
+  int count;
+  __device__ __forceinline__ WarpTiles(const GatherSample& s, int warp)
+      : first(s.t_begin + warp),
+        count(first < s.t_end ? static_cast<int>((s.t_end - first + kWarps - 1) / kWarps) : 0) {}
+  __device__ __forceinline__ std::int64_t n0(int j) const { return (first + static_cast<std::int64_t>(j) * kWarps) * 32; }
+  __device__ __forceinline__ int columns(const NceKernelParams& p, int j) const {
+    return static_cast<int>(min(static_cast<std::int64_t>(32), p.num_negatives - n0(j)));
+  }
+  // Lane l's bank row for column l of tile j (0 past the last tile or
+  // column), as a 32-bit index: the entry point requires N < 2^31.
+  __device__ __forceinline__ int resolve(const NceKernelParams& p, std::int64_t i, const GatherSample& s, int j,
+                                         int lane) const {
+    std::int64_t idx = 0;
+    if (j < count) {
+      const std::int64_t start = n0(j);
+      if (lane < p.num_negatives - start) idx = negative_row(p, i, start + lane, s.step, s.y);
+    }
+    return static_cast<int>(idx);
+  }
+};
+
 // log1p(x) for x >= 0, cheap and accurate to a few ulp: for x < 1/2 the series
 // 2 atanh(u), u = x/(2+x) <= 1/5 (truncation after u^9: < 1e-8 relative);
 // above, log2(1+x) ln 2 by the hardware approximation, whose absolute error
@@ -521,6 +549,9 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
   const float inv_z = sample.inv_z;
   const std::uint64_t step = sample.step;
   float loss_acc = 0.f, sum_exp_acc = 0.f;
+  // The tile walk of WarpTiles, spelled out: through the struct this kernel's
+  // register allocation changes (spills outside the loop, 3 more
+  // instructions a step for bf16 8 x 4; tools/sass_steps.py).
   const std::int64_t first = t_begin + warp;  // this warp's tiles: first, first + kWarps, ...
   const int my_tiles = first < t_end ? static_cast<int>((t_end - first + kWarps - 1) / kWarps) : 0;
   const int total = my_tiles * kSteps;  // a multiple of kStages
@@ -531,10 +562,7 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
     std::int64_t idx = 0;
     if (j < my_tiles) {
       const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
-      if (lane < K - n0) {
-        const std::int64_t n = n0 + lane;
-        idx = negative_row(p, i, n, step, y);
-      }
+      if (lane < K - n0) idx = negative_row(p, i, n0 + lane, step, y);
     }
     return static_cast<int>(idx);  // the entry point requires N < 2^31
   };
@@ -548,7 +576,7 @@ __global__ void __launch_bounds__(kThreads, (AsyncLayout<T, kLanes, kStages>::kP
   // the issue side's row indices (lane l: column l of the tile being
   // loaded; the next tile's resolved a tile ahead) and valid columns, and the
   // compute side's valid columns and probability output (lane 0 of each
-  // group; null when P is not asked for). A tile's columns: min(32, K - n0).
+  // group; null when P is not asked for).
   auto tile_columns = [&](int j) -> int {
     const std::int64_t n0 = (first + static_cast<std::int64_t>(j) * kWarps) * 32;
     return static_cast<int>(min(static_cast<std::int64_t>(32), K - n0));
@@ -740,22 +768,17 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
 
   const GatherSample sample(p, i, blockIdx.x);
   const std::int64_t K = p.num_negatives;
-  const std::int64_t first = sample.t_begin + warp;  // this warp's tiles: first, first + kWarps, ...
-  const int my_tiles = first < sample.t_end ? static_cast<int>((sample.t_end - first + kWarps - 1) / kWarps) : 0;
-  const int total = 2 * my_tiles;  // steps: two per 32-column tile
-  auto tile_n0 = [&](int j) { return (first + static_cast<std::int64_t>(j) * kWarps) * 32; };
-  auto tile_cols = [&](int j) { return static_cast<int>(min(static_cast<std::int64_t>(32), K - tile_n0(j))); };
-  // Lane l's bank row for column l of the warp's j-th tile (0 past the end).
-  auto resolve = [&](int j) -> int {
-    std::int64_t idx = 0;
-    if (j < my_tiles) {
-      const std::int64_t n0 = tile_n0(j);
-      if (lane < K - n0) idx = negative_row(p, i, n0 + lane, sample.step, sample.y);
-    }
-    return static_cast<int>(idx);  // the entry point requires N < 2^31
+  const WarpTiles tiles(sample, warp);
+  const int total = 2 * tiles.count;  // steps: two per 32-column tile
+  // The issue side's tile: its row indices (lane l: column l), the next
+  // tile's resolved a tile ahead, and its valid columns.
+  int load_idx = tiles.resolve(p, i, sample, 0, lane), next_idx = tiles.resolve(p, i, sample, 1, lane);
+  int load_cols = tiles.count > 0 ? tiles.columns(p, 0) : 0;
+  auto enter_tile = [&](int j) {  // the issue side moves on to tile j
+    load_idx = next_idx;
+    next_idx = tiles.resolve(p, i, sample, j + 1, lane);
+    load_cols = j < tiles.count ? tiles.columns(p, j) : 0;
   };
-  int load_idx = resolve(0), next_idx = resolve(1);
-  int load_cols = my_tiles > 0 ? tile_cols(0) : 0;  // the issue side's tile: valid columns
   // Issue the copies of step gs (rows 16 (gs & 1) .. + 15 of its tile) into
   // ring slot `slot`, then commit a group (empty past the end, and for the
   // second step of a tile of at most 16 columns, which is not computed).
@@ -784,11 +807,7 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
   std::int64_t comp_n0 = 0;
 #pragma unroll
   for (int q = 0; q < kStages - 1; ++q) {  // the first kStages - 1 steps: tile 0, and 1 for 4 stages
-    if (q > 0 && (q & 1) == 0) {
-      load_idx = next_idx;
-      next_idx = resolve(q / 2 + 1);
-      load_cols = q / 2 < my_tiles ? tile_cols(q / 2) : 0;
-    }
+    if (q > 0 && (q & 1) == 0) enter_tile(q / 2);
     issue(q, q);
   }
   for (int g0 = 0; g0 < total; g0 += kStages) {
@@ -798,19 +817,15 @@ __global__ void __launch_bounds__(kThreads, (kStages <= 2 ? 2 : 1)) nce_negative
       const int ahead = gs + kStages - 1;
       // The issue side enters tile ahead / 2 at an even step (static in q:
       // g0 and kStages are even).
-      if ((ahead & 1) == 0 && ahead < total) {
-        load_idx = next_idx;
-        next_idx = resolve(ahead / 2 + 1);
-        load_cols = tile_cols(ahead / 2);
-      }
+      if ((ahead & 1) == 0 && ahead < total) enter_tile(ahead / 2);
       __syncwarp();  // every lane is done reading the slot this refills
       issue(ahead, (q + kStages - 1) % kStages);
       cp_async_wait<kStages - 1>();  // this lane's copies of step gs have landed
       __syncwarp();                  // ... and every lane's are visible
       if (gs >= total) continue;     // warp-uniform
       if ((gs & 1) == 0) {
-        comp_n0 = tile_n0(gs / 2);
-        comp_cols = tile_cols(gs / 2);
+        comp_n0 = tiles.n0(gs / 2);
+        comp_cols = tiles.columns(p, gs / 2);
       }
       if ((gs & 1) * kMmaRows >= comp_cols) continue;  // warp-uniform: a short tile's empty second step
       const unsigned stage = q * kMmaStageBytes;
