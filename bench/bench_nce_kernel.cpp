@@ -156,6 +156,9 @@ void BM_Nce(benchmark::State& state, bool with_update, Sweep sweep, DType storag
   nce_set_layout_override(0, 0);
   nce_set_splits_override(0);
   state.counters["splits"] = nce_last_splits();
+  // The kernel that ran (nce_last_layout's code): an override that fell back
+  // to the default shows here, not as a slow row of the variant it named.
+  state.counters["layout"] = nce_last_layout();
   set_counters(state, static_cast<double>(B) * (K + 1) * kDim * dtype_size(storage), total);
 }
 

@@ -1025,14 +1025,14 @@ Gather register_gather() {
 //                       tuning override
 //     D <= 256, 512     kLanes 32 x kVec 4 x kChunks 2, 4; 2 stages
 //   otherwise (any D):  kLanes 32 x kVec 1 x kChunks 4, 16; 2 stages
-//   The async ring (kind 1: 8 or 16 lanes x 4 or 8 stages) only through the
-//   tuning override, and only where its alignment holds (`async_ok`):
-//   otherwise the override falls back to the default.
+//   The other async rings (kind 1: 4 x 4, 8 x 8, 16 x {4,8}) and the
+//   tensor-core gather (kind 2) only through the tuning override `o`, and
+//   only where their alignment holds (`async_ok`; kind 2 also bf16 and
+//   D = 128): otherwise the override falls back to the default.
 template <typename T>
-Gather pick_gather_kernel(std::int64_t dim, bool vec4, bool async_ok) {
+Gather pick_gather_kernel(std::int64_t dim, bool vec4, bool async_ok, int o) {
   if (vec4) {
     if (dim <= 128) {
-      const int o = g_layout_override.load();
       if constexpr (sizeof(T) == 2) {
         if (async_ok && dim == kMmaDim) {
           switch (o) {
@@ -1140,8 +1140,15 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& pr, ZUpdate z_u
   // The async ring copies 16-byte chunks: rows must start 16-byte aligned.
   const bool async_ok = vec4 && pr.dim <= kAsyncMaxDim && pr.dim % (bf16_bank ? 8 : 4) == 0 &&
                         reinterpret_cast<std::uintptr_t>(pr.bank) % 16 == 0;
-  const Gather gather = bf16_bank ? pick_gather_kernel<bf16>(pr.dim, vec4, async_ok)
-                                  : pick_gather_kernel<float>(pr.dim, vec4, async_ok);
+  auto pick = [&](int layout_override) {
+    return bf16_bank ? pick_gather_kernel<bf16>(pr.dim, vec4, async_ok, layout_override)
+                     : pick_gather_kernel<float>(pr.dim, vec4, async_ok, layout_override);
+  };
+  Gather gather = pick(g_layout_override.load());
+  // A ring larger than the device lets one block opt into (99 KB on sm_86 /
+  // sm_89, against 227 KB on sm_80 / sm_90) falls back to the default, whose
+  // ring (at most 32 KB) fits every supported device.
+  if (static_cast<std::size_t>(gather.smem) > ctx.device_info().shared_memory_per_block_optin) gather = pick(0);
   const FinalizeKernel finalize = bf16_bank ? nce_finalize_kernel<bf16> : nce_finalize_kernel<float>;
   const int splits = choose_splits(ctx, gather, pr.batch, pr.num_negatives);
   g_last_layout.store(gather.code);

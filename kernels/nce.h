@@ -56,14 +56,16 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& p, ZUpdate z_up
 // 16 x {4,8}; where rows are 16-byte aligned); kTensorCore: the async ring
 // feeding mma.sync, a warp per 16-row step (lanes = 32, 2 or 4 stages; bf16
 // banks with D = 128 and 16-byte aligned rows). Where a variant's conditions
-// do not hold the default runs. lanes = 0 restores the default (fp32: 16
+// do not hold, or its shared-memory ring (up to 128 KB) exceeds what a block
+// of the device may opt into (99 KB on sm_86 / sm_89), the default runs. lanes = 0 restores the default (fp32: 16
 // lanes x 2 stages, registers; bf16: 8 x 4, async, where aligned).
 enum class NceRing { kRegisters, kAsync, kTensorCore };
 void nce_set_layout_override(int lanes, int stages, NceRing ring = NceRing::kRegisters);
 // The override in force, as the code below (0: the default layout).
 int nce_layout_override();
 // The D <= 128-style code of the gather kernel the last CUDA call launched:
-// ring (1000 for kAsync) + lanes * 10 + stages (e.g. 162 = the fp32 default).
+// ring (1000 for kAsync, 2000 for kTensorCore) + lanes * 10 + stages (e.g.
+// 162 = the fp32 default, 1084 the bf16 default, 2324 the 4-stage tensor core).
 int nce_last_layout();
 // Tuning hook for bench_nce_kernel: column splits per sample (blocks per
 // sample in the gather grid), clamped to [1, min(ceil(K / 32), the cap)];

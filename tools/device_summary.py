@@ -93,9 +93,10 @@ def opt(v, spec):  # an optional counter
 
 
 table("bench_nce_kernel (D = 128; time per call)",
-      ["benchmark", "time", "gathered GB/s", "fraction of copy bandwidth", "column splits"],
+      ["benchmark", "time", "gathered GB/s", "fraction of copy bandwidth", "column splits", "layout ran"],
       [(short(b["name"]), t(b), opt(b.get("gather_GBps"), ".0f"), opt(b.get("frac_copy_bw"), ".2f"),
-        opt(b.get("splits"), ".0f")) for b in nce])
+        opt(b.get("splits"), ".0f"), opt(b.get("layout"), ".0f")) for b in nce])
+layouts = {short(b["name"]): b.get("layout") for b in nce}
 times = {short(b["name"]): b["real_time"] for b in nce}
 pairs = [(k, k.replace("ForwardBackward/", "ForwardBackward_bf16/", 1)) for k in times
          if k.startswith("BM_NceForwardBackward/")]
@@ -109,7 +110,14 @@ for k, v in times.items():
     m = re.match(r"BM_Nce(Layout|Splits)_bf16/(B:\d+/K:\d+/N:\d+)/(.*)", k)
     base = f"BM_NceForwardBackward/{m.group(2)}" if m else None
     if base in times:
-        cands.append((m.group(2), m.group(3), f"{v:.1f} us", f"{times[base]:.1f} us", f"{times[base] / v:.2f}x"))
+        # The layout code the variant names (ring * 1000 + lanes * 10 +
+        # stages) against the one that ran: a fallback is not the variant.
+        a = dict(kv.split(":") for kv in m.group(3).split("/") if ":" in kv)
+        want = int(a.get("ring", 0)) * 1000 + int(a.get("lanes", 0)) * 10 + int(a.get("stages", 0))
+        ran = layouts.get(k)
+        note = "" if ran is None or int(a.get("lanes", 0)) == 0 or int(ran) == want else f" (fell back to {ran:.0f})"
+        cands.append((m.group(2), m.group(3) + note, f"{v:.1f} us", f"{times[base]:.1f} us",
+                      f"{times[base] / v:.2f}x"))
 table("bf16 gather variants against the fp32 default (same run)",
       ["shape", "variant", "bf16", "fp32 default", "speedup"], cands, level="###")
 table("bench_softmax_criterion (D = 128, TF32 GEMMs unless bf16_math:1; time per forward+backward)",

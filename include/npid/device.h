@@ -20,6 +20,8 @@ struct DeviceInfo {
   std::size_t global_memory_bytes = 0;
   std::size_t l2_cache_bytes = 0;
   int max_threads_per_multiprocessor = 0;
+  // Dynamic shared memory one block may opt into (cudaDevAttrMaxSharedMemoryPerBlockOptin).
+  std::size_t shared_memory_per_block_optin = 0;
 };
 
 // Number of usable CUDA devices; 0 when there is no device or no driver.

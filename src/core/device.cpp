@@ -72,6 +72,7 @@ DeviceInfo cuda_device_info(int index) {
   d.global_memory_bytes = prop.totalGlobalMem;
   d.l2_cache_bytes = static_cast<std::size_t>(prop.l2CacheSize);
   d.max_threads_per_multiprocessor = prop.maxThreadsPerMultiProcessor;
+  d.shared_memory_per_block_optin = prop.sharedMemPerBlockOptin;
   return d;
 }
 

@@ -88,13 +88,25 @@ struct Variant {
   // Bank row 0 holds NaN and no target or (explicit) negative is row 0: a
   // kernel must not read rows it was not asked for.
   bool poison_row0 = false;
+  // Views shifted off alignment: features by this many floats, the bank by
+  // this many bf16 elements (4 = 8 bytes: the register ring's vec4 still
+  // holds, the 16-byte cp.async of the async and tensor-core rings does not).
+  std::int64_t feature_offset = 0, bank_offset = 0;
 };
+
+// Shared memory the tensor-core gather's ring takes: 8 warps x stages x a
+// 16-row step of 256-byte rows. Where a block cannot opt into that much
+// (sm_86 / sm_89: 99 KB) the override must fall back to the default.
+bool tensor_core_fits(Context& gpu, int stages) {
+  return static_cast<std::size_t>(8 * stages * 16 * 256) <= gpu.device_info().shared_memory_per_block_optin;
+}
 
 // One NCE step on the same bf16 bits on both sides, under the variant's
 // layout override (lanes = 0: the default), against the CPU reference.
 void check_variant(Context& gpu, Context& cpu, const Variant& v) {
   INFO("lanes=" << v.lanes << " stages=" << v.stages << " B=" << v.B << " D=" << v.D << " K=" << v.K
-                << " ring=" << static_cast<int>(v.ring) << " splits=" << v.splits << " poison=" << v.poison_row0);
+                << " ring=" << static_cast<int>(v.ring) << " splits=" << v.splits << " poison=" << v.poison_row0
+                << " feature_offset=" << v.feature_offset << " bank_offset=" << v.bank_offset);
   test::LayoutOverride layout(v.lanes, v.stages, v.ring);
   test::SplitsOverride forced(v.splits);
   const std::int64_t B = v.B, D = v.D;
@@ -112,9 +124,17 @@ void check_variant(Context& gpu, Context& cpu, const Variant& v) {
   cfg.num_negatives = d.K;
   cfg.proximal_lambda = 2.f;
   const std::int64_t K = d.K;
-  Tensor bank({d.N, D}, DType::kBFloat16, gpu.device());
-  copy(gpu, bank, host_bf16(bits, d.N, D));
-  Tensor f = to_device(gpu, d.features, {B, D}), y = to_device(gpu, d.targets, {B});
+  std::vector<std::uint16_t> padded_bits(static_cast<std::size_t>(v.bank_offset), 0);
+  padded_bits.insert(padded_bits.end(), bits.begin(), bits.end());
+  Tensor bank_storage({v.bank_offset + d.N * D}, DType::kBFloat16, gpu.device());
+  copy(gpu, bank_storage, TensorView(padded_bits.data(), DType::kBFloat16, {v.bank_offset + d.N * D}, Device::cpu()));
+  const TensorView bank(static_cast<std::uint16_t*>(bank_storage.data()) + v.bank_offset, DType::kBFloat16, {d.N, D},
+                        gpu.device());
+  std::vector<float> padded_features(static_cast<std::size_t>(v.feature_offset), 0.f);
+  padded_features.insert(padded_features.end(), d.features.begin(), d.features.end());
+  Tensor f_storage = to_device(gpu, padded_features, {v.feature_offset + B * D});
+  const TensorView f(static_cast<float*>(f_storage.data()) + v.feature_offset, DType::kFloat32, {B, D}, gpu.device());
+  Tensor y = to_device(gpu, d.targets, {B});
   Tensor z = to_device(gpu, std::vector<float>{0.f}, {1});
   Tensor loss({1}, DType::kFloat32, gpu.device()), grad({B, D}, DType::kFloat32, gpu.device());
   Tensor idx({B, K + 1}, DType::kInt64, gpu.device()), probs({B, K + 1}, DType::kFloat32, gpu.device());
@@ -125,6 +145,8 @@ void check_variant(Context& gpu, Context& cpu, const Variant& v) {
   // fell back where the variant says it must.
   if (v.expect_code >= 0)
     CHECK(nce_last_layout() == v.expect_code);
+  else if (v.ring == NceRing::kTensorCore && !tensor_core_fits(gpu, v.stages))
+    CHECK(nce_last_layout() == test::layout_code(8, 4, NceRing::kAsync));  // the bf16 default
   else if (v.lanes != 0)
     CHECK(nce_last_layout() == test::layout_code(v.lanes, v.stages, v.ring));
   float closs = 0, cz = 0;
@@ -172,12 +194,13 @@ TEST_CASE("fused NCE on a bf16 bank: CUDA matches the CPU reference", "[gpu][bf1
   variants.push_back({4, 4, 7, 40, NceRing::kAsync});
   variants.push_back({4, 4, 7, 128, NceRing::kAsync, 1000});
   variants.push_back({4, 4, 2, 128, NceRing::kAsync, 65536});
+  for (std::int64_t K : {1, 15}) variants.push_back({4, 4, 7, 128, NceRing::kAsync, K});
   // The tensor-core gather (D = 128 only), 2 and 4 stages: a 4-stage ring's
   // first copies reach into the warp's second tile; B = 1 has one sample.
   for (int stages : {2, 4}) {
     for (std::int64_t B : {1, 7, 256}) variants.push_back({32, stages, B, 128, NceRing::kTensorCore});
     variants.push_back({32, stages, 7, 128, NceRing::kTensorCore, 1000});
-    variants.push_back({32, stages, 7, 128, NceRing::kTensorCore, 15});
+    for (std::int64_t K : {1, 15}) variants.push_back({32, stages, 7, 128, NceRing::kTensorCore, K});
     variants.push_back({32, stages, 2, 128, NceRing::kTensorCore, 65536});
   }
   for (const Variant& v : variants) check_variant(gpu, cpu, v);
@@ -195,6 +218,12 @@ TEST_CASE("fused NCE on a bf16 bank: short last tiles on warps with several tile
     check_variant(gpu, cpu, {4, 4, 7, 128, NceRing::kAsync, K, -1, 1});
     for (int stages : {2, 4}) check_variant(gpu, cpu, {32, stages, 7, 128, NceRing::kTensorCore, K, -1, 1});
   }
+  // Splits that do not divide K = 1010's 32 tiles (3: 10 or 11 tiles a
+  // split), and 64, which clamps to one tile a split, the last short.
+  for (int splits : {3, 64}) {
+    check_variant(gpu, cpu, {4, 4, 7, 128, NceRing::kAsync, 1010, -1, splits});
+    for (int stages : {2, 4}) check_variant(gpu, cpu, {32, stages, 7, 128, NceRing::kTensorCore, 1010, -1, splits});
+  }
 }
 
 // Rows past a short tile's end are not read: with NaN in bank row 0, which
@@ -203,12 +232,15 @@ TEST_CASE("fused NCE on a bf16 bank: short last tiles on warps with several tile
 TEST_CASE("fused NCE on a bf16 bank: rows past a tile's end are never read", "[gpu][bf16][nce]") {
   Context gpu = Context::cuda();
   Context cpu = Context::cpu();
-  for (int splits : {0, 1}) {
-    check_variant(gpu, cpu, {0, 0, 5, 128, NceRing::kRegisters, 1000, -1, splits, true});
-    check_variant(gpu, cpu, {4, 4, 5, 128, NceRing::kAsync, 1000, -1, splits, true});
-    for (int stages : {2, 4})
-      check_variant(gpu, cpu, {32, stages, 5, 128, NceRing::kTensorCore, 1000, -1, splits, true});
-  }
+  // K = 1000 ends on a full 8-row step of the 4-lane ring, K = 1010 inside
+  // one (lane groups past the end hold stale ring slots).
+  for (std::int64_t K : {1000, 1010})
+    for (int splits : {0, 1}) {
+      check_variant(gpu, cpu, {0, 0, 5, 128, NceRing::kRegisters, K, -1, splits, true});
+      check_variant(gpu, cpu, {4, 4, 5, 128, NceRing::kAsync, K, -1, splits, true});
+      for (int stages : {2, 4})
+        check_variant(gpu, cpu, {32, stages, 5, 128, NceRing::kTensorCore, K, -1, splits, true});
+    }
 }
 
 
@@ -230,5 +262,26 @@ TEST_CASE("fused NCE: the tensor-core override falls back off its shape", "[gpu]
     check_variant(gpu, cpu, {0, 0, 5, D, NceRing::kRegisters, 300});
     const int default_code = nce_last_layout();
     check_variant(gpu, cpu, {32, 4, 5, D, NceRing::kTensorCore, 300, default_code});
+  }
+}
+
+// Off 16-byte alignment neither cp.async ring may run: features one float
+// in take the scalar register kernel (32 lanes x 2 stages, code 322); a bank
+// 8 bytes in keeps the register ring's 4-element loads (16 x 3, code 163).
+TEST_CASE("fused NCE: the async and tensor-core overrides fall back on unaligned views", "[gpu][bf16][nce]") {
+  Context gpu = Context::cuda();
+  Context cpu = Context::cpu();
+  const std::vector<Variant> overrides = {{4, 4, 5, 128, NceRing::kAsync, 300},
+                                          {8, 4, 5, 128, NceRing::kAsync, 300},
+                                          {32, 2, 5, 128, NceRing::kTensorCore, 300},
+                                          {32, 4, 5, 128, NceRing::kTensorCore, 300}};
+  for (Variant v : overrides) {
+    v.feature_offset = 1;
+    v.expect_code = 322;
+    check_variant(gpu, cpu, v);
+    v.feature_offset = 0;
+    v.bank_offset = 4;
+    v.expect_code = 163;
+    check_variant(gpu, cpu, v);
   }
 }

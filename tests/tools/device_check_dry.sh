@@ -59,15 +59,21 @@ n_cut=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['ben
 mkdir -p "$work/out4"
 python3 - "$work/out4/bench_nce.json" <<'PY'
 import json, sys
-rows = [("BM_NceForwardBackward/B:256/K:4096/N:1281167/min_time:0.200/manual_time", 150.0),
-        ("BM_NceLayout_bf16/B:256/K:4096/N:1281167/lanes:32/stages:2/ring:2/min_time:0.100/manual_time", 75.0),
-        ("BM_NceSplits_bf16/B:128/K:4096/N:1281167/splits:8/lanes:0/stages:0/ring:0/min_time:0.100/manual_time", 50.0)]
-json.dump({"context": {}, "benchmarks": [{"name": n, "real_time": t, "time_unit": "us"} for n, t in rows]},
-          open(sys.argv[1], "w"))
+# The last field is the layout counter: the code of the kernel that ran.
+rows = [("BM_NceForwardBackward/B:256/K:4096/N:1281167/min_time:0.200/manual_time", 150.0, 162),
+        ("BM_NceLayout_bf16/B:256/K:4096/N:1281167/lanes:32/stages:2/ring:2/min_time:0.100/manual_time", 75.0, 2322),
+        ("BM_NceLayout_bf16/B:256/K:4096/N:1281167/lanes:32/stages:4/ring:2/min_time:0.100/manual_time", 90.0, 1084),
+        ("BM_NceSplits_bf16/B:128/K:4096/N:1281167/splits:8/lanes:0/stages:0/ring:0/min_time:0.100/manual_time", 50.0,
+         1084)]
+json.dump({"context": {}, "benchmarks": [{"name": n, "real_time": t, "time_unit": "us", "layout": c}
+                                         for n, t, c in rows]}, open(sys.argv[1], "w"))
 PY
 python3 "$root/tools/device_summary.py" "$work/out4" --quiet || fail "device_summary.py on NCE rows"
 grep -q '^| B:256/K:4096/N:1281167 | lanes:32/stages:2/ring:2 | 75.0 us | 150.0 us | 2.00x |' "$work/out4/summary.md" ||
   { cat "$work/out4/summary.md"; fail "no bf16 variant row against the fp32 default"; }
+# A variant whose override fell back to the default is marked as such.
+grep -q '^| B:256/K:4096/N:1281167 | lanes:32/stages:4/ring:2 (fell back to 1084) | 90.0 us |' "$work/out4/summary.md" ||
+  { cat "$work/out4/summary.md"; fail "a fallback was reported as the variant it named"; }
 grep -q 'splits:8' "$work/out4/summary.md" && ! grep -q '| splits:8/lanes:0/stages:0/ring:0 |' "$work/out4/summary.md" ||
   { cat "$work/out4/summary.md"; fail "a variant without its fp32 default at the shape (B 128) was compared"; }
 
