@@ -94,12 +94,6 @@ struct Variant {
   std::int64_t feature_offset = 0, bank_offset = 0;
 };
 
-// Shared memory the tensor-core gather's ring takes: 8 warps x stages x a
-// 16-row step of 256-byte rows. Where a block cannot opt into that much
-// (sm_86 / sm_89: 99 KB) the override must fall back to the default.
-bool tensor_core_fits(Context& gpu, int stages) {
-  return static_cast<std::size_t>(8 * stages * 16 * 256) <= gpu.device_info().shared_memory_per_block_optin;
-}
 
 // One NCE step on the same bf16 bits on both sides, under the variant's
 // layout override (lanes = 0: the default), against the CPU reference.
@@ -145,10 +139,8 @@ void check_variant(Context& gpu, Context& cpu, const Variant& v) {
   // fell back where the variant says it must.
   if (v.expect_code >= 0)
     CHECK(nce_last_layout() == v.expect_code);
-  else if (v.ring == NceRing::kTensorCore && !tensor_core_fits(gpu, v.stages))
-    CHECK(nce_last_layout() == test::layout_code(8, 4, NceRing::kAsync));  // the bf16 default
-  else if (v.lanes != 0)
-    CHECK(nce_last_layout() == test::layout_code(v.lanes, v.stages, v.ring));
+  else if (v.lanes != 0)  // else the variant's ring does not fit the device: the bf16 default, 8 x 4 async
+    CHECK(nce_last_layout() == test::expected_layout_code(gpu, v.lanes, v.stages, v.ring, 2, 1084));
   float closs = 0, cz = 0;
   std::vector<float> cgrad(B * D), cprobs(B * (K + 1));
   std::vector<std::int64_t> cidx(B * (K + 1));
