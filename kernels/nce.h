@@ -57,8 +57,9 @@ void launch_nce_forward_backward(Context& ctx, const NceProblem& p, ZUpdate z_up
 // feeding mma.sync, a warp per 16-row step (lanes = 32, 2 or 4 stages; bf16
 // banks with D = 128 and 16-byte aligned rows). Where a variant's conditions
 // do not hold, or its shared-memory ring (up to 128 KB) exceeds what a block
-// of the device may opt into (99 KB on sm_86 / sm_89), the default runs. lanes = 0 restores the default (fp32: 16
-// lanes x 2 stages, registers; bf16: 8 x 4, async, where aligned).
+// of the device may opt into (99 KB on sm_86 / sm_89), the default runs.
+// lanes = 0 restores the default (fp32: 16 lanes x 2 stages, registers;
+// bf16: 8 x 4, async, where aligned).
 enum class NceRing { kRegisters, kAsync, kTensorCore };
 void nce_set_layout_override(int lanes, int stages, NceRing ring = NceRing::kRegisters);
 // The override in force, as the code below (0: the default layout).
